@@ -1,0 +1,36 @@
+# xferlab: the commands a newcomer needs. Each target sets up .venv on first use and skips it after.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.xferlab-installed
+export HF_HUB_OFFLINE ?= 1
+export WANDB_MODE ?= offline
+export WANDB_SILENT ?= true
+
+.PHONY: help install demo test test-all wheel clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install xferlab with its dev extras (skipped when up to date)
+
+demo: $(STAMP)  ## run the main job (a five-seed sweep) and print its result table
+	$(PY) -m xferlab.demo
+
+test: $(STAMP)  ## the default test suite (fast; slow tests excluded)
+	$(PY) -m pytest -q
+
+test-all: $(STAMP)  ## every test, slow ones included
+	$(PY) -m pytest -q -m ''
+
+wheel: $(STAMP)  ## build the wheel into dist/
+	$(PY) -m build --wheel --no-isolation --outdir dist .
+
+clean:  ## remove build artefacts (keeps .venv and outputs/)
+	rm -rf build dist src/*.egg-info .pytest_cache

@@ -1,0 +1,3 @@
+"""xferlab: which pretrained backbone transfers best to my microscopy data?"""
+
+__version__ = "0.1.0"

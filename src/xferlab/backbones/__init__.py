@@ -1,0 +1,1 @@
+"""Backbones built by name through timm, their weights, channel adapters and preprocessing."""

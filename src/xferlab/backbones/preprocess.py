@@ -1,0 +1,92 @@
+"""Preprocessing between the image store and the backbone: resize, normalise, map channels."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+NORMALIZATIONS = ("zscore", "dataset", "backbone")
+EPS = 1e-6
+
+
+class Preprocessor:
+    """Raw store images `(B, C, H, W)` (any dtype) -> backbone input `(B, K, S, S)` float32.
+
+    - `zscore`: each image and channel to zero mean, unit variance (a constant channel becomes 0);
+    - `dataset`: each channel by the store's per-channel mean and std;
+    - `backbone`: intensities scaled to [0, 1] by the dtype's range, then the backbone's own
+      per-slot `mean` / `std` after channel mapping (e.g. ImageNet statistics).
+    The first two act on dataset channels before mapping, so an empty slot holds the mean (0).
+    """
+
+    def __init__(
+        self,
+        input_size: int | None,
+        normalize: str,
+        *,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        dataset_mean: Sequence[float] | None = None,
+        dataset_std: Sequence[float] | None = None,
+        dtype_max: float | None = None,
+    ):
+        if normalize not in NORMALIZATIONS:
+            raise ValueError(f"backbone.preprocess.normalize={normalize!r}; choose one of {NORMALIZATIONS}")
+        if normalize == "backbone" and (mean is None or std is None):
+            raise ValueError("normalize=backbone needs backbone.preprocess.mean and .std")
+        self.input_size = None if input_size is None else int(input_size)
+        self.normalize = normalize
+        self.mean = None if mean is None else [float(v) for v in mean]
+        self.std = None if std is None else [float(v) for v in std]
+        self.dataset_mean = None if dataset_mean is None else [float(v) for v in dataset_mean]
+        self.dataset_std = None if dataset_std is None else [float(v) for v in dataset_std]
+        self.dtype_max = dtype_max
+
+    @classmethod
+    def for_store(cls, config: dict[str, Any], store) -> "Preprocessor":
+        dtype = np.dtype(store.images.dtype)
+        dtype_max = float(np.iinfo(dtype).max) if dtype.kind in "ui" else 1.0
+        return cls(
+            config.get("input_size"),
+            config.get("normalize", "zscore"),
+            mean=config.get("mean"),
+            std=config.get("std"),
+            dataset_mean=store.channel_mean.tolist(),
+            dataset_std=store.channel_std.tolist(),
+            dtype_max=dtype_max,
+        )
+
+    def __call__(self, images: torch.Tensor, adapter: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        x = images.float()
+        if self.input_size is not None and x.shape[-2:] != (self.input_size, self.input_size):
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
+                              antialias=True, align_corners=False)
+        if self.normalize == "zscore":
+            mu = x.mean(dim=(2, 3), keepdim=True)
+            sd = x.std(dim=(2, 3), keepdim=True, unbiased=False)
+            x = (x - mu) / (sd + EPS)
+        elif self.normalize == "dataset":
+            mu = torch.tensor(self.dataset_mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+            sd = torch.tensor(self.dataset_std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+            x = (x - mu) / (sd + EPS)
+        else:
+            x = x / self.dtype_max
+        x = adapter(x)
+        if self.normalize == "backbone":
+            if len(self.mean) != x.shape[1]:
+                raise ValueError(f"backbone mean/std have {len(self.mean)} values for {x.shape[1]} input slots")
+            mu = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+            sd = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+            x = (x - mu) / sd
+        return x
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"input_size": self.input_size, "normalize": self.normalize}
+        if self.normalize == "backbone":
+            out.update(mean=self.mean, std=self.std, dtype_max=self.dtype_max)
+        if self.normalize == "dataset":
+            out.update(dataset_mean=self.dataset_mean, dataset_std=self.dataset_std)
+        return out

@@ -1,0 +1,1 @@
+"""Image stores, labels, splits and the datasets that read them."""

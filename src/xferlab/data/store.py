@@ -1,0 +1,214 @@
+"""The image store: the one zarr (v3) format every dataset is written to and the rest reads.
+
+Layout of `<name>.zarr/`:
+- `images`: `(N, C, H, W)` array, chunked along N;
+- `samples/<column>`: one array per column of the per-sample table (`sample_id`, `target`,
+  `label`, and whatever else the source records, e.g. `ensg_id`, `fov_id`);
+- attributes: format version, channel names, class names, source description, label rule,
+  per-channel intensity statistics and a content fingerprint;
+- `COMPLETE`: written last; a store without it is incomplete and is refused.
+
+A store is written by `StoreWriter` under a temporary name and renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import zarr
+
+from xferlab.io import atomic_directory
+
+FORMAT_VERSION = 1
+COMPLETE_MARKER = "COMPLETE"
+REQUIRED_COLUMNS = ("sample_id", "target", "label")
+UNLABELLED = -1
+
+
+class StoreError(RuntimeError):
+    """An image store is missing, incomplete, or not in a format this xferlab can read."""
+
+
+class StoreWriter:
+    """Write a store row block by row block, then `close()` to publish it atomically.
+
+    Use as a context manager; an exception inside the block leaves nothing behind.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        n_samples: int,
+        channel_names: Sequence[str],
+        image_size: tuple[int, int],
+        dtype: str | np.dtype,
+        classes: Sequence[str],
+        attrs: dict[str, Any] | None = None,
+        chunk_rows: int = 256,
+    ):
+        self.path = Path(path)
+        self.n = int(n_samples)
+        self.channel_names = list(channel_names)
+        self.classes = list(classes)
+        self.dtype = np.dtype(dtype)
+        self.image_size = tuple(image_size)
+        self.attrs = dict(attrs or {})
+        self.chunk_rows = max(1, min(chunk_rows, self.n))
+        self._rows_written = 0
+        self._hash = hashlib.sha256()
+        c = len(self.channel_names)
+        self._sum = np.zeros(c, dtype=np.float64)
+        self._sumsq = np.zeros(c, dtype=np.float64)
+        self._ctx = atomic_directory(self.path)
+
+    def __enter__(self) -> "StoreWriter":
+        if self.path.exists():
+            raise StoreError(f"{self.path} already exists; remove it to rebuild the store")
+        self._tmp = self._ctx.__enter__()
+        self._group = zarr.open_group(self._tmp, mode="w", zarr_format=3)
+        h, w = self.image_size
+        self._images = self._group.create_array(
+            "images",
+            shape=(self.n, len(self.channel_names), h, w),
+            chunks=(self.chunk_rows, len(self.channel_names), h, w),
+            dtype=self.dtype,
+        )
+        self._hash.update(json.dumps([self.n, self.channel_names, self.image_size, str(self.dtype)]).encode())
+        return self
+
+    def append(self, images: np.ndarray) -> None:
+        """Append a block of images `(B, C, H, W)` in sample order."""
+        images = np.asarray(images)
+        expected = (len(self.channel_names), *self.image_size)
+        if images.ndim != 4 or images.shape[1:] != expected:
+            raise StoreError(f"image block has shape {images.shape}; expected (B, {expected})")
+        if images.dtype != self.dtype:
+            raise StoreError(f"image block has dtype {images.dtype}; the store holds {self.dtype}")
+        start, stop = self._rows_written, self._rows_written + len(images)
+        if stop > self.n:
+            raise StoreError(f"too many images: {stop} written to a store of {self.n}")
+        self._images[start:stop] = images
+        self._hash.update(np.ascontiguousarray(images).tobytes())
+        as_float = images.astype(np.float64)
+        self._sum += as_float.sum(axis=(0, 2, 3))
+        self._sumsq += (as_float**2).sum(axis=(0, 2, 3))
+        self._rows_written = stop
+
+    def write_samples(self, samples: pd.DataFrame) -> None:
+        missing = [c for c in REQUIRED_COLUMNS if c not in samples.columns]
+        if missing:
+            raise StoreError(f"sample table lacks column(s) {missing}; required: {list(REQUIRED_COLUMNS)}")
+        if len(samples) != self.n:
+            raise StoreError(f"sample table has {len(samples)} rows for {self.n} images")
+        if samples["sample_id"].duplicated().any():
+            dupes = samples.loc[samples["sample_id"].duplicated(), "sample_id"].head(5).tolist()
+            raise StoreError(f"duplicated sample ids, e.g. {dupes}: every sample needs a unique id")
+        labels = samples["label"].to_numpy()
+        if len(labels) and (labels.max() >= len(self.classes) or labels.min() < UNLABELLED):
+            raise StoreError(f"labels must lie in [-1, {len(self.classes) - 1}] (-1 = unlabelled)")
+        group = self._group.require_group("samples")
+        for column in samples.columns:
+            values = samples[column].to_numpy()
+            if values.dtype.kind in "iub":
+                data = values.astype(np.int64)
+            elif values.dtype.kind == "f":
+                data = values.astype(np.float64)
+            else:
+                data = np.asarray([str(v) for v in values], dtype=np.dtypes.StringDType())
+            group.create_array(column, data=data)
+            self._hash.update(column.encode())
+            self._hash.update(str(data.tolist()).encode() if data.dtype.kind == "T" else data.tobytes())
+        self._samples_written = True
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            try:
+                self._finish()
+            except BaseException as err:
+                self._ctx.__exit__(type(err), err, err.__traceback__)
+                raise
+        return bool(self._ctx.__exit__(exc_type, exc, tb))
+
+    def _finish(self) -> None:
+        if self._rows_written != self.n:
+            raise StoreError(f"store incomplete: {self._rows_written} of {self.n} images written")
+        if not getattr(self, "_samples_written", False):
+            raise StoreError("store incomplete: no sample table written")
+        count = self.n * self.image_size[0] * self.image_size[1]
+        mean = self._sum / max(count, 1)
+        std = np.sqrt(np.maximum(self._sumsq / max(count, 1) - mean**2, 0.0))
+        self._hash.update(json.dumps([self.classes, self.attrs], sort_keys=True, default=str).encode())
+        self._group.attrs.update(
+            {
+                "xferlab_store_version": FORMAT_VERSION,
+                "channel_names": self.channel_names,
+                "classes": self.classes,
+                "channel_mean": mean.tolist(),
+                "channel_std": std.tolist(),
+                "fingerprint": self._hash.hexdigest(),
+                **self.attrs,
+            }
+        )
+        (self._tmp / COMPLETE_MARKER).write_text(self._hash.hexdigest() + "\n")
+
+
+class ImageStore:
+    """A complete image store, opened read-only."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise StoreError(f"no image store at {self.path}")
+        if not (self.path / COMPLETE_MARKER).exists():
+            raise StoreError(
+                f"{self.path} is an incomplete image store (no {COMPLETE_MARKER} marker): "
+                "its writer was interrupted. Delete it and build it again."
+            )
+        group = zarr.open_group(self.path, mode="r")
+        attrs = dict(group.attrs)
+        version = attrs.get("xferlab_store_version")
+        if version is None:
+            raise StoreError(f"{self.path} is not an xferlab image store (no xferlab_store_version)")
+        if int(version) > FORMAT_VERSION:
+            raise StoreError(
+                f"{self.path} was written by a newer xferlab (store format {version}; this one "
+                f"reads up to {FORMAT_VERSION}). Upgrade xferlab or rebuild the store."
+            )
+        self.attrs = attrs
+        self.images = group["images"]
+        self.channel_names: list[str] = list(attrs["channel_names"])
+        self.classes: list[str] = list(attrs["classes"])
+        self.fingerprint: str = attrs["fingerprint"]
+        self.channel_mean = np.asarray(attrs["channel_mean"], dtype=np.float64)
+        self.channel_std = np.asarray(attrs["channel_std"], dtype=np.float64)
+        samples = group["samples"]
+        self.samples = pd.DataFrame({name: samples[name][:] for name in sorted(samples.array_keys())})
+        for column in self.samples.columns:
+            if self.samples[column].dtype.kind == "T":
+                self.samples[column] = self.samples[column].astype(object)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.samples["label"].to_numpy(dtype=np.int64)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return int(self.images.shape[2]), int(self.images.shape[3])
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return np.asarray(self.images[start:stop])
+
+    def __repr__(self) -> str:
+        return (
+            f"ImageStore({self.path}, n={len(self)}, channels={self.channel_names}, "
+            f"size={self.image_size}, classes={len(self.classes)})"
+        )

@@ -1,0 +1,1 @@
+"""Frozen-backbone embedding extraction and the embedding cache."""

@@ -1,0 +1,1 @@
+"""Classification heads trained on frozen embeddings."""

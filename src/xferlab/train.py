@@ -1,0 +1,31 @@
+"""`python -m xferlab.train`: extract (cached) embeddings, train a head, write the run's results.
+
+    python -m xferlab.train                                    # the default job
+    python -m xferlab.train backbone=random seed=0,1,2,3,4 -m  # a five-seed sweep
+    python -m xferlab.train --help                             # config groups and options
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+import xferlab.resolvers  # noqa: F401 - registers the resolvers the configs use
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    from xferlab.job import run_job  # imported here so that --help stays fast
+
+    result = run_job(cfg)
+    m = result.metrics
+    print(
+        f"[{m['backbone']}-{m['channels']}-s{m['seed']}] test/macro_f1={m['test/macro_f1']:.4f} "
+        f"test/accuracy={m['test/accuracy']:.4f}  -> {result.run_dir}",
+        flush=True,
+    )
+    return float(m["test/macro_f1"])
+
+
+if __name__ == "__main__":
+    main()
