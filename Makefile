@@ -20,8 +20,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install xferlab with its dev extras (skipped when up to date)
 
-demo: $(STAMP)  ## run the main job (a five-seed sweep) and print its result table
-	$(PY) -m xferlab.demo
+DEMO_DIR ?= outputs/sweeps/demo/make-$(shell date +%Y-%m-%d_%H-%M-%S)
+
+demo: $(STAMP)  ## run the main job (a five-seed sweep per backbone) and print its result table
+	$(PY) -m xferlab.train -m experiment=demo hydra.sweep.dir=$(DEMO_DIR)
+	$(PY) -m xferlab.report $(DEMO_DIR)
 
 test: $(STAMP)  ## the default test suite (fast; slow tests excluded)
 	$(PY) -m pytest -q

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from xferlab import __version__
 from xferlab.backbones.preprocess import Preprocessor
 from xferlab.backbones.registry import Backbone
+from xferlab.backbones.weights import state_dict_sha256
 from xferlab.data.splits import TEST, TRAIN, VAL, grouped_split
 from xferlab.data.store import ImageStore
 from xferlab.embeddings.extractor import extract_embeddings
@@ -41,6 +42,7 @@ for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=".*infer the batch indices.*")
+warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
 
 @dataclass
@@ -100,6 +102,7 @@ def run_job(cfg: DictConfig) -> JobResult:
     head = instantiate(cfg.head.module, in_dim=embeddings.shape[1], num_classes=num_classes)
     if hasattr(head, "norm") and hasattr(head.norm, "fit"):
         head.norm.fit(data.train_features())
+    head_sha_before = state_dict_sha256(head)
     model = HeadClassifier(
         head, store.classes, instantiate(cfg.head.optimizer),
         class_weights(labels[split == TRAIN], num_classes, cfg.head.class_weights),
@@ -148,6 +151,9 @@ def run_job(cfg: DictConfig) -> JobResult:
             "fit_seconds": fit_seconds,
             "total_seconds": time.perf_counter() - started,
             "epochs": int(trainer.current_epoch),
+            "head_sha256_before": head_sha_before,
+            "head_sha256_after": state_dict_sha256(head),
+            "backbone_sha256_after": backbone.current_sha256(),
             "best_checkpoint": checkpoint.best_model_path,
             "host": platform.node(),
             "torch": torch.__version__,
@@ -157,6 +163,7 @@ def run_job(cfg: DictConfig) -> JobResult:
         atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         atomic_write_text(run_dir / "predictions.csv", predictions.to_csv(index=False))
         atomic_write_json(run_dir / "run_info.json", info)
+        atomic_write_json(run_dir / "split_targets.json", split_targets(store, split))
         atomic_write_json(run_dir / "metrics.json", metrics)
         if wandb_run is not None:
             wandb_run.summary.update({k: v for k, v in metrics.items()})
@@ -166,6 +173,13 @@ def run_job(cfg: DictConfig) -> JobResult:
     finally:
         if wandb_run is not None:
             wandb_run.finish()
+
+
+def split_targets(store: ImageStore, split: np.ndarray) -> dict[str, list[str]]:
+    """The targets (groups) of each split, for audits of leakage and for later comparisons."""
+    targets = store.samples["target"].to_numpy().astype(str)
+    return {name: sorted(set(targets[split == code].tolist()))
+            for code, name in ((TRAIN, "train"), (VAL, "val"), (TEST, "test"))}
 
 
 def wandb_name(names: dict[str, Any], seed: int) -> str:

@@ -74,6 +74,10 @@ class Backbone(nn.Module):
         patches = tokens[:, getattr(self.model, "num_prefix_tokens", 1) :]
         return torch.cat([cls, patches.mean(dim=1)], dim=1)
 
+    def current_sha256(self) -> str:
+        """Digest of the weights now (equals `weights_sha256` as long as nothing changed them)."""
+        return state_dict_sha256(self.model)
+
     def identity(self) -> dict[str, Any]:
         """Everything about the backbone that determines its embeddings (part of the cache key)."""
         return {

@@ -24,7 +24,7 @@ def grouped_split(
     split = np.full(len(labels), UNUSED, dtype=np.int8)
     labelled = labels >= 0
     group_label: dict[str, int] = {}
-    for g, y in zip(groups[labelled], labels[labelled]):
+    for g, y in zip(groups[labelled].tolist(), labels[labelled].tolist()):
         if group_label.setdefault(g, int(y)) != int(y):
             raise ValueError(
                 f"group {g!r} has samples with different labels ({group_label[g]} and {int(y)}): "
@@ -40,11 +40,11 @@ def grouped_split(
         if n >= 3:
             n_test, n_val = max(n_test, 1 if test > 0 else 0), max(n_val, 1 if val > 0 else 0)
         for g in members[:n_test]:
-            assignment[g] = TEST
+            assignment[str(g)] = TEST
         for g in members[n_test : n_test + n_val]:
-            assignment[g] = VAL
+            assignment[str(g)] = VAL
         for g in members[n_test + n_val :]:
-            assignment[g] = TRAIN
+            assignment[str(g)] = TRAIN
     for i in np.nonzero(labelled)[0]:
-        split[i] = assignment[groups[i]]
+        split[i] = assignment[str(groups[i])]
     return split

@@ -1,0 +1,25 @@
+"""`python -m xferlab.prepare dataset=<name>`: build a dataset's image store (or open an existing
+one) and print where it is and what it holds. `xferlab.train` does the same on first use."""
+
+from __future__ import annotations
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+import xferlab.resolvers  # noqa: F401 - registers the resolvers the configs use
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="prepare")
+def main(cfg: DictConfig) -> None:
+    store = instantiate(cfg.dataset).open(cfg.paths.data_dir)
+    counts = store.samples["label"].value_counts().sort_index()
+    print(store)
+    print(f"fingerprint {store.fingerprint}")
+    for label, count in counts.items():
+        name = store.classes[label] if label >= 0 else "(unlabelled)"
+        print(f"  {name:<24} {count:>7} samples")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Aggregating run results into tables."""

@@ -1,0 +1,67 @@
+"""Shared fixtures: offline environment, composed configs, a tiny image store."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra.core.global_hydra import GlobalHydra  # noqa: E402
+
+import xferlab  # noqa: E402
+import xferlab.resolvers  # noqa: E402,F401
+from xferlab.data.store import ImageStore, StoreWriter  # noqa: E402
+
+CONF_DIR = Path(xferlab.__file__).parent / "conf"
+SMOKE = ["experiment=smoke", "logger=csv"]
+
+
+def compose_config(overrides: list[str], config_name: str = "train"):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name=config_name, overrides=overrides)
+
+
+@pytest.fixture(scope="session")
+def shared_root(tmp_path_factory) -> Path:
+    """An outputs root shared by the session: stores and caches built once."""
+    return tmp_path_factory.mktemp("xferlab-root")
+
+
+@pytest.fixture
+def job_config(shared_root, tmp_path):
+    """Compose the smoke config with outputs under the shared root and the run dir in tmp_path."""
+
+    def make(*overrides: str, root: Path | None = None):
+        root = root or shared_root
+        return compose_config(
+            SMOKE + [f"paths.output_root={root}", f"paths.output_dir={tmp_path / 'run'}", *overrides]
+        )
+
+    return make
+
+
+def write_store(path: Path, n_per_class: int = 4, classes=("a", "b"), channels=("nucleus", "protein"),
+                size: int = 8, seed: int = 0, dtype="uint16") -> ImageStore:
+    """A small random store: `n_per_class` targets per class, two crops per target."""
+    rng = np.random.default_rng(seed)
+    rows, images = [], []
+    for k, cls in enumerate(classes):
+        for t in range(n_per_class):
+            for c in range(2):
+                rows.append({"sample_id": f"{cls}{t}_{c}", "target": f"{cls}{t}", "label": k})
+                images.append(rng.integers(0, 1000, size=(len(channels), size, size)))
+    array = np.stack(images).astype(dtype)
+    with StoreWriter(path, n_samples=len(array), channel_names=channels, image_size=(size, size),
+                     dtype=dtype, classes=classes, attrs={"source": "test"}) as writer:
+        writer.append(array[: len(array) // 2])
+        writer.append(array[len(array) // 2 :])
+        writer.write_samples(pd.DataFrame(rows))
+    return ImageStore(path)

@@ -1,0 +1,82 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import zarr
+
+from tests.conftest import write_store
+from xferlab.data.store import COMPLETE_MARKER, ImageStore, StoreError, StoreWriter
+
+
+def test_round_trip_keeps_images_table_and_attributes(tmp_path):
+    store = write_store(tmp_path / "s.zarr", n_per_class=3, classes=("x", "y", "z"))
+    assert len(store) == 18
+    assert store.channel_names == ["nucleus", "protein"]
+    assert store.classes == ["x", "y", "z"]
+    assert store.images.dtype == np.uint16
+    assert store.read(0, 4).shape == (4, 2, 8, 8)
+    assert list(store.samples["sample_id"][:2]) == ["x0_0", "x0_1"]
+    assert store.labels.tolist() == [0] * 6 + [1] * 6 + [2] * 6
+    assert store.attrs["source"] == "test"
+    expected_mean = store.read(0, 18).astype(float).mean(axis=(0, 2, 3))
+    np.testing.assert_allclose(store.channel_mean, expected_mean)
+
+
+def test_fingerprint_is_stable_and_follows_content(tmp_path):
+    a = write_store(tmp_path / "a.zarr", seed=0)
+    b = write_store(tmp_path / "b.zarr", seed=0)
+    c = write_store(tmp_path / "c.zarr", seed=1)
+    assert a.fingerprint == b.fingerprint
+    assert a.fingerprint != c.fingerprint
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    path = tmp_path / "s.zarr"
+    with pytest.raises(StoreError, match="incomplete"):
+        with StoreWriter(path, n_samples=4, channel_names=["a"], image_size=(4, 4), dtype="uint8",
+                         classes=["k"]) as writer:
+            writer.append(np.zeros((2, 1, 4, 4), dtype=np.uint8))  # only 2 of 4 images
+            writer.write_samples(pd.DataFrame({"sample_id": list("abcd"), "target": list("abcd"), "label": [0] * 4}))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_duplicated_sample_ids_are_refused(tmp_path):
+    with pytest.raises(StoreError, match="duplicated sample ids"):
+        with StoreWriter(tmp_path / "s.zarr", n_samples=2, channel_names=["a"], image_size=(4, 4),
+                         dtype="uint8", classes=["k"]) as writer:
+            writer.append(np.zeros((2, 1, 4, 4), dtype=np.uint8))
+            writer.write_samples(pd.DataFrame({"sample_id": ["s", "s"], "target": ["t", "u"], "label": [0, 0]}))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_wrong_block_shape_and_dtype_are_refused(tmp_path):
+    with pytest.raises(StoreError, match="shape"):
+        with StoreWriter(tmp_path / "s.zarr", n_samples=2, channel_names=["a", "b"], image_size=(4, 4),
+                         dtype="uint8", classes=["k"]) as writer:
+            writer.append(np.zeros((2, 1, 4, 4), dtype=np.uint8))
+    with pytest.raises(StoreError, match="dtype"):
+        with StoreWriter(tmp_path / "t.zarr", n_samples=2, channel_names=["a"], image_size=(4, 4),
+                         dtype="uint8", classes=["k"]) as writer:
+            writer.append(np.zeros((2, 1, 4, 4), dtype=np.float32))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_incomplete_store_is_refused(tmp_path):
+    store = write_store(tmp_path / "s.zarr")
+    (store.path / COMPLETE_MARKER).unlink()
+    with pytest.raises(StoreError, match="incomplete image store"):
+        ImageStore(store.path)
+
+
+def test_missing_store_is_refused(tmp_path):
+    with pytest.raises(StoreError, match="no image store"):
+        ImageStore(tmp_path / "nope.zarr")
+
+
+def test_store_from_a_newer_format_is_refused(tmp_path):
+    store = write_store(tmp_path / "s.zarr")
+    group = zarr.open_group(store.path, mode="r+")
+    group.attrs["xferlab_store_version"] = 99
+    with pytest.raises(StoreError, match="newer xferlab"):
+        ImageStore(store.path)

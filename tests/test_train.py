@@ -1,0 +1,148 @@
+"""The spine end to end: `run_job` in-process on a shrunk config, and a multirun as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hydra.utils import instantiate
+from sklearn.metrics import f1_score
+
+from xferlab.backbones.weights import state_dict_sha256
+from xferlab.job import run_job
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    """One job on a fresh outputs root (so extraction really runs)."""
+    from tests.conftest import SMOKE, compose_config
+
+    root = tmp_path_factory.mktemp("first")
+    cfg = compose_config(SMOKE + [f"paths.output_root={root}", f"paths.output_dir={root / 'run'}"])
+    return cfg, run_job(cfg)
+
+
+def test_run_writes_metrics_predictions_and_config(first_run):
+    cfg, result = first_run
+    run_dir = result.run_dir
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for key in ("test/macro_f1", "test/accuracy", "val/macro_f1", "seed", "split_seed", "backbone", "channels",
+                "dataset", "head", "config_digest", "git_revision", "data_fingerprint", "embedding_cache_key"):
+        assert key in metrics, key
+    assert metrics["seed"] == 0 and metrics["backbone"] == "random" and metrics["channels"] == "natural"
+    assert {f"test/f1/{c}" for c in ("nucleoplasm", "vesicles")} <= set(metrics)
+    assert (run_dir / "config.yaml").read_text().startswith("experiment_name: smoke")
+    assert (run_dir / "csv" / "metrics.csv").exists()
+    predictions = pd.read_csv(run_dir / "predictions.csv")
+    assert len(predictions) == metrics["n_test"]
+    assert {"sample_id", "target", "label", "pred"} <= set(predictions.columns)
+    assert json.loads((run_dir / "run_info.json").read_text())["cache_hit"] is False
+
+
+def test_macro_f1_equals_sklearn_on_the_saved_predictions(first_run):
+    _, result = first_run
+    predictions = pd.read_csv(result.run_dir / "predictions.csv")
+    scores = predictions.filter(like="score/").to_numpy()
+    assert np.array_equal(scores.argmax(axis=1), predictions["pred"].to_numpy())
+    expected = f1_score(predictions["label"], predictions["pred"], average="macro")
+    assert result.metrics["test/macro_f1"] == pytest.approx(expected, abs=1e-6)
+    assert 0.2 < result.metrics["test/macro_f1"] < 1.0  # learned something, not trivially perfect
+
+
+def test_no_target_is_in_two_splits(first_run):
+    _, result = first_run
+    splits = {k: set(v) for k, v in json.loads((result.run_dir / "split_targets.json").read_text()).items()}
+    assert not (splits["train"] & splits["val"]) and not (splits["train"] & splits["test"])
+    assert not (splits["val"] & splits["test"])
+    predictions = pd.read_csv(result.run_dir / "predictions.csv")
+    assert set(predictions["target"]) == splits["test"]
+    assert (predictions.groupby("target").size() == 3).all()  # every crop of a test target is in test
+
+
+def test_backbone_weights_unchanged_and_head_trained(first_run):
+    cfg, result = first_run
+    info = json.loads((result.run_dir / "run_info.json").read_text())
+    fresh = instantiate(cfg.backbone)  # the same config builds the same initial weights
+    assert state_dict_sha256(result.backbone.model) == fresh.weights_sha256 == result.metrics["weights_sha256"]
+    assert info["backbone_sha256_after"] == fresh.weights_sha256
+    assert info["head_sha256_after"] == state_dict_sha256(result.head)
+    assert info["head_sha256_before"] != info["head_sha256_after"]
+
+
+def test_same_config_and_seed_give_identical_metrics(first_run, tmp_path):
+    from tests.conftest import SMOKE, compose_config
+
+    cfg, result = first_run
+    root = Path(cfg.paths.output_root)
+    again = run_job(compose_config(SMOKE + [f"paths.output_root={root}", f"paths.output_dir={tmp_path / 'again'}"]))
+    assert json.loads((tmp_path / "again" / "run_info.json").read_text())["cache_hit"] is True
+    first = json.loads((result.run_dir / "metrics.json").read_text())
+    second = json.loads((again.run_dir / "metrics.json").read_text())
+    assert first == second
+
+
+def test_seed_zero_is_a_real_seed(first_run, tmp_path):
+    from tests.conftest import SMOKE, compose_config
+
+    cfg, result = first_run
+    other = run_job(compose_config(SMOKE + ["seed=1", f"paths.output_root={cfg.paths.output_root}",
+                                            f"paths.output_dir={tmp_path / 's1'}"]))
+    info0 = json.loads((result.run_dir / "run_info.json").read_text())
+    info1 = json.loads((other.run_dir / "run_info.json").read_text())
+    assert info0["head_sha256_before"] != info1["head_sha256_before"]  # seed sets head initialisation
+    assert other.metrics["seed"] == 1 and other.metrics["embedding_cache_key"] == result.metrics["embedding_cache_key"]
+
+
+def test_missing_dataset_path_is_a_clear_error(job_config):
+    with pytest.raises(FileNotFoundError, match="dataset.path=/nonexistent/store.zarr: no image store there"):
+        run_job(job_config("dataset=store", "dataset.path=/nonexistent/store.zarr"))
+    with pytest.raises(FileNotFoundError, match="dataset=store needs a path"):
+        run_job(job_config("dataset=store"))
+
+
+def run_cli(args, cwd, env_extra=None, timeout=600):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true", **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "xferlab.train", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_two_seed_multirun_extracts_once_with_one_wandb_run_per_job(tmp_path):
+    proc = run_cli(["-m", "experiment=smoke", "seed=0,1"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweeps = list((tmp_path / "outputs" / "sweeps" / "smoke").iterdir())
+    assert len(sweeps) == 1
+    jobs = sorted(p.name for p in sweeps[0].iterdir() if p.is_dir())
+    assert jobs == ["seed=0", "seed=1"]
+    infos = [json.loads((sweeps[0] / j / "run_info.json").read_text()) for j in jobs]
+    assert [i["cache_hit"] for i in infos] == [False, True]
+    assert "embedding cache hit" in (sweeps[0] / "seed=1" / "train.log").read_text()
+    for job in jobs:
+        runs = list((sweeps[0] / job / "wandb").glob("offline-run-*"))
+        assert len(runs) == 1, job
+        assert list(runs[0].glob("*.wandb")), job
+    seeds = [json.loads((sweeps[0] / j / "metrics.json").read_text())["seed"] for j in jobs]
+    assert seeds == [0, 1]
+
+
+def test_unknown_option_is_a_clear_error(tmp_path):
+    proc = run_cli(["backbone=nope"], cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "Could not find 'backbone/nope'" in proc.stderr
+    assert "random" in proc.stderr  # the available options are listed
+    proc = run_cli(["head.optimiser.lr=0.1"], cwd=tmp_path)
+    assert proc.returncode != 0 and "head.optimiser" in proc.stderr
+    assert not (tmp_path / "outputs" / "cache").exists()
+
+
+def test_help_lists_config_groups(tmp_path):
+    proc = run_cli(["--help"], cwd=tmp_path)
+    assert proc.returncode == 0
+    for line in ("backbone: pixels, random, timm", "channels: natural, replicate", "head: linear, mlp",
+                 "dataset: store, toycell"):
+        assert line in proc.stdout
