@@ -80,3 +80,28 @@ def test_store_from_a_newer_format_is_refused(tmp_path):
     group.attrs["xferlab_store_version"] = 99
     with pytest.raises(StoreError, match="newer xferlab"):
         ImageStore(store.path)
+
+
+def test_images_fingerprint_ignores_labels(tmp_path):
+    def write(name, labels):
+        with StoreWriter(tmp_path / name, n_samples=2, channel_names=["a"], image_size=(2, 2), dtype="uint8",
+                         classes=["x", "y"]) as writer:
+            writer.append(np.ones((2, 1, 2, 2), dtype=np.uint8))
+            writer.write_samples(pd.DataFrame({"sample_id": ["s", "t"], "target": ["s", "t"], "label": labels}))
+        return ImageStore(tmp_path / name)
+
+    a, b = write("a.zarr", [0, 1]), write("b.zarr", [1, 1])
+    assert a.images_fingerprint == b.images_fingerprint
+    assert a.fingerprint != b.fingerprint
+
+
+def test_label_sets_round_trip(tmp_path):
+    sets = np.array([[1, 0], [1, 1], [0, 1]], dtype=np.uint8)
+    with StoreWriter(tmp_path / "s.zarr", n_samples=3, channel_names=["a"], image_size=(2, 2), dtype="uint8",
+                     classes=["x", "y"], attrs={"label_rule": "multilabel"}) as writer:
+        writer.append(np.zeros((3, 1, 2, 2), dtype=np.uint8))
+        writer.write_samples(pd.DataFrame({"sample_id": list("abc"), "target": list("abc"), "label": [0, 0, 1]}))
+        writer.write_label_sets(sets)
+    store = ImageStore(tmp_path / "s.zarr")
+    assert store.label_rule == "multilabel"
+    np.testing.assert_array_equal(store.label_sets, sets)

@@ -5,14 +5,14 @@ from xferlab.embeddings.cache import CacheError, EmbeddingCache
 
 
 SPEC = {"backbone": {"weights_sha256": "abc"}, "channels": {"strategy": "natural"},
-        "preprocess": {"input_size": 64}, "precision": "32-true", "dataset_fingerprint": "f", "n_samples": 5}
+        "preprocess": {"input_size": 64}, "precision": "32-true", "images_fingerprint": "f", "n_samples": 5}
 
 
 def test_key_changes_with_every_input():
     base = EmbeddingCache("/tmp", SPEC).key
     for part, value in [("backbone", {"weights_sha256": "abd"}), ("channels", {"strategy": "replicate"}),
                         ("preprocess", {"input_size": 32}), ("precision", "bf16-mixed"),
-                        ("dataset_fingerprint", "g")]:
+                        ("images_fingerprint", "g")]:
         assert EmbeddingCache("/tmp", {**SPEC, part: value}).key != base, part
     assert EmbeddingCache("/tmp", dict(reversed(list(SPEC.items())))).key == base
 

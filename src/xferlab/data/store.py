@@ -4,8 +4,10 @@ Layout of `<name>.zarr/`:
 - `images`: `(N, C, H, W)` array, chunked along N;
 - `samples/<column>`: one array per column of the per-sample table (`sample_id`, `target`,
   `label`, and whatever else the source records, e.g. `ensg_id`, `fov_id`);
+- `label_sets`: optional `(N, K)` multi-hot labels (multilabel rules);
 - attributes: format version, channel names, class names, source description, label rule,
-  per-channel intensity statistics and a content fingerprint;
+  per-channel intensity statistics, a content fingerprint (everything) and an images fingerprint
+  (pixels, channel names and sample ids: what embeddings depend on; labels are not part of it);
 - `COMPLETE`: written last; a store without it is incomplete and is refused.
 
 A store is written by `StoreWriter` under a temporary name and renamed into place when complete.
@@ -62,6 +64,8 @@ class StoreWriter:
         self.chunk_rows = max(1, min(chunk_rows, self.n))
         self._rows_written = 0
         self._hash = hashlib.sha256()
+        self._image_hash = hashlib.sha256()
+        self._label_sets: np.ndarray | None = None
         c = len(self.channel_names)
         self._sum = np.zeros(c, dtype=np.float64)
         self._sumsq = np.zeros(c, dtype=np.float64)
@@ -79,7 +83,9 @@ class StoreWriter:
             chunks=(self.chunk_rows, len(self.channel_names), h, w),
             dtype=self.dtype,
         )
-        self._hash.update(json.dumps([self.n, self.channel_names, self.image_size, str(self.dtype)]).encode())
+        header = json.dumps([self.n, self.channel_names, self.image_size, str(self.dtype)]).encode()
+        self._hash.update(header)
+        self._image_hash.update(header)
         return self
 
     def append(self, images: np.ndarray) -> None:
@@ -94,7 +100,9 @@ class StoreWriter:
         if stop > self.n:
             raise StoreError(f"too many images: {stop} written to a store of {self.n}")
         self._images[start:stop] = images
-        self._hash.update(np.ascontiguousarray(images).tobytes())
+        raw = np.ascontiguousarray(images).tobytes()
+        self._hash.update(raw)
+        self._image_hash.update(raw)
         as_float = images.astype(np.float64)
         self._sum += as_float.sum(axis=(0, 2, 3))
         self._sumsq += (as_float**2).sum(axis=(0, 2, 3))
@@ -109,6 +117,7 @@ class StoreWriter:
         if samples["sample_id"].duplicated().any():
             dupes = samples.loc[samples["sample_id"].duplicated(), "sample_id"].head(5).tolist()
             raise StoreError(f"duplicated sample ids, e.g. {dupes}: every sample needs a unique id")
+        self._image_hash.update("\n".join(map(str, samples["sample_id"])).encode())
         labels = samples["label"].to_numpy()
         if len(labels) and (labels.max() >= len(self.classes) or labels.min() < UNLABELLED):
             raise StoreError(f"labels must lie in [-1, {len(self.classes) - 1}] (-1 = unlabelled)")
@@ -125,6 +134,14 @@ class StoreWriter:
             self._hash.update(column.encode())
             self._hash.update(str(data.tolist()).encode() if data.dtype.kind == "T" else data.tobytes())
         self._samples_written = True
+
+    def write_label_sets(self, label_sets: np.ndarray) -> None:
+        """Multi-hot labels `(N, K)` for multilabel rules (K = number of classes)."""
+        label_sets = np.asarray(label_sets, dtype=np.uint8)
+        if label_sets.shape != (self.n, len(self.classes)):
+            raise StoreError(f"label_sets has shape {label_sets.shape}; expected {(self.n, len(self.classes))}")
+        self._group.create_array("label_sets", data=label_sets)
+        self._hash.update(label_sets.tobytes())
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is None:
@@ -152,6 +169,7 @@ class StoreWriter:
                 "channel_mean": mean.tolist(),
                 "channel_std": std.tolist(),
                 "fingerprint": self._hash.hexdigest(),
+                "images_fingerprint": self._image_hash.hexdigest(),
                 **self.attrs,
             }
         )
@@ -185,6 +203,11 @@ class ImageStore:
         self.channel_names: list[str] = list(attrs["channel_names"])
         self.classes: list[str] = list(attrs["classes"])
         self.fingerprint: str = attrs["fingerprint"]
+        self.images_fingerprint: str = attrs["images_fingerprint"]
+        self.label_rule: str | None = attrs.get("label_rule")
+        self.label_sets: np.ndarray | None = (
+            np.asarray(group["label_sets"][:]) if "label_sets" in group.array_keys() else None
+        )
         self.channel_mean = np.asarray(attrs["channel_mean"], dtype=np.float64)
         self.channel_std = np.asarray(attrs["channel_std"], dtype=np.float64)
         samples = group["samples"]

@@ -78,7 +78,7 @@ def cache_spec(backbone: Backbone, adapter: ChannelAdapter, preprocessor: Prepro
         "channels": adapter.describe(),
         "preprocess": preprocessor.describe(),
         "precision": str(precision),
-        "dataset_fingerprint": store.fingerprint,
+        "images_fingerprint": store.images_fingerprint,
         "n_samples": len(store),
     }
 

@@ -1,0 +1,55 @@
+import pandas as pd
+import pytest
+
+from xferlab.data.labels import OPENCELL_CATEGORIES, opencell_annotations, target_labels
+
+README_COUNTS = {"cytoplasmic": 221, "vesicles": 140, "nucleoplasm": 133, "er": 78, "nucleolus_gc": 58,
+                 "chromatin": 47, "membrane": 41, "golgi": 27, "nuclear_punctae": 25, "centrosome": 19,
+                 "nuclear_membrane": 18, "nucleolus_fc_dfc": 18}
+
+
+def test_packaged_table_is_the_public_table():
+    table = opencell_annotations()
+    assert len(table) == 2749
+    assert table["ensg_id"].nunique() == 1310
+    assert set(table["annotation_name"]) == set(OPENCELL_CATEGORIES)
+    assert set(table["annotation_grade"]) == {1, 2, 3}
+
+
+def test_single_grade3_gives_twelve_classes_over_825_targets():
+    table = opencell_annotations()
+    grade3 = table[table["annotation_grade"] == 3].groupby("ensg_id").size()
+    assert (grade3 == 1).sum() == 868
+    labels = target_labels(table, "single_grade3", min_targets=15)
+    assert len(labels.classes) == 12 and len(labels.table) == 825
+    counts = labels.table["label"].map(lambda i: labels.classes[i]).value_counts().to_dict()
+    assert counts == README_COUNTS
+
+
+def test_min_targets_changes_the_classes():
+    labels = target_labels(opencell_annotations(), "single_grade3", min_targets=50)
+    assert set(labels.classes) == {"cytoplasmic", "vesicles", "nucleoplasm", "er", "nucleolus_gc"}
+
+
+def test_multilabel_sets_hold_grade_two_and_three():
+    table = opencell_annotations()
+    labels = target_labels(table, "multilabel", min_targets=15)
+    row = labels.table.set_index("target_name").loc["AAMP"]  # cytoplasmic 3, nucleoplasm 1
+    assert [labels.classes[i] for i in row["label_set"]] == ["cytoplasmic"]
+    sizes = labels.table["label_set"].map(len)
+    assert sizes.max() >= 2 and (sizes >= 1).all()
+    # primary label is the highest-grade category
+    assert all(row.label in row.label_set for row in labels.table.itertuples())
+
+
+def test_for_targets_returns_labels_and_multi_hot_sets():
+    labels = target_labels(opencell_annotations(), "single_grade3")
+    first = labels.table.iloc[0]
+    y, sets = labels.for_targets([first["ensg_id"], "ENSG_UNKNOWN"])
+    assert y.tolist() == [first["label"], -1]
+    assert sets[0].sum() == 1 and sets[1].sum() == 0
+
+
+def test_unknown_rule_is_an_error():
+    with pytest.raises(ValueError, match="dataset.labels.rule"):
+        target_labels(opencell_annotations(), "grade_whatever")
