@@ -55,10 +55,15 @@ class JobResult:
 
 
 def class_weights(labels: np.ndarray, num_classes: int, rule: str) -> torch.Tensor | None:
+    """`balanced`: inverse class frequency on the training labels (single-label), or the ratio of
+    negatives to positives per class (multilabel `pos_weight`); 0 for a class absent from training."""
     if rule == "none":
         return None
     if rule != "balanced":
         raise ValueError(f"head.class_weights={rule!r}; choose 'none' or 'balanced'")
+    if labels.ndim == 2:
+        pos = labels.sum(axis=0).astype(np.float64)
+        return torch.tensor(np.where(pos > 0, (len(labels) - pos) / np.maximum(pos, 1), 0.0), dtype=torch.float32)
     counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
     weights = np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1)), 0.0)
     return torch.tensor(weights, dtype=torch.float32)
@@ -66,6 +71,25 @@ def class_weights(labels: np.ndarray, num_classes: int, rule: str) -> torch.Tens
 
 def open_dataset(cfg: DictConfig) -> ImageStore:
     return instantiate(cfg.dataset).open(cfg.paths.data_dir)
+
+
+def make_split(cfg: DictConfig, store: ImageStore) -> np.ndarray:
+    """`split.source=computed` (default): grouped by target, stratified, drawn from `split_seed`.
+    `split.source=store`: the split the store was written with (its `split` column)."""
+    source = cfg.split.get("source", "computed")
+    if source == "store":
+        if "split" not in store.samples.columns:
+            raise ValueError(f"split.source=store but {store.path} has no `split` column; use split.source=computed")
+        split = store.samples["split"].to_numpy().astype(np.int8)
+        split[store.labels < 0] = -1
+        return split
+    if source != "computed":
+        raise ValueError(f"split.source={source!r}; choose 'computed' or 'store'")
+    if store.labels.max(initial=-1) < 0:
+        raise ValueError(f"{store.path} has no labelled samples (label rule {store.label_rule!r}); "
+                         "a classification head needs a labelled dataset")
+    return grouped_split(store.samples["target"].to_numpy(), store.labels,
+                         val=cfg.split.val, test=cfg.split.test, seed=cfg.split_seed)
 
 
 def run_job(cfg: DictConfig) -> JobResult:
@@ -90,9 +114,9 @@ def run_job(cfg: DictConfig) -> JobResult:
         precision=cfg.extract.precision,
     )
 
-    labels = store.labels
-    split = grouped_split(store.samples["target"].to_numpy(), labels,
-                          val=cfg.split.val, test=cfg.split.test, seed=cfg.split_seed)
+    split = make_split(cfg, store)
+    multilabel = store.label_sets is not None
+    labels = store.label_sets.astype(np.int64) if multilabel else store.labels
     if cfg.seed is None:
         raise ValueError("seed=null: every job needs an integer seed (0 is fine)")
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -106,6 +130,7 @@ def run_job(cfg: DictConfig) -> JobResult:
     model = HeadClassifier(
         head, store.classes, instantiate(cfg.head.optimizer),
         class_weights(labels[split == TRAIN], num_classes, cfg.head.class_weights),
+        multilabel=multilabel,
     )
 
     names = {"backbone": backbone.name, "channels": adapter.name, "dataset": cfg.dataset.name,
@@ -187,6 +212,8 @@ def wandb_name(names: dict[str, Any], seed: int) -> str:
 
 
 def predictions_table(store: ImageStore, model: HeadClassifier) -> pd.DataFrame:
+    """Per test sample: ids, true label, prediction and every class score. Multilabel runs add
+    the true and predicted sets (`labels`, `preds`: ';'-joined class names; threshold 0.5)."""
     rows = torch.cat(model.test_rows).numpy()
     scores = torch.cat(model.test_scores).numpy()
     samples = store.samples.iloc[rows]
@@ -199,6 +226,10 @@ def predictions_table(store: ImageStore, model: HeadClassifier) -> pd.DataFrame:
         "pred": pred,
         "pred_name": [store.classes[i] for i in pred],
     })
+    if model.multilabel:
+        names = np.array(store.classes)
+        table["labels"] = [";".join(names[row > 0]) for row in store.label_sets[rows]]
+        table["preds"] = [";".join(names[row > 0.5]) for row in scores]
     for k, name in enumerate(store.classes):
         table[f"score/{name}"] = scores[:, k]
     return table

@@ -1,5 +1,6 @@
-"""`python -m xferlab.prepare dataset=<name>`: build a dataset's image store (or open an existing
-one) and print where it is and what it holds. `xferlab.train` does the same on first use."""
+"""`python -m xferlab.prepare dataset=<name> [gallery=true]`: build a dataset's image store (or open
+an existing one) and print where it is and what it holds; `gallery=true` also writes a PNG
+gallery beside the store. `xferlab.train` builds the store the same way on first use."""
 
 from __future__ import annotations
 
@@ -19,6 +20,11 @@ def main(cfg: DictConfig) -> None:
     for label, count in counts.items():
         name = store.classes[label] if label >= 0 else "(unlabelled)"
         print(f"  {name:<24} {count:>7} samples")
+    if cfg.gallery:
+        from xferlab.data.gallery import write_gallery
+
+        path = write_gallery(store, store.path.with_suffix(".gallery.png"), per_class=cfg.gallery_per_class)
+        print(f"gallery written to {path}")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -188,8 +189,11 @@ class ImageStore:
                 f"{self.path} is an incomplete image store (no {COMPLETE_MARKER} marker): "
                 "its writer was interrupted. Delete it and build it again."
             )
-        group = zarr.open_group(self.path, mode="r")
-        attrs = dict(group.attrs)
+        with warnings.catch_warnings():  # the COMPLETE marker is not a zarr node; zarr says so
+            warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy.*")
+            group = zarr.open_group(self.path, mode="r")
+            attrs = dict(group.attrs)
+            has_label_sets = "label_sets" in group.array_keys()
         version = attrs.get("xferlab_store_version")
         if version is None:
             raise StoreError(f"{self.path} is not an xferlab image store (no xferlab_store_version)")
@@ -206,12 +210,15 @@ class ImageStore:
         self.images_fingerprint: str = attrs["images_fingerprint"]
         self.label_rule: str | None = attrs.get("label_rule")
         self.label_sets: np.ndarray | None = (
-            np.asarray(group["label_sets"][:]) if "label_sets" in group.array_keys() else None
+            np.asarray(group["label_sets"][:]) if has_label_sets else None
         )
         self.channel_mean = np.asarray(attrs["channel_mean"], dtype=np.float64)
         self.channel_std = np.asarray(attrs["channel_std"], dtype=np.float64)
         samples = group["samples"]
-        self.samples = pd.DataFrame({name: samples[name][:] for name in sorted(samples.array_keys())})
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy.*")
+            names = sorted(samples.array_keys())
+        self.samples = pd.DataFrame({name: samples[name][:] for name in names})
         for column in self.samples.columns:
             if self.samples[column].dtype.kind == "T":
                 self.samples[column] = self.samples[column].astype(object)

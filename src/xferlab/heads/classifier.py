@@ -7,13 +7,25 @@ from typing import Callable, Sequence
 import lightning as L
 import torch
 from torch import nn
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassF1Score,
+    MultilabelExactMatch,
+    MultilabelF1Score,
+)
+
+THRESHOLD = 0.5  # multilabel decision threshold
 
 
 class HeadClassifier(L.LightningModule):
     """Trains an injected head module. Logs `train/loss`, `val/macro_f1`, `val/accuracy` and, on
     test, `test/macro_f1`, `test/accuracy` and `test/f1/<class>`; keeps the test scores for the
-    predictions file."""
+    predictions file.
+
+    Single-label: softmax cross-entropy, accuracy = fraction correct. Multilabel (targets are
+    multi-hot): per-class sigmoid with binary cross-entropy, a class is predicted when its score
+    exceeds 0.5, macro F1 averages the per-class F1 over all classes, accuracy = exact-set match.
+    """
 
     def __init__(
         self,
@@ -21,37 +33,51 @@ class HeadClassifier(L.LightningModule):
         class_names: Sequence[str],
         optimizer: Callable[..., torch.optim.Optimizer],
         class_weights: torch.Tensor | None = None,
+        multilabel: bool = False,
     ):
         super().__init__()
         self.head = head
         self.class_names = list(class_names)
         self.optimizer_factory = optimizer
+        self.multilabel = multilabel
         k = len(self.class_names)
         self.register_buffer("class_weights", class_weights if class_weights is not None else torch.ones(k))
-        self.val_f1 = MulticlassF1Score(k, average="macro")
-        self.val_acc = MulticlassAccuracy(k, average="micro")
-        self.test_f1 = MulticlassF1Score(k, average="macro")
-        self.test_acc = MulticlassAccuracy(k, average="micro")
-        self.test_f1_per_class = MulticlassF1Score(k, average="none")
+        if multilabel:
+            f1 = lambda average: MultilabelF1Score(k, threshold=THRESHOLD, average=average)  # noqa: E731
+            acc = lambda: MultilabelExactMatch(k, threshold=THRESHOLD)  # noqa: E731
+        else:
+            f1 = lambda average: MulticlassF1Score(k, average=average)  # noqa: E731
+            acc = lambda: MulticlassAccuracy(k, average="micro")  # noqa: E731
+        self.val_f1, self.val_acc = f1("macro"), acc()
+        self.test_f1, self.test_acc = f1("macro"), acc()
+        self.test_f1_per_class = f1("none")
         self.test_rows: list[torch.Tensor] = []
         self.test_scores: list[torch.Tensor] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(x)
 
+    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.multilabel:
+            return nn.functional.binary_cross_entropy_with_logits(logits, y.float(), pos_weight=self.class_weights)
+        return nn.functional.cross_entropy(logits, y, weight=self.class_weights)
+
+    def scores(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.sigmoid() if self.multilabel else logits.softmax(dim=1)
+
     def training_step(self, batch, batch_idx):
         _, x, y = batch
-        loss = nn.functional.cross_entropy(self(x), y, weight=self.class_weights)
+        loss = self.loss(self(x), y)
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
         return loss
 
     def validation_step(self, batch, batch_idx):
         _, x, y = batch
         logits = self(x)
-        self.log("val/loss", nn.functional.cross_entropy(logits, y, weight=self.class_weights),
-                 on_epoch=True, batch_size=len(y))
-        self.val_f1.update(logits, y)
-        self.val_acc.update(logits, y)
+        self.log("val/loss", self.loss(logits, y), on_epoch=True, batch_size=len(y))
+        scores = self.scores(logits)
+        self.val_f1.update(scores, y)
+        self.val_acc.update(scores, y)
 
     def on_validation_epoch_end(self):
         self.log("val/macro_f1", self.val_f1.compute())
@@ -64,12 +90,12 @@ class HeadClassifier(L.LightningModule):
 
     def test_step(self, batch, batch_idx):
         rows, x, y = batch
-        logits = self(x)
-        self.test_f1.update(logits, y)
-        self.test_acc.update(logits, y)
-        self.test_f1_per_class.update(logits, y)
+        scores = self.scores(self(x))
+        self.test_f1.update(scores, y)
+        self.test_acc.update(scores, y)
+        self.test_f1_per_class.update(scores, y)
         self.test_rows.append(rows.cpu())
-        self.test_scores.append(logits.softmax(dim=1).cpu())
+        self.test_scores.append(scores.cpu())
 
     def on_test_epoch_end(self):
         self.log("test/macro_f1", self.test_f1.compute())

@@ -12,13 +12,14 @@ from xferlab.data.splits import TEST, TRAIN, VAL
 
 class EmbeddingDataModule(L.LightningDataModule):
     """Rows of each split as `(row index, embedding, label)`; the training order is drawn from
-    `seed`, so the seed fixes the data order."""
+    `seed`, so the seed fixes the data order. Labels are class indices `(N,)` or, for multilabel
+    data, multi-hot rows `(N, K)`."""
 
     def __init__(self, embeddings: np.ndarray, labels: np.ndarray, split: np.ndarray,
                  batch_size: int = 256, seed: int = 0):
         super().__init__()
         self.embeddings = torch.from_numpy(np.array(embeddings, dtype=np.float32))
-        self.labels = torch.from_numpy(np.array(labels, dtype=np.int64))
+        self.labels = torch.from_numpy(np.array(labels, dtype=np.int64))  # multi-hot rows stay 2-D
         self.split = np.asarray(split)
         self.batch_size = int(batch_size)
         self.seed = int(seed)

@@ -1,0 +1,297 @@
+"""OpenCell raw z-projections -> image store.
+
+Input layout (the OpenCell image release)::
+
+    <root>/<GENE>_<ENSG>/OC-FOV_<GENE>_<ENSG>_<CID>_<FID>_proj.tif
+
+Each `_proj.tif` is a 2-channel `(2, H, W)` uint16 z-projection (1024x1024 in the release, any size
+here): channel 0 is the 405 nm Hoechst stain (`nucleus`), channel 1 the 488 nm mNeonGreen-tagged
+protein (`protein`). `_stack.tif` files and anything else in the folders are ignored.
+
+Modes:
+- `fov`: each FOV resized to `size` x `size` (one sample per FOV; crop_y/crop_x = FOV centre).
+- `crops`: nuclei segmented on the Hoechst channel (Gaussian smoothing, Otsu threshold, connected
+  components of at least `segmentation.min_area` px, centroids); `crop_size` px windows centred on
+  nuclei whose window lies fully inside the FOV, the first `max_crops_per_fov` in raster order of
+  the nuclei, each resized to `size`.
+
+Samples are labelled from the packaged OpenCell annotations by ENSG id (`dataset.labels`); targets
+outside the rule are kept as unlabelled (-1). The store holds uint16 pixels.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+import pandas as pd
+from skimage.filters import gaussian, threshold_otsu
+from skimage.measure import label as label_components
+from skimage.measure import regionprops
+
+from xferlab.data.importers.common import (
+    DataImportError,
+    ImportedSource,
+    annotation_labels,
+    append_in_blocks,
+    file_inventory,
+    known_ensg_ids,
+    label_options,
+    plain,
+    positive_int,
+    read_tiff,
+    require_path,
+    resize_image,
+    to_uint16,
+    unknown_target_message,
+)
+from xferlab.data.store import StoreWriter
+
+log = logging.getLogger(__name__)
+
+CHANNELS = ("nucleus", "protein")
+MODES = ("fov", "crops")
+PROJ_SUFFIX = "_proj.tif"
+FILE_PATTERN = re.compile(r"^OC-FOV_(?P<gene>.+)_(?P<ensg>ENSG\d+)_(?P<cid>[^_]+)_(?P<fid>[^_]+)_proj\.tif$")
+FOLDER_PATTERN = re.compile(r"^(?P<gene>.+)_(?P<ensg>ENSG\d+)$")
+SEGMENTATION_DEFAULTS = {"sigma": 2.0, "min_area": 200}
+LAYOUT_HINT = "<root>/<GENE>_<ENSG>/OC-FOV_<GENE>_<ENSG>_<CID>_<FID>_proj.tif"
+
+
+@dataclass(frozen=True)
+class Fov:
+    """One field of view: its file and the identifiers parsed from its name."""
+
+    path: Path
+    gene: str
+    ensg_id: str
+    cid: str
+    fid: str
+
+    @property
+    def fov_id(self) -> str:
+        return f"{self.cid}_{self.fid}"
+
+
+def find_fovs(root: Path) -> list[Fov]:
+    """Every `_proj.tif` under `root/<GENE>_<ENSG>/`, sorted; names that break the layout are errors."""
+    fovs = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        files = sorted(folder.glob(f"*{PROJ_SUFFIX}"))
+        if not files:
+            continue
+        folder_match = FOLDER_PATTERN.match(folder.name)
+        if folder_match is None:
+            raise DataImportError(
+                f"{folder}: folder name is not <GENE>_<ENSG>; rename it or move it out of dataset.root "
+                f"(expected layout {LAYOUT_HINT})"
+            )
+        for path in files:
+            match = FILE_PATTERN.match(path.name)
+            if match is None:
+                raise DataImportError(
+                    f"{path}: file name is not OC-FOV_<GENE>_<ENSG>_<CID>_<FID>_proj.tif; rename or remove it"
+                )
+            if (match["gene"], match["ensg"]) != (folder_match["gene"], folder_match["ensg"]):
+                raise DataImportError(
+                    f"{path}: names target {match['gene']}_{match['ensg']} but lies in folder {folder.name}; "
+                    "move it to its target's folder"
+                )
+            fovs.append(Fov(path, match["gene"], match["ensg"], match["cid"], match["fid"]))
+    if not fovs:
+        raise DataImportError(
+            f"{root}: no OpenCell FOVs (*{PROJ_SUFFIX}) found. dataset.root must hold one folder per "
+            f"target laid out as {LAYOUT_HINT}"
+        )
+    return fovs
+
+
+def read_fov(path: Path) -> np.ndarray:
+    """A `(2, H, W)` uint16 FOV; any other shape or dtype is a DataImportError naming the file."""
+    image = read_tiff(path)
+    if image.ndim == 2:
+        raise DataImportError(
+            f"{path}: one channel of shape {image.shape}; an OpenCell FOV needs 2 channels as (2, H, W) "
+            "(Hoechst nucleus, mNeonGreen protein). Re-export it with both channels."
+        )
+    if image.ndim != 3 or image.shape[0] != len(CHANNELS):
+        raise DataImportError(
+            f"{path}: shape {image.shape}; expected (2, H, W) with the 2 channels (Hoechst nucleus, "
+            "mNeonGreen protein) first. Re-export it channel-first or remove it."
+        )
+    if image.dtype != np.uint16:
+        raise DataImportError(
+            f"{path}: dtype {image.dtype}; OpenCell raw FOVs are uint16. Re-export the raw uint16 "
+            "z-projection (not a normalised or converted copy)."
+        )
+    return image
+
+
+def nucleus_centres(hoechst: np.ndarray, sigma: float, min_area: int) -> list[tuple[int, int]]:
+    """Centroids (row, col), in raster order, of the nuclei segmented on a Hoechst image."""
+    smoothed = gaussian(hoechst.astype(np.float64), sigma=sigma, preserve_range=True)
+    if smoothed.max() == smoothed.min():
+        return []
+    mask = smoothed > threshold_otsu(smoothed)
+    regions = regionprops(label_components(mask))
+    return [
+        (int(round(r.centroid[0])), int(round(r.centroid[1]))) for r in regions if r.area >= min_area
+    ]
+
+
+def crop_centres(hoechst: np.ndarray, crop_size: int, max_crops: int, sigma: float,
+                 min_area: int) -> list[tuple[int, int]]:
+    """Centres of the crop windows to cut: nuclei whose `crop_size` window lies inside the image."""
+    height, width = hoechst.shape
+    half = crop_size // 2
+    inside = [
+        (y, x) for y, x in nucleus_centres(hoechst, sigma, min_area)
+        if y - half >= 0 and x - half >= 0 and y - half + crop_size <= height and x - half + crop_size <= width
+    ]
+    return inside[:max_crops]
+
+
+def cut(image: np.ndarray, centre: tuple[int, int], crop_size: int) -> np.ndarray:
+    top, left = centre[0] - crop_size // 2, centre[1] - crop_size // 2
+    return image[:, top : top + crop_size, left : left + crop_size]
+
+
+class OpenCellRawSource(ImportedSource):
+    """`dataset=opencell_raw`: OpenCell raw FOVs (see the module docstring) as whole FOVs or nucleus crops."""
+
+    def __init__(
+        self,
+        name: str,
+        root: str | None,
+        mode: str = "crops",
+        size: int = 128,
+        crop_size: int = 200,
+        max_crops_per_fov: int = 10,
+        segmentation: Mapping[str, Any] | None = None,
+        labels: Mapping[str, Any] | None = None,
+        allow_unknown_targets: bool = False,
+    ):
+        super().__init__(name)
+        if mode not in MODES:
+            raise ValueError(f"dataset.mode={mode!r}; choose one of {MODES}")
+        seg = dict(plain(segmentation) or {})
+        unknown = sorted(set(seg) - set(SEGMENTATION_DEFAULTS))
+        if unknown:
+            raise ValueError(
+                f"dataset.segmentation has unknown key(s) {unknown}; known: {sorted(SEGMENTATION_DEFAULTS)}"
+            )
+        seg = {**SEGMENTATION_DEFAULTS, **seg}
+        if float(seg["sigma"]) < 0:
+            raise ValueError(f"dataset.segmentation.sigma={seg['sigma']}: expected >= 0")
+        self.root = root
+        self.mode = mode
+        self.size = positive_int(size, "dataset.size")
+        self.crop_size = positive_int(crop_size, "dataset.crop_size")
+        self.max_crops_per_fov = positive_int(max_crops_per_fov, "dataset.max_crops_per_fov")
+        self.segmentation = {
+            "sigma": float(seg["sigma"]),
+            "min_area": positive_int(seg["min_area"], "dataset.segmentation.min_area"),
+        }
+        self.labels = label_options(labels)
+        self.allow_unknown_targets = bool(allow_unknown_targets)
+
+    def scan(self) -> tuple[dict[str, Any], list[Fov]]:
+        root = require_path(self.root, "dataset.root", self.name, f"an OpenCell image folder ({LAYOUT_HINT})")
+        fovs = find_fovs(root)
+        spec = {
+            "importer": "opencell_raw",
+            "importer_version": 1,
+            "root": str(root),
+            "inputs": file_inventory((f.path for f in fovs), root),
+            "mode": self.mode,
+            "size": self.size,
+            "labels": self.labels,
+            "allow_unknown_targets": self.allow_unknown_targets,
+        }
+        if self.mode == "crops":
+            spec.update(crop_size=self.crop_size, max_crops_per_fov=self.max_crops_per_fov,
+                        segmentation=self.segmentation)
+        return spec, fovs
+
+    def check_targets(self, fovs: list[Fov]) -> None:
+        if self.allow_unknown_targets:
+            return
+        known = known_ensg_ids()
+        for fov in fovs:
+            if fov.ensg_id not in known:
+                raise DataImportError(unknown_target_message(str(fov.path.parent), fov.ensg_id))
+
+    def plan_crops(self, fovs: list[Fov]) -> list[tuple[Fov, list[tuple[int, int]]]]:
+        """Read and segment every FOV (before any store exists): the crop centres of each."""
+        plan = []
+        for fov in fovs:
+            hoechst = read_fov(fov.path)[0]
+            centres = crop_centres(hoechst, self.crop_size, self.max_crops_per_fov,
+                                   self.segmentation["sigma"], self.segmentation["min_area"])
+            log.debug("%s: %d crops", fov.path.name, len(centres))
+            plan.append((fov, centres))
+        if not any(centres for _, centres in plan):
+            raise DataImportError(
+                f"{fovs[0].path.parent.parent}: no nucleus crops found in {len(fovs)} FOV(s). Check that "
+                "channel 0 is the Hoechst stain, lower dataset.segmentation.min_area or dataset.crop_size, "
+                "or use dataset.mode=fov."
+            )
+        return plan
+
+    def sample_row(self, fov: Fov, y: int, x: int) -> dict[str, Any]:
+        """The sample-table row of the image centred at (y, x) of `fov`."""
+        suffix = "" if self.mode == "fov" else f"_y{y}_x{x}"
+        return {"sample_id": f"{fov.ensg_id}_{fov.fov_id}{suffix}", "target": fov.gene,
+                "ensg_id": fov.ensg_id, "fov_id": fov.fov_id, "crop_y": y, "crop_x": x}
+
+    def images(self, plan: list[tuple[Fov, list[tuple[int, int]] | None]],
+               rows: list[dict[str, Any]]) -> Iterator[np.ndarray]:
+        """The store's images in order (uint16, `size` x `size`), appending each one's row to `rows`."""
+        for fov, centres in plan:
+            image = read_fov(fov.path)
+            if centres is None:
+                if image.shape[1] != image.shape[2]:
+                    raise DataImportError(
+                        f"{fov.path}: FOV of {image.shape[1]}x{image.shape[2]} px is not square; "
+                        "mode=fov resizes whole FOVs to size x size. Use dataset.mode=crops."
+                    )
+                rows.append(self.sample_row(fov, image.shape[1] // 2, image.shape[2] // 2))
+                yield to_uint16(resize_image(image, self.size))
+                continue
+            for centre in centres:
+                rows.append(self.sample_row(fov, *centre))
+                yield to_uint16(resize_image(cut(image, centre, self.crop_size), self.size))
+
+    def build(self, path: Path, spec: dict[str, Any], inputs: list[Fov]) -> None:
+        fovs = inputs
+        self.check_targets(fovs)
+        plan: list[tuple[Fov, list[tuple[int, int]] | None]]
+        if self.mode == "crops":
+            plan = list(self.plan_crops(fovs))
+            n = sum(len(centres) for _, centres in plan)
+        else:
+            plan = [(fov, None) for fov in fovs]
+            n = len(fovs)
+        target_labels = annotation_labels(self.labels)
+        rows: list[dict[str, Any]] = []
+        with StoreWriter(
+            path,
+            n_samples=n,
+            channel_names=CHANNELS,
+            image_size=(self.size, self.size),
+            dtype="uint16",
+            classes=target_labels.classes,
+            attrs={"source": spec, "label_rule": self.labels["rule"]},
+        ) as writer:
+            append_in_blocks(writer, self.images(plan, rows), np.uint16)
+            samples = pd.DataFrame(rows)
+            labels, sets = target_labels.for_targets(samples["ensg_id"].tolist())
+            samples["label"] = labels
+            writer.write_samples(samples)
+            if self.labels["rule"] == "multilabel":
+                writer.write_label_sets(sets)
+        log.info("%s: %d samples from %d FOVs, %d labelled", self.name, n, len(fovs), int((labels >= 0).sum()))

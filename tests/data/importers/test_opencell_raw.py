@@ -1,0 +1,188 @@
+"""OpenCell raw FOVs (`<GENE>_<ENSG>/OC-FOV_*_proj.tif`) -> store, on tiny FOVs written here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from hydra.utils import instantiate
+
+from tests.conftest import compose_config
+from xferlab.data.importers.opencell_raw import OpenCellRawSource, crop_centres
+from xferlab.data.store import StoreError
+
+FOV = 256
+NUCLEI = [(60, 60), (60, 190), (190, 128)]  # fully inside a 64 px window
+EDGE_NUCLEUS = (12, 128)                     # too close to the border for a 64 px crop
+GENES = {  # real targets: single grade-3 class under the OpenCell rule, or none
+    "LAMP2": ("ENSG00000005893", "vesicles"),
+    "CYP51A1": ("ENSG00000001630", "er"),
+    "CDC27": ("ENSG00000004897", None),  # cytoplasmic 3 + nucleoplasm 3: unlabelled under single_grade3
+}
+
+
+def fov_image(nuclei=NUCLEI + [EDGE_NUCLEUS], protein_level: int = 500, radius: int = 14) -> np.ndarray:
+    """A (2, FOV, FOV) uint16 FOV: bright disks in the Hoechst channel, a flat protein channel."""
+    yy, xx = np.mgrid[:FOV, :FOV]
+    hoechst = np.full((FOV, FOV), 100, dtype=np.uint16)
+    for y, x in nuclei:
+        hoechst[(yy - y) ** 2 + (xx - x) ** 2 <= radius**2] = 4000
+    protein = np.full((FOV, FOV), protein_level, dtype=np.uint16)
+    return np.stack([hoechst, protein])
+
+
+def fov_path(root: Path, gene: str, ensg: str, fid: int) -> Path:
+    return root / f"{gene}_{ensg}" / f"OC-FOV_{gene}_{ensg}_CID000{fid % 7}_FID0000{fid}_proj.tif"
+
+
+def write_tree(root: Path, fovs_per_gene: int = 2) -> Path:
+    fid = 0
+    for gene, (ensg, _) in GENES.items():
+        for _ in range(fovs_per_gene):
+            fid += 1
+            path = fov_path(root, gene, ensg, fid)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tifffile.imwrite(path, fov_image(protein_level=100 * fid))
+            # z-stacks beside the projections are ignored (garbage here, so reading one would fail)
+            path.with_name(path.name.replace("_proj", "_stack")).write_bytes(b"not read")
+    return root
+
+
+def source(root, **kwargs) -> OpenCellRawSource:
+    options = {"mode": "crops", "size": 32, "crop_size": 64, "max_crops_per_fov": 10,
+               "segmentation": {"sigma": 2.0, "min_area": 200}, "labels": {"rule": "single_grade3", "min_targets": 15}}
+    return OpenCellRawSource(name="opencell_raw", root=str(root) if root else root, **{**options, **kwargs})
+
+
+def assert_nothing_left(data_dir: Path) -> None:
+    left = [p.name for p in data_dir.iterdir() if not p.name.endswith(".lock")] if data_dir.exists() else []
+    assert left == []
+
+
+def test_crops_sit_on_nuclei_and_carry_labels(tmp_path):
+    root = write_tree(tmp_path / "raw")
+    store = source(root).open(tmp_path / "data")
+    assert len(store) == len(GENES) * 2 * len(NUCLEI)
+    assert store.images.dtype == np.uint16 and store.read(0, 1).shape == (1, 2, 32, 32)
+    assert store.channel_names == ["nucleus", "protein"]
+    samples = store.samples
+    assert {"sample_id", "target", "ensg_id", "fov_id", "crop_y", "crop_x", "label"} <= set(samples.columns)
+    centres = sorted(zip(samples["crop_y"][:3], samples["crop_x"][:3]))
+    for (y, x), (ny, nx) in zip(centres, sorted(NUCLEI)):
+        assert abs(y - ny) <= 1 and abs(x - nx) <= 1
+    crops = store.read(0, len(store))
+    assert (crops[:, 0, 16, 16] > 3000).all()  # a nucleus at every crop centre
+    first = samples.iloc[0]
+    assert first["target"] == "CDC27" and first["fov_id"] == "CID0005_FID00005"  # folders sorted by name
+    assert (crops[0, 1] == 500).all()  # that FOV's protein channel, unchanged by resizing
+    for gene, (ensg, cls) in GENES.items():
+        labels = set(samples.loc[samples["target"] == gene, "label"])
+        assert labels == {store.classes.index(cls) if cls else -1}
+        assert set(samples.loc[samples["target"] == gene, "ensg_id"]) == {ensg}
+    assert store.label_rule == "single_grade3" and len(store.classes) == 12
+    assert store.attrs["source"]["mode"] == "crops" and store.attrs["source"]["root"] == str(root.resolve())
+    assert store.label_sets is None
+
+
+def test_max_crops_per_fov_and_centres():
+    hoechst = fov_image()[0]
+    assert crop_centres(hoechst, 64, 10, 2.0, 200) == [(60, 60), (60, 190), (190, 128)]
+    assert crop_centres(hoechst, 64, 2, 2.0, 200) == [(60, 60), (60, 190)]
+    assert len(crop_centres(hoechst, 64, 10, 2.0, 1000)) == 0  # disks of ~615 px are below min_area
+
+
+def test_fov_mode_keeps_one_sample_per_fov(tmp_path):
+    root = write_tree(tmp_path / "raw", fovs_per_gene=1)
+    store = source(root, mode="fov", size=64).open(tmp_path / "data")
+    assert len(store) == len(GENES)
+    assert store.read(0, 3).shape == (3, 2, 64, 64)
+    assert set(store.samples["crop_y"]) == {FOV // 2} and set(store.samples["crop_x"]) == {FOV // 2}
+    assert store.attrs["source"]["mode"] == "fov"
+
+
+def test_multilabel_writes_label_sets(tmp_path):
+    root = write_tree(tmp_path / "raw", fovs_per_gene=1)
+    store = source(root, mode="fov", labels={"rule": "multilabel", "min_targets": 15}).open(tmp_path / "data")
+    assert store.label_rule == "multilabel"
+    row = int(np.nonzero(store.samples["target"].to_numpy() == "CDC27")[0][0])
+    assert {store.classes[k] for k in np.nonzero(store.label_sets[row])[0]} == {"cytoplasmic", "nucleoplasm"}
+
+
+def write_one(root: Path, image: np.ndarray, gene: str = "LAMP2") -> Path:
+    path = fov_path(root, gene, GENES[gene][0], 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(path, image)
+    return path
+
+
+@pytest.mark.parametrize("image,message", [
+    (fov_image()[0], "one channel"),                       # missing channel
+    (fov_image().astype(np.float32), "dtype float32"),     # wrong dtype
+    (np.stack([fov_image()] * 2), "shape"),               # wrong shape (4-D)
+])
+@pytest.mark.parametrize("mode", ["crops", "fov"])
+def test_bad_fovs_are_refused_and_leave_no_store(tmp_path, image, message, mode):
+    path = write_one(tmp_path / "raw", image)
+    with pytest.raises(StoreError, match=message) as err:
+        source(tmp_path / "raw", mode=mode).open(tmp_path / "data")
+    assert str(path) in str(err.value)
+    assert_nothing_left(tmp_path / "data")
+
+
+def test_unreadable_file_is_refused(tmp_path):
+    path = fov_path(tmp_path / "raw", "LAMP2", GENES["LAMP2"][0], 1)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"\x00garbage, not a TIFF" * 10)
+    with pytest.raises(StoreError, match="cannot be read as a TIFF") as err:
+        source(tmp_path / "raw").open(tmp_path / "data")
+    assert str(path) in str(err.value)
+    assert_nothing_left(tmp_path / "data")
+
+
+def test_unknown_target_is_refused_unless_allowed(tmp_path):
+    root = tmp_path / "raw"
+    write_one(root, fov_image())
+    folder = root / "NOTAGENE_ENSG00000999999"
+    folder.mkdir()
+    tifffile.imwrite(folder / "OC-FOV_NOTAGENE_ENSG00000999999_CID1_FID9_proj.tif", fov_image())
+    with pytest.raises(StoreError, match="ENSG00000999999 is not in the OpenCell annotation table") as err:
+        source(root).open(tmp_path / "data")
+    assert str(folder) in str(err.value) and "allow_unknown_targets" in str(err.value)
+    assert_nothing_left(tmp_path / "data")
+    store = source(root, allow_unknown_targets=True).open(tmp_path / "data")
+    assert set(store.samples.loc[store.samples["target"] == "NOTAGENE", "label"]) == {-1}
+
+
+def test_empty_folder_and_missing_root_are_refused(tmp_path):
+    (tmp_path / "raw" / "LAMP2_ENSG00000005893").mkdir(parents=True)
+    with pytest.raises(StoreError, match="no OpenCell FOVs"):
+        source(tmp_path / "raw").open(tmp_path / "data")
+    with pytest.raises(FileNotFoundError, match="dataset.root"):
+        source(None).open(tmp_path / "data")
+    with pytest.raises(FileNotFoundError, match="dataset.root"):
+        source(tmp_path / "nope").open(tmp_path / "data")
+    assert_nothing_left(tmp_path / "data")
+
+
+def test_misnamed_file_is_refused(tmp_path):
+    folder = tmp_path / "raw" / "LAMP2_ENSG00000005893"
+    folder.mkdir(parents=True)
+    tifffile.imwrite(folder / "fov1_proj.tif", fov_image())
+    with pytest.raises(StoreError, match="fov1_proj.tif: file name is not OC-FOV"):
+        source(tmp_path / "raw").open(tmp_path / "data")
+
+
+def test_hydra_config_builds_and_reuses_the_store(tmp_path, monkeypatch):
+    root = write_tree(tmp_path / "raw", fovs_per_gene=1)
+    cfg = compose_config(["dataset=opencell_raw", f"dataset.root={root}", "dataset.crop_size=64",
+                          "dataset.size=32", "paths.output_dir=/tmp/x"])
+    assert cfg.dataset.labels.rule == "single_grade3" and cfg.dataset.labels.min_targets == 15
+    first = instantiate(cfg.dataset).open(tmp_path / "data")
+    assert len(first) == len(GENES) * len(NUCLEI)
+    monkeypatch.setattr(OpenCellRawSource, "build", lambda *a: pytest.fail("store rebuilt"))
+    second = instantiate(cfg.dataset).open(tmp_path / "data")
+    assert second.path == first.path and second.fingerprint == first.fingerprint
+    with pytest.raises(FileNotFoundError, match="set dataset.root="):
+        instantiate(compose_config(["dataset=opencell_raw", "paths.output_dir=/tmp/x"]).dataset).open(tmp_path)
