@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
-.PHONY: help install demo test test-all wheel clean
+.PHONY: help install demo test test-all bench wheel clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -31,6 +31,9 @@ test: $(STAMP)  ## the default test suite (fast; slow tests excluded)
 
 test-all: $(STAMP)  ## every test, slow ones included
 	$(PY) -m pytest -q -m ''
+
+bench: $(STAMP)  ## speed benchmarks: prints a table, saves outputs/bench/<timestamp>.json
+	$(PY) -m xferlab.bench
 
 wheel: $(STAMP)  ## build the wheel into dist/
 	$(PY) -m build --wheel --no-isolation --outdir dist .

@@ -46,7 +46,7 @@ def test_backbones_build_and_channels_adapt(option):
 def test_experiment_overlays_set_only_deltas():
     demo = compose_config(["experiment=demo", "paths.output_dir=/tmp/x"])
     assert demo.experiment_name == "demo"
-    assert demo.dataset.name == "toycell"
+    assert demo.dataset.name == "synthcell"
 
 
 def test_unknown_option_and_unknown_key_fail_at_composition():

@@ -148,3 +148,35 @@ def test_help_lists_config_groups(tmp_path):
     for group in ("backbone", "channels", "dataset", "head", "trainer", "logger", "experiment", "paths"):
         options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
         assert lines[group] == f"{group}: {', '.join(options)}"
+
+
+def test_multilabel_run_scores_macro_f1_at_threshold_half(job_config):
+    cfg = job_config("dataset=synthcell_tiny", "dataset.labels.rule=multilabel", "dataset.workers=1")
+    result = run_job(cfg)
+    predictions = pd.read_csv(result.run_dir / "predictions.csv", keep_default_na=False)
+    classes = [c.split("/", 1)[1] for c in predictions.columns if c.startswith("score/")]
+    truth = np.array([[c in row.split(";") for c in classes] for row in predictions["labels"]])
+    scores = predictions[[f"score/{c}" for c in classes]].to_numpy()
+    pred = scores > 0.5
+    assert np.array_equal(pred, np.array([[c in row.split(";") for c in classes] for row in predictions["preds"]]))
+    expected = f1_score(truth, pred, average="macro", zero_division=0)
+    assert result.metrics["test/macro_f1"] == pytest.approx(expected, abs=1e-6)
+    assert truth.sum(axis=1).max() >= 1
+
+
+def test_split_from_the_store(job_config, tmp_path):
+    from tests.conftest import write_store
+    from xferlab.data.store import ImageStore, StoreWriter
+
+    base = write_store(tmp_path / "base.zarr", n_per_class=10, classes=("a", "b"), size=32)
+    samples = base.samples.copy()
+    samples["split"] = [i % 3 for i in range(len(samples))]  # a split that ignores targets
+    with StoreWriter(tmp_path / "split.zarr", n_samples=len(base), channel_names=base.channel_names,
+                     image_size=base.image_size, dtype=base.images.dtype, classes=base.classes) as writer:
+        writer.append(base.read(0, len(base)))
+        writer.write_samples(samples)
+    store = ImageStore(tmp_path / "split.zarr")
+    result = run_job(job_config("dataset=store", f"dataset.path={store.path}", "split.source=store"))
+    assert result.metrics["n_test"] == int((samples["split"] == 2).sum())
+    with pytest.raises(ValueError, match="no `split` column"):
+        run_job(job_config("dataset=store", f"dataset.path={base.path}", "split.source=store"))

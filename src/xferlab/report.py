@@ -10,8 +10,11 @@ import argparse
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from xferlab.io import atomic_write_text
-from xferlab.reporting.aggregate import collect_runs, summarize, to_markdown
+from xferlab.reporting.aggregate import CONDITION_KEYS, collect_runs, summarize, to_markdown
+from xferlab.reporting.confusion import confusion_from_runs, top_confusions
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +34,16 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(out / "summary.md", markdown + "\n")
     print(f"test macro F1 over seeds (mean ± sample std), {len(runs)} jobs:\n")
     print(markdown)
+    best = table.iloc[0]
+    keys = [k for k in CONDITION_KEYS if k in table.columns]
+    best_runs = runs[(runs[keys] == best[keys]).all(axis=1)]
+    if "label" in pd.read_csv(Path(best_runs["run_dir"].iloc[0]) / "predictions.csv", nrows=1).columns:
+        matrix = confusion_from_runs(best_runs["run_dir"])
+        atomic_write_text(out / "confusion_best.csv", matrix.to_csv())
+        name = "-".join(str(best[k]) for k in ("backbone", "channels", "head") if k in best)
+        print(f"\nmost confused classes of the best condition ({name}; share of the true class, over seeds):")
+        for true, pred, share in top_confusions(matrix):
+            print(f"  {true:>18} -> {pred:<18} {share:.2f}")
     print(f"\ntables written to {out}")
     return 0
 

@@ -64,6 +64,8 @@ class StoreWriter:
         self.attrs = dict(attrs or {})
         self.chunk_rows = max(1, min(chunk_rows, self.n))
         self._rows_written = 0
+        self._flushed = 0
+        self._pending: list[np.ndarray] = []
         self._hash = hashlib.sha256()
         self._image_hash = hashlib.sha256()
         self._label_sets: np.ndarray | None = None
@@ -100,14 +102,26 @@ class StoreWriter:
         start, stop = self._rows_written, self._rows_written + len(images)
         if stop > self.n:
             raise StoreError(f"too many images: {stop} written to a store of {self.n}")
-        self._images[start:stop] = images
+        # buffer to whole chunks: writing part of a chunk would re-read and re-compress it
+        self._pending.append(images)
+        if stop - self._flushed >= self.chunk_rows or stop == self.n:
+            self._flush(stop)
         raw = np.ascontiguousarray(images).tobytes()
         self._hash.update(raw)
         self._image_hash.update(raw)
-        as_float = images.astype(np.float64)
-        self._sum += as_float.sum(axis=(0, 2, 3))
-        self._sumsq += (as_float**2).sum(axis=(0, 2, 3))
+        for c in range(images.shape[1]):  # per channel, to keep the float64 temporaries small
+            plane = images[:, c].astype(np.float64)
+            self._sum[c] += plane.sum()
+            self._sumsq[c] += np.square(plane).sum()
         self._rows_written = stop
+
+    def _flush(self, stop: int) -> None:
+        block = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
+        cut = self._flushed + ((stop - self._flushed) // self.chunk_rows) * self.chunk_rows if stop < self.n else stop
+        self._images[self._flushed : cut] = block[: cut - self._flushed]
+        rest = block[cut - self._flushed :]
+        self._pending = [rest] if len(rest) else []
+        self._flushed = cut
 
     def write_samples(self, samples: pd.DataFrame) -> None:
         missing = [c for c in REQUIRED_COLUMNS if c not in samples.columns]

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 
 import numpy as np
@@ -68,17 +69,23 @@ def _normalised(weights: dict[str, float]) -> tuple[tuple[str, float], ...]:
     return tuple((k, round(v / total, 6)) for k, v in sorted(weights.items()))
 
 
-def opencell_targets() -> list[Target]:
+@lru_cache(maxsize=1)
+def opencell_targets() -> tuple[Target, ...]:
     """Every public OpenCell target, its pattern mixture weighted by annotation grade."""
-    table = opencell_annotations()
+    table = opencell_annotations().sort_values(["ensg_id", "annotation_name"])
+    grouped: dict[str, list[tuple[str, str, int]]] = {}
+    for ensg, name, category, grade in zip(table["ensg_id"], table["target_name"], table["annotation_name"],
+                                           table["annotation_grade"]):
+        grouped.setdefault(ensg, []).append((name, category, int(grade)))
     targets = []
-    for ensg, group in table.groupby("ensg_id", sort=True):
+    for ensg in sorted(grouped):
+        rows = grouped[ensg]
         weights: dict[str, float] = {}
-        for row in group.itertuples():
-            weights[row.annotation_name] = weights.get(row.annotation_name, 0) + GRADE_WEIGHT[row.annotation_grade]
-        desc = ";".join(f"{r.annotation_name}:{r.annotation_grade}" for r in group.itertuples())
-        targets.append(Target(group["target_name"].iloc[0], ensg, _normalised(weights), desc))
-    return targets
+        for _, category, grade in rows:
+            weights[category] = weights.get(category, 0) + GRADE_WEIGHT[grade]
+        desc = ";".join(f"{category}:{grade}" for _, category, grade in rows)
+        targets.append(Target(rows[0][0], ensg, _normalised(weights), desc))
+    return tuple(targets)
 
 
 def hpa_targets(n_genes: int, seed: int) -> list[Target]:

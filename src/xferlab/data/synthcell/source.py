@@ -74,7 +74,7 @@ class SynthCellSource:
         spec = self.spec
         if spec["domain"] == "hpa":
             return hpa_targets(spec["n_targets"], spec["seed"])
-        targets = opencell_targets()
+        targets = list(opencell_targets())
         if spec["n_targets"] is not None:
             # an evenly spread, deterministic subset (keeps the class mix of the full table)
             pick = np.linspace(0, len(targets) - 1, spec["n_targets"]).round().astype(int)
