@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
-.PHONY: help install demo test test-all bench wheel clean
+.PHONY: help install demo test test-all bench weights wheel clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -34,6 +34,9 @@ test-all: $(STAMP)  ## every test, slow ones included
 
 bench: $(STAMP)  ## speed benchmarks: prints a table, saves outputs/bench/<timestamp>.json
 	$(PY) -m xferlab.bench
+
+weights: $(STAMP)  ## download and verify the study's public checkpoints (needs network)
+	HF_HUB_OFFLINE=0 $(PY) -m xferlab.weights
 
 wheel: $(STAMP)  ## build the wheel into dist/
 	$(PY) -m build --wheel --no-isolation --outdir dist .

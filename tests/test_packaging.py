@@ -22,7 +22,8 @@ def wheel_site(tmp_path_factory) -> Path:
     wheel = next(out.glob("xferlab-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     for config in ("xferlab/conf/train.yaml", "xferlab/conf/backbone/random.yaml", "xferlab/conf/hydra/default.yaml",
-                   "xferlab/conf/experiment/demo.yaml"):
+                   "xferlab/conf/experiment/demo.yaml", "xferlab/data/resources/public-annotations-flat-2021-09-29.csv",
+                   "xferlab/data/resources/hpa_subcellular_location_trimmed.tsv"):
         assert config in names, config
     site = out / "site"
     install = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site),
@@ -40,7 +41,7 @@ def test_installed_wheel_runs_from_another_directory(wheel_site, tmp_path):
     where = run_from_wheel(wheel_site, tmp_path, "-c", "import xferlab; print(xferlab.__file__)")
     assert where.stdout.strip().startswith(str(wheel_site)), where.stdout + where.stderr
     help_ = run_from_wheel(wheel_site, tmp_path, "-m", "xferlab.train", "--help")
-    assert help_.returncode == 0 and "backbone: pixels, random, timm" in help_.stdout
+    assert help_.returncode == 0 and "backbone: hpa, hpa_sc, imagenet" in help_.stdout
     job = run_from_wheel(wheel_site, tmp_path, "-m", "xferlab.train", "experiment=smoke", "logger=csv")
     assert job.returncode == 0, job.stderr[-3000:]
     assert "test/macro_f1=" in job.stdout

@@ -180,3 +180,13 @@ def test_split_from_the_store(job_config, tmp_path):
     assert result.metrics["n_test"] == int((samples["split"] == 2).sum())
     with pytest.raises(ValueError, match="no `split` column"):
         run_job(job_config("dataset=store", f"dataset.path={base.path}", "split.source=store"))
+
+
+def test_channelwise_and_last4_run_end_to_end(job_config):
+    result = run_job(job_config("channels=channelwise", "backbone.features=last4", "backbone.model_kwargs.depth=4"))
+    info = json.loads((result.run_dir / "run_info.json").read_text())
+    import zarr
+
+    cache = zarr.open_group(info["cache_path"], mode="r")
+    assert cache["embeddings"].shape[1] == 2 * 4 * 192  # two channel views x four CLS tokens
+    assert result.metrics["channels"] == "channelwise"

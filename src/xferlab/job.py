@@ -27,6 +27,7 @@ from xferlab import __version__
 from xferlab.backbones.preprocess import Preprocessor
 from xferlab.backbones.registry import Backbone
 from xferlab.backbones.weights import state_dict_sha256
+from xferlab.building import build
 from xferlab.data.splits import TEST, TRAIN, VAL, grouped_split
 from xferlab.data.store import ImageStore
 from xferlab.embeddings.extractor import extract_embeddings
@@ -70,7 +71,7 @@ def class_weights(labels: np.ndarray, num_classes: int, rule: str) -> torch.Tens
 
 
 def open_dataset(cfg: DictConfig) -> ImageStore:
-    return instantiate(cfg.dataset).open(cfg.paths.data_dir)
+    return build(cfg.dataset).open(cfg.paths.data_dir)
 
 
 def make_split(cfg: DictConfig, store: ImageStore) -> np.ndarray:
@@ -98,9 +99,8 @@ def run_job(cfg: DictConfig) -> JobResult:
     started = time.perf_counter()
 
     store = open_dataset(cfg)
-    backbone: Backbone = instantiate(cfg.backbone)
-    adapter = instantiate(cfg.channels, dataset_channels=store.channel_names,
-                          model_channels=backbone.in_channels)
+    backbone: Backbone = build(cfg.backbone)
+    adapter = build(cfg.channels, dataset_channels=store.channel_names, model_channels=backbone.in_channels)
     preprocessor = Preprocessor.for_store(OmegaConf.to_container(cfg.backbone.preprocess), store)
     make_trainer = instantiate(cfg.trainer)
 

@@ -5,7 +5,6 @@ gallery beside the store. `xferlab.train` builds the store the same way on first
 from __future__ import annotations
 
 import hydra
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 import xferlab.resolvers  # noqa: F401 - registers the resolvers the configs use
@@ -13,7 +12,9 @@ import xferlab.resolvers  # noqa: F401 - registers the resolvers the configs use
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="prepare")
 def main(cfg: DictConfig) -> None:
-    store = instantiate(cfg.dataset).open(cfg.paths.data_dir)
+    from xferlab.building import build
+
+    store = build(cfg.dataset).open(cfg.paths.data_dir)
     counts = store.samples["label"].value_counts().sort_index()
     print(store)
     print(f"fingerprint {store.fingerprint}")

@@ -54,7 +54,7 @@ def test_weights_file_with_missing_keys_is_an_error_listing_them(tmp_path):
 def test_no_silent_random_weights():
     with pytest.raises(WeightsError, match="needs a weights file"):
         tiny(init="weights", weights=None)
-    with pytest.raises(WeightsError, match="does not exist"):
+    with pytest.raises(WeightsError, match="no such file"):
         tiny(init="weights", weights="/nonexistent/w.pth")
     with pytest.raises(ValueError, match="init=random but backbone.weights"):
         tiny(init="random", weights="/some/file.pth")

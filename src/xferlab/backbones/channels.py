@@ -1,7 +1,9 @@
 """Channel adapters: how a dataset's channels reach a backbone's input slots.
 
 An adapter is fixed by a list `sources`: for each input slot of the model, the index of the
-dataset channel that fills it, or `None` for an empty (zero) slot.
+dataset channel that fills it, or `None` for an empty (zero) slot. Most adapters give the backbone
+one view of each image; `channelwise` gives one view per dataset channel, and the extractor
+concatenates their embeddings.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,12 @@ class ChannelAdapter:
         zero = len(self.dataset_channels)
         index = torch.tensor([zero if s is None else s for s in self.sources], device=x.device)
         return padded.index_select(1, index)
+
+    n_views = 1
+
+    def views(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The backbone inputs made from one batch; their embeddings are concatenated in order."""
+        return [self(x)]
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -93,3 +102,54 @@ class Replicate(ChannelAdapter):
 
     def _sources(self) -> list[int | None]:
         return [self.dataset_channels.index(self.channel)] * len(self.model_channels)
+
+
+class RandomOrder(NaturalMapping):
+    """A control: the dataset channels go to the slots natural mapping would fill, and to empty
+    slots, in an order drawn from `seed` (the same for every image). With `seed` fixed the mapping
+    is fixed, so it is part of the cache key like any other."""
+
+    strategy = "random_order"
+
+    def __init__(self, name, dataset_channels, model_channels, seed: int = 0, colour_map=None):
+        self.seed = int(seed)
+        super().__init__(name, dataset_channels, model_channels, colour_map)
+
+    def _sources(self) -> list[int | None]:
+        natural = super()._sources()
+        used = sorted({s for s in natural if s is not None})
+        if not used:
+            used = list(range(len(self.dataset_channels)))
+        rng = np.random.default_rng(self.seed)
+        slots = rng.permutation(len(self.model_channels))[: len(used)]
+        channels = rng.permutation(used)
+        sources: list[int | None] = [None] * len(self.model_channels)
+        for slot, channel in zip(slots, channels):
+            sources[int(slot)] = int(channel)
+        return sources
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "seed": self.seed}
+
+
+class Channelwise(ChannelAdapter):
+    """Each dataset channel embedded on its own, as a grayscale image copied to every slot; the
+    embeddings are concatenated (dimension D x C, in dataset channel order)."""
+
+    strategy = "channelwise"
+
+    def __init__(self, name, dataset_channels, model_channels):
+        super().__init__(name, dataset_channels, model_channels)
+        self.n_views = len(self.dataset_channels)
+
+    def _sources(self) -> list[int | None]:
+        return [0] * len(self.model_channels)  # the first view; `views` makes the others
+
+    def views(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if x.shape[1] != len(self.dataset_channels):
+            raise ValueError(f"image has {x.shape[1]} channels; the dataset declares {self.dataset_channels}")
+        k = len(self.model_channels)
+        return [x[:, c : c + 1].expand(-1, k, -1, -1).contiguous() for c in range(x.shape[1])]
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "sources": "each dataset channel replicated, one view per channel"}

@@ -60,6 +60,13 @@ class Preprocessor:
         )
 
     def __call__(self, images: torch.Tensor, adapter: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """One backbone input per image (the adapter's single view)."""
+        (view,) = self.views(images, lambda x: [adapter(x)])
+        return view
+
+    def views(self, images: torch.Tensor, make_views: Callable[[torch.Tensor], list[torch.Tensor]]) -> list[torch.Tensor]:
+        """The backbone inputs for a batch: resize and normalise, then map channels into one or
+        more views (see `ChannelAdapter.views`), then the backbone's own normalisation."""
         x = images.float()
         if self.input_size is not None and x.shape[-2:] != (self.input_size, self.input_size):
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
@@ -74,14 +81,17 @@ class Preprocessor:
             x = (x - mu) / (sd + EPS)
         else:
             x = x / self.dtype_max
-        x = adapter(x)
+        views = make_views(x)
         if self.normalize == "backbone":
-            if len(self.mean) != x.shape[1]:
-                raise ValueError(f"backbone mean/std have {len(self.mean)} values for {x.shape[1]} input slots")
-            mu = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-            sd = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-            x = (x - mu) / sd
-        return x
+            out = []
+            for v in views:
+                if len(self.mean) != v.shape[1]:
+                    raise ValueError(f"backbone mean/std have {len(self.mean)} values for {v.shape[1]} input slots")
+                mu = torch.tensor(self.mean, dtype=v.dtype, device=v.device).view(1, -1, 1, 1)
+                sd = torch.tensor(self.std, dtype=v.dtype, device=v.device).view(1, -1, 1, 1)
+                out.append((v - mu) / sd)
+            views = out
+        return views
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"input_size": self.input_size, "normalize": self.normalize}

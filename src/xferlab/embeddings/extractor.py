@@ -56,8 +56,8 @@ class EmbeddingExtractor(L.LightningModule):
         rows, images = batch
         self.backbone.eval()
         with torch.no_grad():
-            x = self.preprocessor(images, self.adapter)
-            embeddings = self.backbone(x)
+            views = self.preprocessor.views(images, self.adapter.views)
+            embeddings = torch.cat([self.backbone(v) for v in views], dim=1)
         return rows, embeddings.float()
 
 
@@ -107,7 +107,8 @@ def extract_embeddings(
                     StoreBatches(store, batch_size), batch_size=None, shuffle=False,
                     num_workers=num_workers, persistent_workers=False,
                 )
-                with cache.build(len(store), backbone.embed_dim, batch_size * chunk_batches) as writer:
+                dim = backbone.embed_dim * adapter.n_views
+                with cache.build(len(store), dim, batch_size * chunk_batches) as writer:
                     trainer = make_trainer(callbacks=[CacheRowsCallback(writer)], precision=precision)
                     trainer.predict(EmbeddingExtractor(backbone, preprocessor, adapter), loader,
                                     return_predictions=False)

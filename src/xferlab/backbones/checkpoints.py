@@ -1,0 +1,137 @@
+"""Reading checkpoint files safely and finding the backbone's weights inside them.
+
+Formats recognised (by content, not by name):
+- a plain state dict (`.pth` / `.pt`, or `.safetensors`), e.g. DINO's backbone-only files or timm's;
+- a DINO training checkpoint: a dict with `teacher` / `student` state dicts (keys prefixed
+  `backbone.` / `head.`, the student's also `module.`), `optimizer`, `epoch`, `args`
+  (an `argparse.Namespace`), `dino_loss`; DINO4Cells and xferlab's own pretraining write the same;
+- a wrapper dict holding one of these under `state_dict` or `model`.
+Projection / classifier head keys (`head.`) are dropped; every other key must fit the model.
+
+Files are read with `torch.load(weights_only=True)`, allowing only `argparse.Namespace` beyond
+tensors and plain containers. A file that needs other pickled objects could run arbitrary code when
+loaded; it is refused unless `backbone.trust_checkpoint=true`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from xferlab.backbones.weights import WeightsError, file_sha256
+
+log = logging.getLogger(__name__)
+
+SAFE_GLOBALS = [argparse.Namespace]
+CHECKPOINT_KEYS = ("teacher", "student")
+STRIP_PREFIXES = ("module.", "backbone.", "_orig_mod.")
+HEAD_PREFIXES = ("head.",)
+
+
+class UnsafeCheckpointError(WeightsError):
+    """The checkpoint needs arbitrary pickled objects to load."""
+
+
+@dataclass
+class BackboneState:
+    state: dict[str, torch.Tensor]
+    format: str
+    file_sha256: str
+    dropped: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def read_file(path: str | Path, trust: bool = False) -> Any:
+    """The object stored in a checkpoint file (tensors, containers, Namespace only unless trusted)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist")
+    if path.stat().st_size == 0:
+        raise WeightsError(f"weights file {path} is empty: download it again")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as err:  # noqa: BLE001
+            raise WeightsError(f"{path} is not a readable safetensors file ({err}): download it again") from err
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights_only" not in str(err) and "Unsupported global" not in str(err):
+            raise WeightsError(f"{path} is not a PyTorch checkpoint, or it is truncated ({err})") from err
+        if not trust:
+            raise UnsafeCheckpointError(
+                f"{path} contains pickled Python objects beyond tensors and argparse.Namespace "
+                f"({str(err).splitlines()[0]}). Loading it could run arbitrary code. If you trust "
+                "where this file came from, set backbone.trust_checkpoint=true; otherwise re-save "
+                "its state dict alone."
+            ) from err
+        log.warning("loading %s with full unpickling (backbone.trust_checkpoint=true)", path)
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any other failure: damaged or not a checkpoint
+        raise WeightsError(f"{path} is not a PyTorch checkpoint, or it is truncated ({err}): download it again") from err
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, dict) and len(obj) > 0 and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def _strip(key: str) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for prefix in STRIP_PREFIXES:
+            if key.startswith(prefix):
+                key, changed = key[len(prefix):], True
+    return key
+
+
+def backbone_state(obj: Any, checkpoint_key: str = "teacher") -> tuple[dict[str, torch.Tensor], str, list[str], dict]:
+    """The backbone's state dict inside a checkpoint object, its format name, dropped keys, metadata."""
+    meta: dict[str, Any] = {}
+    fmt = "state_dict"
+    if isinstance(obj, dict) and any(k in obj for k in CHECKPOINT_KEYS):
+        if checkpoint_key not in obj:
+            raise WeightsError(f"checkpoint has no {checkpoint_key!r} entry (it has {sorted(obj)}); "
+                               f"set backbone.checkpoint_key to one of {[k for k in CHECKPOINT_KEYS if k in obj]}")
+        meta = {k: obj[k] for k in ("epoch",) if k in obj}
+        if isinstance(obj.get("args"), argparse.Namespace):
+            meta["args"] = {k: str(v) for k, v in vars(obj["args"]).items()}
+        if isinstance(obj.get("xferlab"), dict):
+            meta["xferlab"] = obj["xferlab"]
+        fmt = f"dino:{checkpoint_key}"
+        obj = obj[checkpoint_key]
+    for wrapper in ("state_dict", "model"):
+        if isinstance(obj, dict) and wrapper in obj and isinstance(obj[wrapper], dict) and not _is_state_dict(obj):
+            obj = obj[wrapper]
+            fmt += f"/{wrapper}"
+    if not _is_state_dict(obj):
+        raise WeightsError("no state dict found in the checkpoint (expected a mapping of names to tensors, "
+                           f"or a DINO checkpoint with {CHECKPOINT_KEYS}); found {type(obj).__name__}")
+    state, dropped = {}, []
+    for key, tensor in obj.items():
+        name = _strip(key)
+        if name.startswith(HEAD_PREFIXES):
+            dropped.append(key)
+        else:
+            state[name] = tensor
+    return state, fmt, dropped, meta
+
+
+def load_backbone_state(path: str | Path, checkpoint_key: str = "teacher", trust: bool = False) -> BackboneState:
+    obj = read_file(path, trust=trust)
+    try:
+        state, fmt, dropped, meta = backbone_state(obj, checkpoint_key)
+    except WeightsError as err:
+        raise WeightsError(f"{path}: {err}") from err
+    digest = file_sha256(path)
+    log.info("read %s (%s, %d tensors, %d head keys dropped), sha256 %s", path, fmt, len(state), len(dropped), digest)
+    return BackboneState(state=state, format=fmt, file_sha256=digest, dropped=dropped, meta=meta)
