@@ -14,19 +14,12 @@ from xferlab.provenance import digest
 log = logging.getLogger(__name__)
 
 
-class ToyCellSource:
-    """The built-in synthetic dataset, rendered into `<data_dir>/toycell-<digest>.zarr` on first use."""
+class BuiltSource:
+    """A dataset xferlab builds itself: stored at `<data_dir>/<name>-<digest of spec>.zarr`, built on
+    first use by one process (file lock) while others wait, then reused."""
 
-    def __init__(self, name: str, n_targets_per_class: int, crops_per_target: int, size: int, seed: int):
-        self.name = name
-        self.spec = {
-            "source": "toycell",
-            "generator_version": 1,
-            "n_targets_per_class": int(n_targets_per_class),
-            "crops_per_target": int(crops_per_target),
-            "size": int(size),
-            "seed": int(seed),
-        }
+    name: str
+    spec: dict
 
     def store_path(self, data_dir: str | Path) -> Path:
         return Path(data_dir) / f"{self.name}-{digest(self.spec, 12)}.zarr"
@@ -39,6 +32,24 @@ class ToyCellSource:
                 if not path.exists():
                     self.build(path)
         return ImageStore(path)
+
+    def build(self, path: Path) -> None:
+        raise NotImplementedError
+
+
+class ToyCellSource(BuiltSource):
+    """The built-in synthetic dataset, rendered into `<data_dir>/toycell-<digest>.zarr` on first use."""
+
+    def __init__(self, name: str, n_targets_per_class: int, crops_per_target: int, size: int, seed: int):
+        self.name = name
+        self.spec = {
+            "source": "toycell",
+            "generator_version": 1,
+            "n_targets_per_class": int(n_targets_per_class),
+            "crops_per_target": int(crops_per_target),
+            "size": int(size),
+            "seed": int(seed),
+        }
 
     def build(self, path: Path) -> None:
         log.info("rendering %s into %s", self.name, path)

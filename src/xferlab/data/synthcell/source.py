@@ -15,13 +15,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from filelock import FileLock
 
 from xferlab.data.labels import opencell_annotations, target_labels
-from xferlab.data.store import ImageStore, StoreWriter
+from xferlab.data.sources import BuiltSource
+from xferlab.data.store import StoreWriter
 from xferlab.data.synthcell.domains import IMAGING, Target, hpa_targets, opencell_targets
 from xferlab.data.synthcell.render import render_crop
-from xferlab.provenance import digest
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +38,7 @@ def render_target(args: tuple[int, Target, str, int, int, int]) -> np.ndarray:
                      for _ in range(crops)])
 
 
-class SynthCellSource:
+class SynthCellSource(BuiltSource):
     def __init__(self, name: str, domain: str = "opencell", size: int = 64, crops_per_target: int = 8,
                  n_targets: int | None = None, seed: int = 0, labels: dict[str, Any] | None = None,
                  workers: int | None = None):
@@ -57,18 +56,6 @@ class SynthCellSource:
             "crops_per_target": int(crops_per_target), "n_targets": None if n_targets is None else int(n_targets),
             "seed": int(seed), "labels": labels,
         }
-
-    def store_path(self, data_dir: str | Path) -> Path:
-        return Path(data_dir) / f"{self.name}-{digest(self.spec, 12)}.zarr"
-
-    def open(self, data_dir: str | Path) -> ImageStore:
-        path = self.store_path(data_dir)
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with FileLock(str(path) + ".lock"):
-                if not path.exists():
-                    self.build(path)
-        return ImageStore(path)
 
     def targets(self) -> list[Target]:
         spec = self.spec
