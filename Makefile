@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
-.PHONY: help install demo test test-all bench weights wheel clean
+.PHONY: help install demo test test-all bench weights pretrain wheel clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -37,6 +37,18 @@ bench: $(STAMP)  ## speed benchmarks: prints a table, saves outputs/bench/<times
 
 weights: $(STAMP)  ## download and verify the study's public checkpoints (needs network)
 	HF_HUB_OFFLINE=0 $(PY) -m xferlab.weights
+
+PRETRAIN_SYNTH_OPENCELL := -m xferlab.pretrain dataset=synthcell backbone=random name=synth_opencell
+PRETRAIN_SYNTH_HPA      := -m xferlab.pretrain dataset=synthcell_hpa backbone=random_hpa name=synth_hpa
+PRETRAIN_SYNTH_PHOTOS   := -m xferlab.pretrain dataset=photos backbone=random_rgb name=synth_photos
+
+pretrain: $(STAMP)  ## rebuild the shipped backbones (DINO on SynthCell / photos; ~10 min each on 2 cores)
+	$(PY) $(PRETRAIN_SYNTH_OPENCELL) resume=false
+	$(PY) -m xferlab.ssl.export synth_opencell outputs/pretrain/synth_opencell --command "python $(PRETRAIN_SYNTH_OPENCELL)"
+	$(PY) $(PRETRAIN_SYNTH_HPA) resume=false
+	$(PY) -m xferlab.ssl.export synth_hpa outputs/pretrain/synth_hpa --command "python $(PRETRAIN_SYNTH_HPA)"
+	$(PY) $(PRETRAIN_SYNTH_PHOTOS) resume=false
+	$(PY) -m xferlab.ssl.export synth_photos outputs/pretrain/synth_photos --command "python $(PRETRAIN_SYNTH_PHOTOS)"
 
 wheel: $(STAMP)  ## build the wheel into dist/
 	$(PY) -m build --wheel --no-isolation --outdir dist .

@@ -39,11 +39,6 @@ from xferlab.provenance import config_digest, git_revision, semantic_config
 
 log = logging.getLogger(__name__)
 
-for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-    logging.getLogger(_name).setLevel(logging.WARNING)
-warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-warnings.filterwarnings("ignore", message=".*infer the batch indices.*")
-warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
 
 @dataclass

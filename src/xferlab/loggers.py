@@ -19,6 +19,13 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
 log = logging.getLogger(__name__)
 
+# Lightning's start-up chatter (devices, tips) and warnings that do not apply to in-memory data.
+for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+warnings.filterwarnings("ignore", message=".*infer the batch indices.*")
+warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
 MODES = ("offline", "online", "disabled")
 INIT_TIMEOUT_S = 30
 

@@ -56,8 +56,20 @@ def where_to_get(name: str) -> str:
     return f"download {known.path_in_record} from {known.record}"
 
 
+SHIPPED_PREFIX = "shipped:"
+
+
 def resolve_weights(value: str | None, backbone: str) -> Path:
-    """The weights file `backbone.weights` names: an existing path, or a file in the weights folder."""
+    """The weights file `backbone.weights` names: `shipped:<file>` (a backbone shipped inside the
+    package), an existing path, or a file in the weights folder."""
+    if value and value.startswith(SHIPPED_PREFIX):
+        from importlib import resources
+
+        path = Path(str(resources.files("xferlab.backbones.shipped"))) / value[len(SHIPPED_PREFIX):]
+        if not path.is_file():
+            raise WeightsError(f"backbone={backbone}: shipped weights {path.name} are missing from {path.parent}; "
+                               "reinstall xferlab, or rebuild them with `make pretrain`")
+        return path
     if not value:
         raise WeightsError(f"backbone={backbone} needs a weights file: set backbone.weights=/path/to/file "
                            "(.pth or .safetensors), or use backbone=random for a randomly initialised control")

@@ -12,6 +12,7 @@ from xferlab.io import temp_sibling
 
 # channel -> RGB colour of the composite
 COLOURS = {"nucleus": (0.2, 0.4, 1.0), "protein": (0.1, 1.0, 0.2), "microtubules": (1.0, 0.2, 0.2),
+           "red": (1.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0), "blue": (0.0, 0.0, 1.0),
            "er": (1.0, 0.8, 0.0)}
 DEFAULT_COLOURS = [(0.1, 1.0, 0.2), (0.2, 0.4, 1.0), (1.0, 0.2, 0.2), (1.0, 0.8, 0.0)]
 
@@ -41,7 +42,9 @@ def write_gallery(store: ImageStore, path: str | Path, per_class: int = 8, scale
             rows.append((name, members.index[:per_class].tolist()))
     else:
         members = samples.drop_duplicates("target").index.tolist()
-        for r in range(min(6, len(members) // per_class)):
+        if len(members) < 2 * per_class:  # few targets (e.g. a handful of photos): take samples as they come
+            members = samples.index.tolist()
+        for r in range(max(1, min(6, len(members) // per_class))):
             rows.append((f"samples {r * per_class}-", members[r * per_class : (r + 1) * per_class]))
     h, w = store.image_size
     tile_h, tile_w, label_w, pad = h * scale, w * scale, 130, 2

@@ -1,0 +1,56 @@
+"""Pretraining data: the images a DINO run may see, held in memory, as multi-crop views.
+
+For a labelled store only the training split's images are used (no validation or test image is
+ever seen in pretraining); for an unlabelled store, every image. Each sample's views come from a
+generator seeded by (seed, epoch, index), so a run is reproducible whatever the loader order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from xferlab.data.splits import TRAIN, VAL, grouped_split
+from xferlab.data.store import ImageStore
+from xferlab.ssl.augment import MultiCrop
+
+
+def zscore(images: np.ndarray) -> torch.Tensor:
+    x = torch.from_numpy(images.astype(np.float32))
+    mu = x.mean(dim=(-2, -1), keepdim=True)
+    sd = x.std(dim=(-2, -1), keepdim=True, unbiased=False)
+    return (x - mu) / (sd + 1e-6)
+
+
+def pretraining_rows(store: ImageStore, val: float, test: float, split_seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows to pretrain on, and validation rows for the kNN monitor (empty for unlabelled stores)."""
+    if store.labels.max(initial=-1) < 0:
+        return np.arange(len(store)), np.array([], dtype=int)
+    split = grouped_split(store.samples["target"].to_numpy(), store.labels, val=val, test=test, seed=split_seed)
+    return np.nonzero(split == TRAIN)[0], np.nonzero(split == VAL)[0]
+
+
+def load_rows(store: ImageStore, rows: np.ndarray, block: int = 2048) -> np.ndarray:
+    """Images of `rows` (sorted), read in contiguous blocks."""
+    out = np.empty((len(rows), *store.images.shape[1:]), dtype=store.images.dtype)
+    for start in range(0, len(rows), block):
+        chunk = rows[start : start + block]
+        data = store.read(int(chunk[0]), int(chunk[-1]) + 1)
+        out[start : start + len(chunk)] = data[chunk - chunk[0]]
+    return out
+
+
+class MultiCropDataset(Dataset):
+    def __init__(self, images: torch.Tensor, transform: MultiCrop, seed: int):
+        self.images = images  # z-scored (N, C, H, W)
+        self.transform = transform
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> list[torch.Tensor]:
+        g = torch.Generator().manual_seed(hash((self.seed, self.epoch, int(index))) & 0x7FFFFFFF)
+        return self.transform(self.images[index], g)

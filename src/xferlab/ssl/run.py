@@ -1,0 +1,116 @@
+"""One pretraining run: the data it may see, the DINO module, checkpoints in DINO's layout,
+resumption after an interruption, and a record of what was done."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from xferlab import __version__
+from xferlab.backbones.registry import _create
+from xferlab.building import build
+from xferlab.io import atomic_write_json, temp_sibling
+from xferlab.loggers import build_loggers
+from xferlab.provenance import config_digest, git_revision, semantic_config
+from xferlab.ssl.augment import MultiCrop
+from xferlab.ssl.data import MultiCropDataset, load_rows, pretraining_rows, zscore
+from xferlab.ssl.module import DINOModule
+
+log = logging.getLogger(__name__)
+
+
+class DinoCheckpoint(Callback):
+    """After every epoch, write `checkpoint.pth` in DINO's layout (atomically)."""
+
+    def __init__(self, path: Path, args: dict[str, Any], meta: dict[str, Any]):
+        self.path, self.args, self.meta = path, args, meta
+
+    def on_train_epoch_end(self, trainer, module: DINOModule) -> None:
+        tmp = temp_sibling(self.path)
+        torch.save(module.dino_checkpoint(self.args, self.meta), tmp)
+        tmp.replace(self.path)
+
+
+class EpochSeed(Callback):
+    def __init__(self, dataset: MultiCropDataset):
+        self.dataset = dataset
+
+    def on_train_epoch_start(self, trainer, module) -> None:
+        self.dataset.epoch = int(trainer.current_epoch)
+
+
+def run_pretraining(cfg: DictConfig) -> dict[str, Any]:
+    start = time.perf_counter()
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    store = build(cfg.dataset).open(cfg.paths.data_dir)
+    bcfg = cfg.backbone
+    if len(bcfg.in_channels) != len(store.channel_names):
+        raise ValueError(f"backbone.in_channels {list(bcfg.in_channels)} does not match the store's channels "
+                         f"{store.channel_names}: pretraining feeds the store's channels as they are")
+    train_rows, val_rows = pretraining_rows(store, cfg.split.val, cfg.split.test, cfg.split_seed)
+    if cfg.max_images is not None:
+        train_rows = np.sort(np.random.default_rng(cfg.seed).permutation(train_rows)[: int(cfg.max_images)])
+    images = zscore(load_rows(store, train_rows))
+    log.info("pretraining on %d images of %s (%s)", len(images), store.path,
+             "training split only" if len(val_rows) else "unlabelled store: all images")
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    s = cfg.ssl
+    transform = MultiCrop(s.global_size, s.local_size, s.n_local, s.global_scale, s.local_scale)
+    dataset = MultiCropDataset(images, transform, cfg.seed)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=s.batch_size, shuffle=True, drop_last=True,
+                                         num_workers=s.num_workers, generator=torch.Generator().manual_seed(cfg.seed),
+                                         collate_fn=lambda items: [torch.stack(v) for v in zip(*items)])
+    knn = None
+    if len(val_rows):
+        labels = store.labels
+        keep = train_rows[np.random.default_rng(0).permutation(len(train_rows))[: s.knn_max_images]]
+        keep.sort()
+        knn = {"train_images": zscore(load_rows(store, keep)), "train_labels": torch.from_numpy(labels[keep]),
+               "val_images": zscore(load_rows(store, val_rows)), "val_labels": torch.from_numpy(labels[val_rows])}
+    model_kwargs = {**OmegaConf.to_container(bcfg.model_kwargs), "dynamic_img_size": True}
+    backbone = _create(bcfg.arch, len(bcfg.in_channels), model_kwargs, seed=bcfg.get("init_seed", 0))
+    module = DINOModule(backbone, steps_per_epoch=len(loader), epochs=s.epochs, out_dim=s.out_dim,
+                        head_hidden=s.head_hidden, bottleneck=s.bottleneck, lr=s.lr, min_lr=s.min_lr,
+                        warmup_epochs=s.warmup_epochs, weight_decay=s.weight_decay,
+                        weight_decay_end=s.weight_decay_end, momentum=s.momentum,
+                        warmup_teacher_temp=s.warmup_teacher_temp, teacher_temp=s.teacher_temp,
+                        teacher_temp_warmup_epochs=s.teacher_temp_warmup_epochs, student_temp=s.student_temp,
+                        freeze_last_layer=s.freeze_last_layer, knn_k=s.knn_k, knn_data=knn)
+    meta = {"name": cfg.name, "dataset": cfg.dataset.name, "data_fingerprint": store.fingerprint,
+            "config_digest": config_digest(cfg), "git_revision": git_revision(), "xferlab_version": __version__,
+            "arch": bcfg.arch, "model_kwargs": {k: v for k, v in model_kwargs.items() if k != "dynamic_img_size"},
+            "in_channels": list(bcfg.in_channels), "n_images": int(len(images))}
+    args = {"arch": bcfg.arch, "out_dim": s.out_dim, "epochs": s.epochs, "batch_size_per_gpu": s.batch_size,
+            "global_crops_size": s.global_size, "local_crops_number": s.n_local, "seed": cfg.seed}
+    loggers, wandb_run = build_loggers(cfg.logger, run_dir=out, group=cfg.experiment_name, name=f"pretrain-{cfg.name}",
+                                       job_type="pretrain", tags=[f"dataset:{cfg.dataset.name}", f"backbone:{cfg.name}"],
+                                       config=semantic_config(cfg))
+    try:
+        trainer = build(cfg.trainer)(
+            max_epochs=s.epochs, logger=loggers, gradient_clip_val=s.clip_grad, enable_progress_bar=False,
+            enable_model_summary=False, log_every_n_steps=10, default_root_dir=str(out),
+            callbacks=[EpochSeed(dataset), DinoCheckpoint(out / "checkpoint.pth", args, meta),
+                       ModelCheckpoint(dirpath=out, filename="epoch{epoch}", save_last=True, save_top_k=0,
+                                       every_n_epochs=1, enable_version_counter=False)])
+        last = out / "last.ckpt"
+        resume = str(last) if cfg.resume and last.exists() else None
+        if resume:
+            log.info("resuming from %s", resume)
+        trainer.fit(module, loader, ckpt_path=resume)
+    finally:
+        if wandb_run is not None:
+            wandb_run.finish()
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if not k.endswith("_step")}
+    result = {**{k.removesuffix("_epoch"): v for k, v in metrics.items()}, "epochs": int(s.epochs),
+              "seconds": time.perf_counter() - start, "checkpoint": str(out / "checkpoint.pth"), **meta}
+    atomic_write_json(out / "metrics.json", result)
+    return result
