@@ -190,3 +190,63 @@ def test_channelwise_and_last4_run_end_to_end(job_config):
     cache = zarr.open_group(info["cache_path"], mode="r")
     assert cache["embeddings"].shape[1] == 2 * 4 * 192  # two channel views x four CLS tokens
     assert result.metrics["channels"] == "channelwise"
+
+
+def test_label_fractions_are_nested_per_class_and_keep_val_and_test(tmp_path):
+    from tests.conftest import write_store
+    from xferlab.data.splits import TEST, TRAIN, VAL, grouped_split
+    from xferlab.job import subsample_training
+
+    store = write_store(tmp_path / "s.zarr", n_per_class=20, classes=("a", "b", "c"), size=8)
+    split = grouped_split(store.samples["target"].to_numpy(), store.labels, seed=0)
+    targets = store.samples["target"].to_numpy()
+    kept = {}
+    for f in (0.01, 0.1, 0.5, 1.0):
+        sub = subsample_training(split, store, f, seed=0)
+        assert np.array_equal(sub == VAL, split == VAL) and np.array_equal(sub == TEST, split == TEST)
+        kept[f] = set(targets[sub == TRAIN])
+        for cls in range(3):
+            assert len(set(targets[(sub == TRAIN) & (store.labels == cls)])) >= 1
+    assert kept[0.01] <= kept[0.1] <= kept[0.5] <= kept[1.0]
+    assert len(kept[0.01]) == 3 and len(kept[1.0]) == len(set(targets[split == TRAIN]))
+    with pytest.raises(ValueError, match="label_fraction"):
+        subsample_training(split, store, 0.0, seed=0)
+
+
+def test_a_finished_job_is_skipped_unless_forced(job_config, tmp_path):
+    cfg = job_config()
+    first = run_job(cfg)
+    assert not first.info.get("skipped")
+    again = run_job(cfg)
+    assert again.info.get("skipped") and again.metrics == first.metrics
+    forced = run_job(job_config("force=true"))
+    assert not forced.info.get("skipped") and forced.metrics["test/macro_f1"] == first.metrics["test/macro_f1"]
+
+
+def test_paper_experiment_stops_at_once_listing_missing_files(tmp_path):
+    proc = run_cli(["-m", "experiment=paper"], cwd=tmp_path, env_extra={"XFERLAB_WEIGHTS": str(tmp_path / "w")})
+    assert proc.returncode != 0
+    err = proc.stderr + proc.stdout
+    for needed in ("dino_deitsmall16_pretrain.pth", "DINO_FOV_checkpoint.pth", "opencell_dino.pth",
+                   "dataset.root=None"):
+        assert needed in err, needed
+    assert not list(tmp_path.glob("outputs/sweeps/paper/*/*/metrics.json"))
+
+
+def test_knn_head_scores_every_k_from_one_search(job_config):
+    result = run_job(job_config("head=knn", "head.ks=[1,3,5]"))
+    m = result.metrics
+    for k in (1, 3, 5):
+        assert 0 <= m[f"knn/k={k}/test/macro_f1"] <= 1
+    assert m["knn_k"] in (1, 3, 5) and m["test/macro_f1"] == m[f"knn/k={m['knn_k']}/test/macro_f1"]
+    predictions = pd.read_csv(result.run_dir / "predictions.csv")
+    assert m["test/macro_f1"] == pytest.approx(f1_score(predictions["label"], predictions["pred"], average="macro"))
+
+
+def test_knn_votes_by_hand():
+    from xferlab.heads.knn import knn_scores
+
+    bank = np.array([[1.0, 0], [0.9, 0.1], [0, 1.0], [0.1, 0.9], [0.2, 0.8]])
+    labels = np.array([0, 0, 1, 1, 1])
+    scores = knn_scores(bank, labels, np.array([[1.0, 0.05]]), ks=[1, 5], num_classes=2)
+    assert scores[1].argmax() == 0 and scores[5].argmax() == 1  # 2 votes vs 3

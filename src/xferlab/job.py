@@ -7,7 +7,9 @@ in-process on a composed config. Every result is written to the run directory fi
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import platform
 import time
 import warnings
@@ -69,6 +71,27 @@ def open_dataset(cfg: DictConfig) -> ImageStore:
     return build(cfg.dataset).open(cfg.paths.data_dir)
 
 
+def subsample_training(split: np.ndarray, store: ImageStore, fraction: float, seed: int) -> np.ndarray:
+    """Keep `fraction` of each class's training targets (at least one), taken from a fixed,
+    seeded order of the targets, so a smaller fraction is a subset of a larger one; the other
+    training samples are left out (-1). Validation and test stay as they are."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"label_fraction={fraction}: choose a value in (0, 1]")
+    if fraction == 1:
+        return split
+    split = split.copy()
+    targets = store.samples["target"].to_numpy().astype(str)
+    labels = store.labels
+    rng = np.random.default_rng([int(seed), 1])
+    for cls in np.unique(labels[split == TRAIN]):
+        members = np.array(sorted(set(targets[(split == TRAIN) & (labels == cls)])))
+        order = members[rng.permutation(len(members))]
+        keep = set(order[: max(1, math.ceil(fraction * len(order)))])
+        drop = (split == TRAIN) & (labels == cls) & ~np.isin(targets, list(keep))
+        split[drop] = -1
+    return split
+
+
 def make_split(cfg: DictConfig, store: ImageStore) -> np.ndarray:
     """`split.source=computed` (default): grouped by target, stratified, drawn from `split_seed`.
     `split.source=store`: the split the store was written with (its `split` column)."""
@@ -88,10 +111,26 @@ def make_split(cfg: DictConfig, store: ImageStore) -> np.ndarray:
                          val=cfg.split.val, test=cfg.split.test, seed=cfg.split_seed)
 
 
+def finished_result(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+    """The metrics of a finished run of this very config in `run_dir`, if there is one."""
+    path = run_dir / "metrics.json"
+    if cfg.get("force", False) or not path.exists():
+        return None
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return metrics if metrics.get("config_digest") == config_digest(cfg) else None
+
+
 def run_job(cfg: DictConfig) -> JobResult:
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    done = finished_result(cfg, run_dir)
+    if done is not None:
+        log.info("skipping %s: metrics.json with the same config digest exists (force=true reruns)", run_dir)
+        return JobResult(metrics=done, run_dir=run_dir, backbone=None, head=None, info={"skipped": True})
 
     store = open_dataset(cfg)
     backbone: Backbone = build(cfg.backbone)
@@ -109,11 +148,15 @@ def run_job(cfg: DictConfig) -> JobResult:
         precision=cfg.extract.precision,
     )
 
-    split = make_split(cfg, store)
+    split = subsample_training(make_split(cfg, store), store, float(cfg.get("label_fraction", 1.0)), cfg.split_seed)
     multilabel = store.label_sets is not None
     labels = store.label_sets.astype(np.int64) if multilabel else store.labels
     if cfg.seed is None:
         raise ValueError("seed=null: every job needs an integer seed (0 is fine)")
+    names = {"backbone": backbone.name, "channels": adapter.name, "dataset": cfg.dataset.name,
+             "head": cfg.head.name, "experiment": cfg.experiment_name}
+    if cfg.head.name == "knn":
+        return run_knn(cfg, store, backbone, embeddings, split, names, extract_info, run_dir, started)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
 
     data = EmbeddingDataModule(embeddings, labels, split, batch_size=cfg.head.batch_size, seed=cfg.seed)
@@ -128,8 +171,6 @@ def run_job(cfg: DictConfig) -> JobResult:
         multilabel=multilabel,
     )
 
-    names = {"backbone": backbone.name, "channels": adapter.name, "dataset": cfg.dataset.name,
-             "head": cfg.head.name, "experiment": cfg.experiment_name}
     loggers, wandb_run = build_loggers(
         cfg.logger, run_dir=run_dir, group=cfg.experiment_name,
         name=f"{backbone.name}-{adapter.name}-s{cfg.seed}", job_type="train",
@@ -151,21 +192,10 @@ def run_job(cfg: DictConfig) -> JobResult:
         metrics = {k: float(v) for k, v in sorted(tested.items())}
         metrics.update({
             "val/macro_f1": float(checkpoint.best_model_score),
-            **names,
-            "seed": int(cfg.seed),
-            "split_seed": int(cfg.split_seed),
-            "num_classes": num_classes,
-            "n_train": int((split == TRAIN).sum()),
-            "n_val": int((split == VAL).sum()),
-            "n_test": int((split == TEST).sum()),
-            "config_digest": config_digest(cfg),
-            "git_revision": git_revision(),
-            "data_fingerprint": store.fingerprint,
-            "embedding_cache_key": extract_info["cache_key"],
-            "weights_sha256": backbone.weights_sha256,
-            "xferlab_version": __version__,
+            **provenance(cfg, names, store, backbone, split, extract_info),
         })
-        predictions = predictions_table(store, model)
+        predictions = predictions_table(store, torch.cat(model.test_rows).numpy(),
+                                        torch.cat(model.test_scores).numpy(), multilabel=model.multilabel)
         info = {
             **extract_info,
             "fit_seconds": fit_seconds,
@@ -180,19 +210,96 @@ def run_job(cfg: DictConfig) -> JobResult:
             "threads": torch.get_num_threads(),
             "wandb_dir": None if wandb_run is None else str(wandb_run.dir),
         }
-        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-        atomic_write_text(run_dir / "predictions.csv", predictions.to_csv(index=False))
-        atomic_write_json(run_dir / "run_info.json", info)
-        atomic_write_json(run_dir / "split_targets.json", split_targets(store, split))
-        atomic_write_json(run_dir / "metrics.json", metrics)
+        write_results(cfg, run_dir, store, split, metrics, predictions, info)
         if wandb_run is not None:
-            wandb_run.summary.update({k: v for k, v in metrics.items()})
+            mirror_to_wandb(wandb_run, metrics, predictions, store.classes)
         log.info("%s  test/macro_f1=%.4f  test/accuracy=%.4f  (%s)", wandb_name(names, cfg.seed),
                  metrics["test/macro_f1"], metrics["test/accuracy"], run_dir)
         return JobResult(metrics=metrics, run_dir=run_dir, backbone=backbone, head=head, info=info)
     finally:
         if wandb_run is not None:
             wandb_run.finish()
+
+
+def provenance(cfg: DictConfig, names: dict[str, Any], store: ImageStore, backbone: Backbone, split: np.ndarray,
+               extract_info: dict[str, Any]) -> dict[str, Any]:
+    """What is saved beside every number in metrics.json (deterministic values only)."""
+    return {
+        **names,
+        "seed": int(cfg.seed),
+        "split_seed": int(cfg.split_seed),
+        "label_fraction": float(cfg.get("label_fraction", 1.0)),
+        "features": backbone.features,
+        "num_classes": len(store.classes),
+        "n_train": int((split == TRAIN).sum()),
+        "n_val": int((split == VAL).sum()),
+        "n_test": int((split == TEST).sum()),
+        "config_digest": config_digest(cfg),
+        "git_revision": git_revision(),
+        "data_fingerprint": store.fingerprint,
+        "embedding_cache_key": extract_info["cache_key"],
+        "weights_sha256": backbone.weights_sha256,
+        "xferlab_version": __version__,
+    }
+
+
+def write_results(cfg, run_dir: Path, store: ImageStore, split: np.ndarray, metrics: dict, predictions: pd.DataFrame,
+                  info: dict) -> None:
+    """Everything a run leaves, each file written atomically; metrics.json last (it marks the job done)."""
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    atomic_write_text(run_dir / "predictions.csv", predictions.to_csv(index=False))
+    atomic_write_json(run_dir / "run_info.json", info)
+    atomic_write_json(run_dir / "split_targets.json", split_targets(store, split))
+    atomic_write_json(run_dir / "metrics.json", metrics)
+
+
+def run_knn(cfg, store: ImageStore, backbone: Backbone, embeddings: np.ndarray, split: np.ndarray,
+            names: dict[str, Any], extract_info: dict[str, Any], run_dir: Path, started: float) -> JobResult:
+    """kNN evaluation: every k scored on validation and test from one neighbour search; the k best
+    on validation gives `test/macro_f1`."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    from xferlab.heads.knn import knn_scores
+
+    if store.label_sets is not None:
+        raise ValueError("head=knn scores single-label data; this store is multilabel")
+    labels, ks = store.labels, [int(k) for k in cfg.head.ks]
+    train, val, test = (np.nonzero(split == code)[0] for code in (TRAIN, VAL, TEST))
+    k_classes = len(store.classes)
+    val_scores = knn_scores(embeddings[train], labels[train], embeddings[val], ks, k_classes)
+    test_scores = knn_scores(embeddings[train], labels[train], embeddings[test], ks, k_classes)
+    metrics: dict[str, Any] = {}
+    for k in ks:
+        for part, rows, scores in (("val", val, val_scores[k]), ("test", test, test_scores[k])):
+            pred = scores.argmax(axis=1)
+            metrics[f"knn/k={k}/{part}/macro_f1"] = float(f1_score(labels[rows], pred, average="macro", zero_division=0))
+            metrics[f"knn/k={k}/{part}/accuracy"] = float(accuracy_score(labels[rows], pred))
+    best_k = max(ks, key=lambda k: (metrics[f"knn/k={k}/val/macro_f1"], -k))
+    pred = test_scores[best_k].argmax(axis=1)
+    per_class = f1_score(labels[test], pred, average=None, labels=range(k_classes), zero_division=0)
+    metrics.update({"knn_k": best_k, "val/macro_f1": metrics[f"knn/k={best_k}/val/macro_f1"],
+                    "test/macro_f1": metrics[f"knn/k={best_k}/test/macro_f1"],
+                    "test/accuracy": metrics[f"knn/k={best_k}/test/accuracy"],
+                    **{f"test/f1/{c}": float(v) for c, v in zip(store.classes, per_class)},
+                    **provenance(cfg, names, store, backbone, split, extract_info)})
+    predictions = predictions_table(store, test, test_scores[best_k], multilabel=False)
+    info = {**extract_info, "total_seconds": time.perf_counter() - started, "host": platform.node()}
+    write_results(cfg, run_dir, store, split, metrics, predictions, info)
+    log.info("%s  kNN k=%d  test/macro_f1=%.4f", wandb_name(names, cfg.seed), best_k, metrics["test/macro_f1"])
+    return JobResult(metrics=metrics, run_dir=run_dir, backbone=backbone, head=None, info=info)
+
+
+def mirror_to_wandb(run, metrics: dict[str, Any], predictions: pd.DataFrame, classes: list[str]) -> None:
+    """Summary metrics, and the per-class F1 and confusion matrix as W&B tables."""
+    import wandb
+
+    run.summary.update(metrics)
+    per_class = [[c, metrics.get(f"test/f1/{c}")] for c in classes]
+    run.log({"test/per_class_f1": wandb.Table(columns=["class", "f1"], data=per_class)})
+    counts = pd.crosstab(predictions["label_name"], predictions["pred_name"]).reindex(
+        index=classes, columns=classes, fill_value=0)
+    rows = [[t, p, int(counts.loc[t, p])] for t in classes for p in classes]
+    run.log({"test/confusion": wandb.Table(columns=["true", "predicted", "count"], data=rows)})
 
 
 def split_targets(store: ImageStore, split: np.ndarray) -> dict[str, list[str]]:
@@ -206,11 +313,9 @@ def wandb_name(names: dict[str, Any], seed: int) -> str:
     return f"{names['backbone']}-{names['channels']}-s{seed}"
 
 
-def predictions_table(store: ImageStore, model: HeadClassifier) -> pd.DataFrame:
+def predictions_table(store: ImageStore, rows: np.ndarray, scores: np.ndarray, multilabel: bool) -> pd.DataFrame:
     """Per test sample: ids, true label, prediction and every class score. Multilabel runs add
     the true and predicted sets (`labels`, `preds`: ';'-joined class names; threshold 0.5)."""
-    rows = torch.cat(model.test_rows).numpy()
-    scores = torch.cat(model.test_scores).numpy()
     samples = store.samples.iloc[rows]
     pred = scores.argmax(axis=1)
     table = pd.DataFrame({
@@ -221,7 +326,7 @@ def predictions_table(store: ImageStore, model: HeadClassifier) -> pd.DataFrame:
         "pred": pred,
         "pred_name": [store.classes[i] for i in pred],
     })
-    if model.multilabel:
+    if multilabel:
         names = np.array(store.classes)
         table["labels"] = [";".join(names[row > 0]) for row in store.label_sets[rows]]
         table["preds"] = [";".join(names[row > 0.5]) for row in scores]

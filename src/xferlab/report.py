@@ -1,8 +1,7 @@
-"""`python -m xferlab.report <sweep dir> [<sweep dir> ...]`: mean ± std of test metrics per condition.
-
-Writes `summary.csv` and `summary.md` into `--out` (default: `<first dir>/report`) and prints the
-Markdown table.
-"""
+"""`python -m xferlab.report <sweep dir> [<sweep dir> ...]`: one table per experiment (mean ± std,
+n seeds, 95% confidence intervals over seeds and over test targets, paired tests against the best
+condition), as Markdown (printed), CSV and LaTeX, plus figures; written to `--out` (default
+`<first dir>/report`)."""
 
 from __future__ import annotations
 
@@ -10,41 +9,23 @@ import argparse
 import sys
 from pathlib import Path
 
-import pandas as pd
-
-from xferlab.io import atomic_write_text
-from xferlab.reporting.aggregate import CONDITION_KEYS, collect_runs, summarize, to_markdown
-from xferlab.reporting.confusion import confusion_from_runs, top_confusions
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m xferlab.report", description=__doc__.splitlines()[0])
     parser.add_argument("dirs", nargs="+", type=Path, help="run or sweep directories holding metrics.json files")
-    parser.add_argument("--out", type=Path, default=None, help="where to write the tables")
+    parser.add_argument("--out", type=Path, default=None, help="where to write tables and figures")
+    parser.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples of test targets (0: off)")
     args = parser.parse_args(argv)
+    from xferlab.reporting.build import build_report
+
+    out = args.out or args.dirs[0] / "report"
     try:
-        runs = collect_runs(args.dirs)
+        text = build_report(args.dirs, out, n_boot=args.bootstrap)
     except FileNotFoundError as err:
         print(f"xferlab.report: {err}", file=sys.stderr)
         return 2
-    table = summarize(runs)
-    markdown = to_markdown(table)
-    out = args.out or args.dirs[0] / "report"
-    atomic_write_text(out / "summary.csv", table.to_csv(index=False))
-    atomic_write_text(out / "summary.md", markdown + "\n")
-    print(f"test macro F1 over seeds (mean ± sample std), {len(runs)} jobs:\n")
-    print(markdown)
-    best = table.iloc[0]
-    keys = [k for k in CONDITION_KEYS if k in table.columns]
-    best_runs = runs[(runs[keys] == best[keys]).all(axis=1)]
-    if "label" in pd.read_csv(Path(best_runs["run_dir"].iloc[0]) / "predictions.csv", nrows=1).columns:
-        matrix = confusion_from_runs(best_runs["run_dir"])
-        atomic_write_text(out / "confusion_best.csv", matrix.to_csv())
-        name = "-".join(str(best[k]) for k in ("backbone", "channels", "head") if k in best)
-        print(f"\nmost confused classes of the best condition ({name}; share of the true class, over seeds):")
-        for true, pred, share in top_confusions(matrix):
-            print(f"  {true:>18} -> {pred:<18} {share:.2f}")
-    print(f"\ntables written to {out}")
+    print(text)
+    print(f"\ntables and figures written to {out}")
     return 0
 
 

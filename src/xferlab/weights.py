@@ -20,7 +20,7 @@ from xferlab.io import atomic_write_json, temp_sibling
 
 BACKBONE_OF = {"dino_deitsmall16_pretrain.pth": "imagenet", "dino_deitsmall16_pretrain_full_checkpoint.pth": "imagenet",
                "dino_vitbase8_pretrain.pth": "imagenet_vitb8", "DINO_FOV_checkpoint.pth": "hpa",
-               "DINO_single_cell_checkpoint.pth": "hpa_sc"}
+               "DINO_single_cell_checkpoint.pth": "hpa_sc", "opencell_dino.pth": "opencell"}
 
 
 def download(url: str, dest: Path, timeout: float = 30) -> None:
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
                 failures += 1
                 continue
         if not path.exists():
-            where = known.url or f"{known.path_in_record} from {known.record}"
+            where = known.how or known.url or f"{known.path_in_record} from {known.record}"
             print(f"missing  {name:<46} get {where} -> {path}")
             continue
         if args.list:

@@ -153,7 +153,7 @@ def test_missing_public_checkpoint_names_file_source_and_destination_fast(tmp_pa
         message = str(err.value)
         assert file in message and source in message and str(tmp_path / "weights" / file) in message
     cfg = compose_config(["backbone=opencell", "paths.output_dir=/tmp/x"])
-    with pytest.raises(WeightsError, match="needs a weights file"):
+    with pytest.raises(WeightsError, match="opencell_dino.pth not found.*xferlab.pretrain"):
         instantiate(cfg.backbone)
 
 

@@ -22,6 +22,7 @@ class KnownCheckpoint:
     url: str | None = None  # direct download
     record: str | None = None  # a landing page (Zenodo record) to fetch it from by hand
     path_in_record: str | None = None
+    how: str | None = None  # for files users make themselves
 
 
 KNOWN_CHECKPOINTS = {c.file: c for c in (
@@ -34,6 +35,10 @@ KNOWN_CHECKPOINTS = {c.file: c for c in (
                     url="https://dl.fbaipublicfiles.com/dino/dino_vitbase8_pretrain/dino_vitbase8_pretrain.pth"),
     KnownCheckpoint("DINO_FOV_checkpoint.pth", "DINO4Cells, HPA fields of view (4 channels)",
                     record="https://zenodo.org/record/8061392", path_in_record="HPA_FOV_data/DINO_FOV_checkpoint.pth"),
+    KnownCheckpoint("opencell_dino.pth", "a DINO trained on OpenCell images (the study's third backbone)",
+                    how="train one with `python -m xferlab.pretrain dataset=opencell_raw dataset.root=<images> "
+                        "backbone=random_vits16 name=opencell_dino` (or use your own DINO checkpoint) and copy its "
+                        "checkpoint.pth"),
     KnownCheckpoint("DINO_single_cell_checkpoint.pth", "DINO4Cells, HPA single cells (4 channels)",
                     record="https://zenodo.org/record/8061426",
                     path_in_record="the DINO checkpoint of the HPA single-cell data (rename it to this file name)"),
@@ -51,6 +56,8 @@ def where_to_get(name: str) -> str:
     known = KNOWN_CHECKPOINTS.get(name)
     if known is None:
         return "it is not one of the public checkpoints xferlab knows; use your own file"
+    if known.how:
+        return known.how
     if known.url:
         return f"download {known.url} (or run `make weights` online)"
     return f"download {known.path_in_record} from {known.record}"

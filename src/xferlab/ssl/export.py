@@ -37,15 +37,28 @@ def export(run_dir: Path, name: str, command: str) -> dict:
     torch.save(state, tmp)
     tmp.replace(dest)
     run = json.loads((run_dir / "metrics.json").read_text())
-    config = (run_dir / ".hydra" / "config.yaml") if (run_dir / ".hydra" / "config.yaml").exists() else None
     entry = {"file": dest.name, "sha256": file_sha256(dest), "bytes": dest.stat().st_size, "command": command,
              "pretrain_seconds": round(run["seconds"], 1), "epochs": run["epochs"], "n_images": run["n_images"],
              "final_loss": run.get("train/loss"), "knn_accuracy": run.get("val/knn_accuracy"),
              "dataset": run["dataset"], "data_fingerprint": run["data_fingerprint"], "git_revision": run["git_revision"],
              "config_digest": run["config_digest"], "arch": run["arch"], "model_kwargs": run["model_kwargs"],
              "in_channels": run["in_channels"], "source_checkpoint_sha256": loaded.file_sha256,
-             "config": config.read_text() if config else None}
+             "config": recipe_config(command)}
     return entry
+
+
+def recipe_config(command: str) -> str:
+    """The pretraining config the command composes (unresolved paths, so it reads the same anywhere)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    import xferlab
+
+    overrides = command.split("xferlab.pretrain", 1)[1].split()
+    overrides = [o for o in overrides if not o.startswith("resume=")]
+    with initialize_config_dir(config_dir=str(Path(xferlab.__file__).parent / "conf"), version_base="1.3"):
+        cfg = compose("pretrain", overrides=overrides)
+    return OmegaConf.to_yaml(cfg)
 
 
 def main(argv: list[str] | None = None) -> int:

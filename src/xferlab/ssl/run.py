@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from xferlab import __version__
 from xferlab.backbones.registry import _create
 from xferlab.building import build
-from xferlab.io import atomic_write_json, temp_sibling
+from xferlab.io import atomic_write_json, atomic_write_text, temp_sibling
 from xferlab.loggers import build_loggers
 from xferlab.provenance import config_digest, git_revision, semantic_config
 from xferlab.ssl.augment import MultiCrop
@@ -112,5 +112,6 @@ def run_pretraining(cfg: DictConfig) -> dict[str, Any]:
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if not k.endswith("_step")}
     result = {**{k.removesuffix("_epoch"): v for k, v in metrics.items()}, "epochs": int(s.epochs),
               "seconds": time.perf_counter() - start, "checkpoint": str(out / "checkpoint.pth"), **meta}
+    atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     atomic_write_json(out / "metrics.json", result)
     return result

@@ -1,0 +1,131 @@
+"""Build a report from sweep directories: tables (Markdown, CSV, LaTeX), paired tests against the
+best condition, a bootstrap over test targets, confusion summary and figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from xferlab.io import atomic_write_text
+from xferlab.reporting import plots
+from xferlab.reporting.aggregate import METRICS, collect_runs
+from xferlab.reporting.confusion import confusion_from_runs, top_confusions
+from xferlab.reporting.consistency import flag_inconsistent
+from xferlab.reporting.stats import bootstrap_targets, mean_ci, paired_tests
+
+CONDITION_COLUMNS = ("dataset", "backbone", "channels", "head", "features", "label_fraction", "finetune")
+
+
+def condition_columns(runs: pd.DataFrame) -> list[str]:
+    return [c for c in CONDITION_COLUMNS if c in runs.columns and runs[c].notna().any()]
+
+
+def experiment_table(runs: pd.DataFrame, n_boot: int) -> pd.DataFrame:
+    keys = condition_columns(runs)
+    varying = [k for k in keys if runs[k].nunique(dropna=False) > 1] or ["backbone"]
+    rows = []
+    for key, group in runs.groupby(keys, sort=False, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        row = dict(zip(keys, key))
+        row["condition"] = "-".join(str(row[k]) for k in varying if pd.notna(row[k]) and row[k] != "")
+        row["n_seeds"] = int(group["seed"].nunique())
+        for m in METRICS:
+            v = group[m].to_numpy(float)
+            row[f"{m}/mean"], row[f"{m}/std"] = float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan")
+            row[f"{m}/ci_low"], row[f"{m}/ci_high"] = mean_ci(v)
+        if n_boot and all((Path(d) / "predictions.csv").exists() for d in group["run_dir"]):
+            row["test/macro_f1/boot_low"], row["test/macro_f1/boot_high"] = bootstrap_targets(group["run_dir"], n_boot)
+        row["_runs"] = group
+        rows.append(row)
+    table = pd.DataFrame(rows).sort_values("test/macro_f1/mean", ascending=False, kind="stable").reset_index(drop=True)
+    best = table.loc[0, "_runs"].set_index("seed")["test/macro_f1"]
+    for i, r in table.iterrows():
+        tests = paired_tests(best, r["_runs"].set_index("seed")["test/macro_f1"]) if i else {}
+        for k in ("mean_diff", "t_test_p", "wilcoxon_p"):
+            table.loc[i, f"vs_best/{k}"] = tests.get(k, np.nan)
+    return table
+
+
+def fmt(mean: float, std: float) -> str:
+    return f"{mean:.4f} ± {std:.4f}" if np.isfinite(std) else f"{mean:.4f}"
+
+
+def markdown(table: pd.DataFrame) -> str:
+    head = ["condition", "n", "macro F1", "95% CI (seeds)", "95% CI (test targets)", "accuracy", "Δ vs best",
+            "p (t / Wilcoxon)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i, r in table.iterrows():
+        boot = (f"[{r['test/macro_f1/boot_low']:.4f}, {r['test/macro_f1/boot_high']:.4f}]"
+                if "test/macro_f1/boot_low" in r and pd.notna(r.get("test/macro_f1/boot_low")) else "")
+        ci = (f"[{r['test/macro_f1/ci_low']:.4f}, {r['test/macro_f1/ci_high']:.4f}]"
+              if np.isfinite(r["test/macro_f1/ci_low"]) else "")
+        diff = "best" if i == 0 else f"{r['vs_best/mean_diff']:+.4f}"
+        p = "" if i == 0 else f"{r['vs_best/t_test_p']:.3g} / {r['vs_best/wilcoxon_p']:.3g}"
+        lines.append("| " + " | ".join([r["condition"], str(r["n_seeds"]),
+                                        fmt(r["test/macro_f1/mean"], r["test/macro_f1/std"]), ci, boot,
+                                        fmt(r["test/accuracy/mean"], r["test/accuracy/std"]), diff, p]) + " |")
+    return "\n".join(lines)
+
+
+def latex(table: pd.DataFrame, experiment: str) -> str:
+    lines = [r"\begin{tabular}{lrrr}", r"\toprule", r"Condition & $n$ & Macro F1 & Accuracy \\", r"\midrule"]
+    for _, r in table.iterrows():
+        name = r["condition"].replace("_", r"\_")
+        lines.append(f"{name} & {r['n_seeds']} & ${r['test/macro_f1/mean']:.4f} \\pm {np.nan_to_num(r['test/macro_f1/std']):.4f}$"
+                     f" & ${r['test/accuracy/mean']:.4f} \\pm {np.nan_to_num(r['test/accuracy/std']):.4f}$ \\\\")
+    lines += [r"\bottomrule", r"\end{tabular}", f"% experiment: {experiment.replace('_', ' ')}"]
+    return "\n".join(lines) + "\n"
+
+
+def build_report(dirs: Sequence[Path], out: Path, n_boot: int = 200) -> str:
+    runs = collect_runs(dirs)
+    runs, flagged = flag_inconsistent(runs)
+    text = []
+    for experiment, group in runs.groupby("experiment", sort=False):
+        table = experiment_table(group, n_boot)
+        folder = out / str(experiment)
+        md = markdown(table)
+        export = table.drop(columns=["_runs"])
+        atomic_write_text(folder / "summary.csv", export.to_csv(index=False))
+        atomic_write_text(folder / "summary.md", md + "\n")
+        atomic_write_text(folder / "summary.tex", latex(table, str(experiment)))
+        plots.bar_chart(table, "condition", folder / "bar_macro_f1.png")
+        per_class = per_class_f1(table)
+        if per_class is not None:
+            plots.heat_map(per_class, folder / "per_class_f1.png", "test F1 per class (mean over seeds)")
+        text.append(f"## {experiment}: test macro F1 over seeds ({len(group)} jobs)\n\n{md}")
+        best_runs = table.loc[0, "_runs"]["run_dir"]
+        if "label" in pd.read_csv(Path(best_runs.iloc[0]) / "predictions.csv", nrows=1).columns:
+            matrix = confusion_from_runs(best_runs)
+            atomic_write_text(folder / "confusion_best.csv", matrix.to_csv())
+            plots.heat_map(matrix, folder / "confusion_best.png", f"confusion, {table.loc[0, 'condition']} (rows: true)")
+            pairs = "\n".join(f"  {t:>18} -> {p:<18} {s:.2f}" for t, p, s in top_confusions(matrix))
+            text.append(f"most confused classes of the best condition ({table.loc[0, 'condition']}):\n{pairs}")
+        if "label_fraction" in group.columns and group["label_fraction"].nunique() > 1:
+            plots.curve(group, "label_fraction", "backbone", folder / "macro_f1_vs_label_fraction.png", log_x=True)
+        knn_cols = [c for c in group.columns if c.startswith("knn/k=") and c.endswith("/test/macro_f1")]
+        if knn_cols:
+            long = group.melt(id_vars=["backbone"], value_vars=knn_cols, var_name="k", value_name="test/macro_f1")
+            long["k"] = long["k"].str.extract(r"k=(\d+)/")[0].astype(int)
+            plots.curve(long, "k", "backbone", folder / "macro_f1_vs_k.png", log_x=True)
+            curve = long.pivot_table(index="backbone", columns="k", values="test/macro_f1", aggfunc="mean")
+            atomic_write_text(folder / "knn_macro_f1_by_k.csv", curve.to_csv())
+            text.append("kNN test macro F1 by k:\n" + curve.round(4).to_string())
+    if len(flagged):
+        lines = [f"- {d}: {r}" for d, r in zip(flagged["run_dir"], flagged["reason"])]
+        text.append("flagged and left out (their config differs beyond the swept keys):\n" + "\n".join(lines))
+        atomic_write_text(out / "flagged.txt", "\n".join(lines) + "\n")
+    return "\n\n".join(text)
+
+
+def per_class_f1(table: pd.DataFrame) -> pd.DataFrame | None:
+    rows = {}
+    for _, r in table.iterrows():
+        cols = [c for c in r["_runs"].columns if c.startswith("test/f1/")]
+        if not cols:
+            return None
+        rows[r["condition"]] = r["_runs"][cols].mean().rename(lambda c: c.split("/", 2)[2])
+    return pd.DataFrame(rows).T

@@ -1,0 +1,73 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from xferlab.reporting.build import build_report
+from xferlab.reporting.consistency import flag_inconsistent
+from xferlab.reporting.aggregate import collect_runs
+from xferlab.reporting.stats import bootstrap_targets, mean_ci, paired_tests
+
+
+def write_run(root, name, backbone, seed, f1, lr=0.001, rng=None):
+    d = root / name
+    (d / ".hydra").mkdir(parents=True)
+    (d / "metrics.json").write_text(json.dumps({
+        "experiment": "e", "dataset": "d", "backbone": backbone, "channels": "natural", "head": "linear",
+        "seed": seed, "test/macro_f1": f1, "test/accuracy": f1, "test/f1/a": f1, "test/f1/b": f1}))
+    (d / "config.yaml").write_text(yaml.safe_dump({"seed": seed, "backbone": {"name": backbone},
+                                                   "head": {"optimizer": {"lr": lr}}, "paths": {"x": str(d)}}))
+    (d / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"backbone={backbone}", f"seed={seed}"]))
+    rng = rng or np.random.default_rng(seed)
+    labels = np.repeat([0, 1], 20)
+    pred = np.where(rng.random(40) < f1, labels, 1 - labels)
+    pd.DataFrame({"target": [f"t{i // 2}" for i in range(40)], "label": labels, "pred": pred,
+                  "label_name": np.array(["a", "b"])[labels], "pred_name": np.array(["a", "b"])[pred]}
+                 ).to_csv(d / "predictions.csv", index=False)
+    return d
+
+
+def test_mean_ci_and_paired_tests():
+    lo, hi = mean_ci([0.5, 0.6, 0.7])
+    assert lo < 0.6 < hi and hi - 0.6 == pytest.approx(0.6 - lo)
+    assert np.isnan(mean_ci([0.5])[0])
+    best = pd.Series([0.8, 0.82, 0.81, 0.83, 0.79], index=range(5))
+    worse = best - np.array([0.1, 0.12, 0.09, 0.11, 0.1])
+    out = paired_tests(best, worse)
+    assert out["n_pairs"] == 5 and out["mean_diff"] == pytest.approx(-0.104)
+    assert out["t_test_p"] < 0.001 and 0 < out["wilcoxon_p"] <= 0.0625
+
+
+def test_bootstrap_over_targets_brackets_the_observed_score(tmp_path):
+    d = write_run(tmp_path, "r", "x", 0, 0.8)
+    lo, hi = bootstrap_targets([d], n_boot=200)
+    from sklearn.metrics import f1_score
+
+    table = pd.read_csv(d / "predictions.csv")
+    observed = f1_score(table["label"], table["pred"], average="macro")
+    assert lo <= observed <= hi and hi - lo > 0
+
+
+def test_a_run_differing_beyond_the_swept_keys_is_flagged(tmp_path):
+    for s in range(3):
+        write_run(tmp_path, f"a{s}", "x", s, 0.7)
+        write_run(tmp_path, f"b{s}", "y", s, 0.8)
+    write_run(tmp_path, "odd", "y", 9, 0.9, lr=0.5)
+    kept, flagged = flag_inconsistent(collect_runs([tmp_path]))
+    assert len(kept) == 6 and list(flagged["run_dir"]) == [str(tmp_path / "odd")]
+    assert "head.optimizer.lr" in flagged["reason"].iloc[0]
+
+
+def test_report_writes_tables_and_figures(tmp_path):
+    for s in range(3):
+        write_run(tmp_path / "sweep", f"a{s}", "x", s, 0.6 + 0.01 * s)
+        write_run(tmp_path / "sweep", f"b{s}", "y", s, 0.8 + 0.01 * s)
+    text = build_report([tmp_path / "sweep"], tmp_path / "out", n_boot=20)
+    assert text.index("| y |") < text.index("| x |")  # best first
+    for name in ("summary.csv", "summary.md", "summary.tex", "bar_macro_f1.png", "per_class_f1.png", "confusion_best.png"):
+        assert (tmp_path / "out" / "e" / name).exists(), name
+    summary = pd.read_csv(tmp_path / "out" / "e" / "summary.csv")
+    assert summary["condition"].tolist() == ["y", "x"]
+    assert summary.loc[1, "vs_best/mean_diff"] == pytest.approx(-0.2)
