@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from hydra.utils import instantiate
 from sklearn.metrics import f1_score
 
@@ -250,3 +251,31 @@ def test_knn_votes_by_hand():
     labels = np.array([0, 0, 1, 1, 1])
     scores = knn_scores(bank, labels, np.array([[1.0, 0.05]]), ks=[1, 5], num_classes=2)
     assert scores[1].argmax() == 0 and scores[5].argmax() == 1  # 2 votes vs 3
+
+
+def test_finetuning_trains_a_copy_of_the_backbone(job_config):
+    result = run_job(job_config("finetune.enabled=true", "finetune.max_epochs=2", "finetune.batch_size=32"))
+    assert result.metrics["finetune"] is True and result.metrics["embedding_cache_key"] is None
+    info = json.loads((result.run_dir / "run_info.json").read_text())
+    assert info["backbone_sha256_after"] == result.metrics["weights_sha256"]  # the job's backbone stays frozen
+    ckpt = torch.load(info["best_checkpoint"], map_location="cpu", weights_only=False)
+    tuned = {k[len("backbone.model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("backbone.model.")}
+    frozen = result.backbone.model.state_dict()
+    assert tuned and any(not torch.equal(tuned[k], frozen[k]) for k in frozen)
+
+
+def test_layerwise_learning_rates_decay_towards_the_input():
+    from xferlab.backbones.registry import build_backbone
+    from xferlab.heads.finetune import layerwise_groups
+
+    bb = build_backbone(name="t", arch="vit_tiny_patch16_224", in_channels=["a"], init="random", preprocess={},
+                        model_kwargs={"img_size": 16, "patch_size": 8, "depth": 3})
+    bb.model.requires_grad_(True)
+    groups = layerwise_groups(bb.model, backbone_lr=1.0, decay=0.5, weight_decay=0.05)
+    by_param = {id(p): g["lr"] for g in groups for p in g["params"]}
+    m = bb.model
+    assert by_param[id(m.norm.weight)] == 1.0
+    assert by_param[id(m.blocks[2].attn.qkv.weight)] == 0.5
+    assert by_param[id(m.blocks[0].attn.qkv.weight)] == 0.125
+    assert by_param[id(m.patch_embed.proj.weight)] == 0.0625
+    assert all(g["weight_decay"] == 0.0 for g in groups if any(p.ndim <= 1 for p in g["params"]))

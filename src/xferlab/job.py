@@ -7,6 +7,7 @@ in-process on a composed config. Every result is written to the run directory fi
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -35,6 +36,7 @@ from xferlab.data.store import ImageStore
 from xferlab.embeddings.extractor import extract_embeddings
 from xferlab.heads.classifier import HeadClassifier
 from xferlab.heads.datamodule import EmbeddingDataModule
+from xferlab.heads.finetune import FinetuneClassifier
 from xferlab.io import atomic_write_json, atomic_write_text
 from xferlab.loggers import build_loggers
 from xferlab.provenance import config_digest, git_revision, semantic_config
@@ -69,6 +71,24 @@ def class_weights(labels: np.ndarray, num_classes: int, rule: str) -> torch.Tens
 
 def open_dataset(cfg: DictConfig) -> ImageStore:
     return build(cfg.dataset).open(cfg.paths.data_dir)
+
+
+def preprocessed_images(store: ImageStore, split: np.ndarray, preprocessor: Preprocessor, adapter,
+                        batch: int = 256) -> np.ndarray:
+    """Backbone inputs for the rows in a split (others stay zero), for fine-tuning."""
+    rows = np.nonzero(split >= 0)[0]
+    out = None
+    for start in range(0, len(store), batch):
+        stop = min(start + batch, len(store))
+        wanted = rows[(rows >= start) & (rows < stop)]
+        if len(wanted) == 0:
+            continue
+        images = store.read(start, stop)[wanted - start].astype(np.float32)
+        x = preprocessor(torch.from_numpy(images), adapter).numpy()
+        if out is None:
+            out = np.zeros((len(store), *x.shape[1:]), dtype=np.float32)
+        out[wanted] = x
+    return out
 
 
 def subsample_training(split: np.ndarray, store: ImageStore, fraction: float, seed: int) -> np.ndarray:
@@ -142,15 +162,18 @@ def run_job(cfg: DictConfig) -> JobResult:
         return make_trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
                             enable_checkpointing=False, **kwargs)
 
-    embeddings, extract_info = extract_embeddings(
-        store, backbone, adapter, preprocessor, cfg.paths.cache_dir, make_extract_trainer,
-        batch_size=cfg.extract.batch_size, num_workers=cfg.extract.num_workers,
-        precision=cfg.extract.precision,
-    )
-
     split = subsample_training(make_split(cfg, store), store, float(cfg.get("label_fraction", 1.0)), cfg.split_seed)
     multilabel = store.label_sets is not None
     labels = store.label_sets.astype(np.int64) if multilabel else store.labels
+    finetune = bool(OmegaConf.select(cfg, "finetune.enabled", default=False))
+    if finetune:
+        embeddings, extract_info = preprocessed_images(store, split, preprocessor, adapter), {"cache_key": None}
+    else:
+        embeddings, extract_info = extract_embeddings(
+            store, backbone, adapter, preprocessor, cfg.paths.cache_dir, make_extract_trainer,
+            batch_size=cfg.extract.batch_size, num_workers=cfg.extract.num_workers,
+            precision=cfg.extract.precision,
+        )
     if cfg.seed is None:
         raise ValueError("seed=null: every job needs an integer seed (0 is fine)")
     names = {"backbone": backbone.name, "channels": adapter.name, "dataset": cfg.dataset.name,
@@ -159,17 +182,26 @@ def run_job(cfg: DictConfig) -> JobResult:
         return run_knn(cfg, store, backbone, embeddings, split, names, extract_info, run_dir, started)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
 
-    data = EmbeddingDataModule(embeddings, labels, split, batch_size=cfg.head.batch_size, seed=cfg.seed)
+    batch_size = cfg.finetune.batch_size if finetune else cfg.head.batch_size
+    data = EmbeddingDataModule(embeddings, labels, split, batch_size=batch_size, seed=cfg.seed)
     num_classes = len(store.classes)
-    head = instantiate(cfg.head.module, in_dim=embeddings.shape[1], num_classes=num_classes)
-    if hasattr(head, "norm") and hasattr(head.norm, "fit"):
-        head.norm.fit(data.train_features())
+    head = instantiate(cfg.head.module, in_dim=backbone.embed_dim * adapter.n_views, num_classes=num_classes)
+    weights = class_weights(labels[split == TRAIN], num_classes, cfg.head.class_weights)
+    if finetune:
+        if multilabel or adapter.n_views != 1:
+            raise ValueError("finetune.enabled=true supports single-label data and single-view channel strategies")
+        tuned = copy.deepcopy(backbone)
+        if hasattr(head, "norm") and hasattr(head.norm, "fit"):
+            with torch.no_grad():
+                head.norm.fit(torch.cat([tuned(x) for x in data.train_features().split(256)]))
+        model = FinetuneClassifier(tuned, head, store.classes, instantiate(cfg.head.optimizer),
+                                   backbone_lr=cfg.finetune.backbone_lr, layer_decay=cfg.finetune.layer_decay,
+                                   weight_decay=cfg.finetune.weight_decay, class_weights=weights)
+    else:
+        if hasattr(head, "norm") and hasattr(head.norm, "fit"):
+            head.norm.fit(data.train_features())
+        model = HeadClassifier(head, store.classes, instantiate(cfg.head.optimizer), weights, multilabel=multilabel)
     head_sha_before = state_dict_sha256(head)
-    model = HeadClassifier(
-        head, store.classes, instantiate(cfg.head.optimizer),
-        class_weights(labels[split == TRAIN], num_classes, cfg.head.class_weights),
-        multilabel=multilabel,
-    )
 
     loggers, wandb_run = build_loggers(
         cfg.logger, run_dir=run_dir, group=cfg.experiment_name,
@@ -180,8 +212,9 @@ def run_job(cfg: DictConfig) -> JobResult:
     try:
         checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/macro_f1",
                                      mode="max", save_top_k=1, enable_version_counter=False)
-        stopper = EarlyStopping(monitor="val/macro_f1", mode="max", patience=cfg.head.patience)
-        trainer = make_trainer(max_epochs=cfg.head.max_epochs, callbacks=[checkpoint, stopper], logger=loggers,
+        stopper = EarlyStopping(monitor="val/macro_f1", mode="max",
+                                patience=cfg.finetune.patience if finetune else cfg.head.patience)
+        trainer = make_trainer(max_epochs=cfg.finetune.max_epochs if finetune else cfg.head.max_epochs, callbacks=[checkpoint, stopper], logger=loggers,
                                enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1,
                                default_root_dir=str(run_dir))
         fit_start = time.perf_counter()
@@ -229,6 +262,7 @@ def provenance(cfg: DictConfig, names: dict[str, Any], store: ImageStore, backbo
         "seed": int(cfg.seed),
         "split_seed": int(cfg.split_seed),
         "label_fraction": float(cfg.get("label_fraction", 1.0)),
+        "finetune": bool(OmegaConf.select(cfg, "finetune.enabled", default=False)),
         "features": backbone.features,
         "num_classes": len(store.classes),
         "n_train": int((split == TRAIN).sum()),
