@@ -76,9 +76,9 @@ def start_wandb_run(*, mode: str, project: str, entity: str | None, group: str, 
 
 
 def build_loggers(logger_cfg, *, run_dir: Path, group: str, name: str, job_type: str,
-                  tags: list[str], config: dict[str, Any]) -> tuple[list[Logger], Any]:
+                  tags: list[str], config: dict[str, Any], csv_version: str = "") -> tuple[list[Logger], Any]:
     """The job's Lightning loggers and its W&B run (None when W&B is disabled)."""
-    loggers: list[Logger] = [CSVLogger(save_dir=str(run_dir), name="csv", version="")]
+    loggers: list[Logger] = [CSVLogger(save_dir=str(run_dir), name="csv", version=csv_version)]
     run = None
     if logger_cfg.mode != "disabled":
         run = start_wandb_run(mode=logger_cfg.mode, project=logger_cfg.project, entity=logger_cfg.entity,

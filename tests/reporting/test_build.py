@@ -71,3 +71,16 @@ def test_report_writes_tables_and_figures(tmp_path):
     summary = pd.read_csv(tmp_path / "out" / "e" / "summary.csv")
     assert summary["condition"].tolist() == ["y", "x"]
     assert summary.loc[1, "vs_best/mean_diff"] == pytest.approx(-0.2)
+
+
+def test_report_draws_the_knn_curve(tmp_path):
+    for name, backbone in (("a", "x"), ("b", "y")):
+        d = write_run(tmp_path / "sweep", name, backbone, 0, 0.7)
+        metrics = json.loads((d / "metrics.json").read_text())
+        metrics.update({f"knn/k={k}/test/macro_f1": 0.5 + 0.01 * k for k in (1, 5)})
+        (d / "metrics.json").write_text(json.dumps(metrics))
+    text = build_report([tmp_path / "sweep"], tmp_path / "out", n_boot=0)
+    assert "kNN test macro F1 by k" in text
+    assert (tmp_path / "out" / "e" / "macro_f1_vs_k.png").exists()
+    curve = pd.read_csv(tmp_path / "out" / "e" / "knn_macro_f1_by_k.csv", index_col=0)
+    assert curve.loc["x", "5"] == pytest.approx(0.55)

@@ -55,3 +55,5 @@ def test_pretraining_resumes_from_its_last_checkpoint(tmp_path):
     second = read_file(result["checkpoint"])
     assert first["epoch"] == 1 and second["epoch"] == 2
     assert (tmp_path / "pretrain" / "r" / "last.ckpt").exists()
+    for attempt in ("attempt0", "attempt1"):  # the resumed run keeps the first run's log
+        assert (tmp_path / "pretrain" / "r" / "csv" / attempt / "metrics.csv").exists(), attempt

@@ -108,7 +108,8 @@ def build_report(dirs: Sequence[Path], out: Path, n_boot: int = 200) -> str:
             plots.curve(group, "label_fraction", "backbone", folder / "macro_f1_vs_label_fraction.png", log_x=True)
         knn_cols = [c for c in group.columns if c.startswith("knn/k=") and c.endswith("/test/macro_f1")]
         if knn_cols:
-            long = group.melt(id_vars=["backbone"], value_vars=knn_cols, var_name="k", value_name="test/macro_f1")
+            long = group[["backbone", *knn_cols]].melt(id_vars=["backbone"], value_vars=knn_cols, var_name="k",
+                                                       value_name="test/macro_f1")
             long["k"] = long["k"].str.extract(r"k=(\d+)/")[0].astype(int)
             plots.curve(long, "k", "backbone", folder / "macro_f1_vs_k.png", log_x=True)
             curve = long.pivot_table(index="backbone", columns="k", values="test/macro_f1", aggfunc="mean")

@@ -93,7 +93,9 @@ def run_pretraining(cfg: DictConfig) -> dict[str, Any]:
             "global_crops_size": s.global_size, "local_crops_number": s.n_local, "seed": cfg.seed}
     loggers, wandb_run = build_loggers(cfg.logger, run_dir=out, group=cfg.experiment_name, name=f"pretrain-{cfg.name}",
                                        job_type="pretrain", tags=[f"dataset:{cfg.dataset.name}", f"backbone:{cfg.name}"],
-                                       config=semantic_config(cfg))
+                                       config=semantic_config(cfg),
+                                       # one CSV log per attempt: a resumed run must not overwrite the first one's
+                                       csv_version=f"attempt{len(list((out / 'csv').glob('attempt*')))}")
     try:
         trainer = build(cfg.trainer)(
             max_epochs=s.epochs, logger=loggers, gradient_clip_val=s.clip_grad, enable_progress_bar=False,
