@@ -23,7 +23,9 @@ def wheel_site(tmp_path_factory) -> Path:
     names = zipfile.ZipFile(wheel).namelist()
     for config in ("xferlab/conf/train.yaml", "xferlab/conf/backbone/random.yaml", "xferlab/conf/hydra/default.yaml",
                    "xferlab/conf/experiment/demo.yaml", "xferlab/data/resources/public-annotations-flat-2021-09-29.csv",
-                   "xferlab/data/resources/hpa_subcellular_location_trimmed.tsv"):
+                   "xferlab/data/resources/hpa_subcellular_location_trimmed.tsv",
+                   "xferlab/backbones/shipped/manifest.json", "xferlab/backbones/shipped/synth_hpa.pth",
+                   "xferlab/backbones/shipped/synth_opencell.pth", "xferlab/backbones/shipped/synth_photos.pth"):
         assert config in names, config
     site = out / "site"
     install = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site),
