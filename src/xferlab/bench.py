@@ -7,7 +7,6 @@ Benchmarks measure; tests never assert wall-clock times.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile

@@ -5,11 +5,9 @@ backbone.weights=<file>`), `last.ckpt` for resuming, and `metrics.json`."""
 from __future__ import annotations
 
 import logging
-import time
-from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 import xferlab.resolvers  # noqa: F401 - registers the resolvers the configs use
 

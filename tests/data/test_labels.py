@@ -1,4 +1,3 @@
-import pandas as pd
 import pytest
 
 from xferlab.data.labels import OPENCELL_CATEGORIES, opencell_annotations, target_labels

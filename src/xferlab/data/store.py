@@ -99,7 +99,7 @@ class StoreWriter:
             raise StoreError(f"image block has shape {images.shape}; expected (B, {expected})")
         if images.dtype != self.dtype:
             raise StoreError(f"image block has dtype {images.dtype}; the store holds {self.dtype}")
-        start, stop = self._rows_written, self._rows_written + len(images)
+        stop = self._rows_written + len(images)
         if stop > self.n:
             raise StoreError(f"too many images: {stop} written to a store of {self.n}")
         # buffer to whole chunks: writing part of a chunk would re-read and re-compress it

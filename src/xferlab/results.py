@@ -1,0 +1,92 @@
+"""What a job leaves behind: metrics with their provenance, predictions, split record, resolved
+config and run info (each file written atomically, metrics.json last), and the W&B mirror."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from xferlab import __version__
+from xferlab.backbones.registry import Backbone
+from xferlab.data.splits import TEST, TRAIN, VAL
+from xferlab.data.store import ImageStore
+from xferlab.io import atomic_write_json, atomic_write_text
+from xferlab.provenance import config_digest, git_revision
+
+def provenance(cfg: DictConfig, names: dict[str, Any], store: ImageStore, backbone: Backbone, split: np.ndarray,
+               extract_info: dict[str, Any]) -> dict[str, Any]:
+    """What is saved beside every number in metrics.json (deterministic values only)."""
+    return {
+        **names,
+        "seed": int(cfg.seed),
+        "split_seed": int(cfg.split_seed),
+        "label_fraction": float(cfg.get("label_fraction", 1.0)),
+        "finetune": bool(OmegaConf.select(cfg, "finetune.enabled", default=False)),
+        "features": backbone.features,
+        "num_classes": len(store.classes),
+        "n_train": int((split == TRAIN).sum()),
+        "n_val": int((split == VAL).sum()),
+        "n_test": int((split == TEST).sum()),
+        "config_digest": config_digest(cfg),
+        "git_revision": git_revision(),
+        "data_fingerprint": store.fingerprint,
+        "embedding_cache_key": extract_info["cache_key"],
+        "weights_sha256": backbone.weights_sha256,
+        "xferlab_version": __version__,
+    }
+
+
+def write_results(cfg, run_dir: Path, store: ImageStore, split: np.ndarray, metrics: dict, predictions: pd.DataFrame,
+                  info: dict) -> None:
+    """Everything a run leaves, each file written atomically; metrics.json last (it marks the job done)."""
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    atomic_write_text(run_dir / "predictions.csv", predictions.to_csv(index=False))
+    atomic_write_json(run_dir / "run_info.json", info)
+    atomic_write_json(run_dir / "split_targets.json", split_targets(store, split))
+    atomic_write_json(run_dir / "metrics.json", metrics)
+
+
+def mirror_to_wandb(run, metrics: dict[str, Any], predictions: pd.DataFrame, classes: list[str]) -> None:
+    """Summary metrics, and the per-class F1 and confusion matrix as W&B tables."""
+    import wandb
+
+    run.summary.update(metrics)
+    per_class = [[c, metrics.get(f"test/f1/{c}")] for c in classes]
+    run.log({"test/per_class_f1": wandb.Table(columns=["class", "f1"], data=per_class)})
+    counts = pd.crosstab(predictions["label_name"], predictions["pred_name"]).reindex(
+        index=classes, columns=classes, fill_value=0)
+    rows = [[t, p, int(counts.loc[t, p])] for t in classes for p in classes]
+    run.log({"test/confusion": wandb.Table(columns=["true", "predicted", "count"], data=rows)})
+
+
+def split_targets(store: ImageStore, split: np.ndarray) -> dict[str, list[str]]:
+    """The targets (groups) of each split, for audits of leakage and for later comparisons."""
+    targets = store.samples["target"].to_numpy().astype(str)
+    return {name: sorted(set(targets[split == code].tolist()))
+            for code, name in ((TRAIN, "train"), (VAL, "val"), (TEST, "test"))}
+
+
+def predictions_table(store: ImageStore, rows: np.ndarray, scores: np.ndarray, multilabel: bool) -> pd.DataFrame:
+    """Per test sample: ids, true label, prediction and every class score. Multilabel runs add
+    the true and predicted sets (`labels`, `preds`: ';'-joined class names; threshold 0.5)."""
+    samples = store.samples.iloc[rows]
+    pred = scores.argmax(axis=1)
+    table = pd.DataFrame({
+        "sample_id": samples["sample_id"].to_numpy(),
+        "target": samples["target"].to_numpy(),
+        "label": samples["label"].to_numpy(),
+        "label_name": [store.classes[i] for i in samples["label"].to_numpy()],
+        "pred": pred,
+        "pred_name": [store.classes[i] for i in pred],
+    })
+    if multilabel:
+        names = np.array(store.classes)
+        table["labels"] = [";".join(names[row > 0]) for row in store.label_sets[rows]]
+        table["preds"] = [";".join(names[row > 0.5]) for row in scores]
+    for k, name in enumerate(store.classes):
+        table[f"score/{name}"] = scores[:, k]
+    return table
