@@ -46,6 +46,7 @@ class Backbone(nn.Module):
         preprocess: dict[str, Any],
         model_kwargs: dict[str, Any] | None = None,
         weights_source: str,
+        file_sha256: str | None = None,
     ):
         super().__init__()
         if features not in FEATURES:
@@ -58,6 +59,7 @@ class Backbone(nn.Module):
         self.preprocess = dict(preprocess)
         self.model_kwargs = dict(model_kwargs or {})
         self.weights_source = weights_source
+        self.file_sha256 = file_sha256  # of the weights file, when the weights came from one
         self.weights_sha256 = state_dict_sha256(model)
         self.requires_grad_(False)
         self.eval()
@@ -107,7 +109,6 @@ class Backbone(nn.Module):
             "weights_sha256": self.weights_sha256,
         }
 
-    file_sha256: str | None = None
 
 
 def build_backbone(
@@ -168,9 +169,8 @@ def build_backbone(
         raise ValueError(f"backbone.init={init!r}; choose 'random', 'weights', 'hub' or 'none' (pixels)")
     backbone = Backbone(
         model, name=name, arch=arch, in_channels=in_channels, features=features,
-        preprocess=preprocess, model_kwargs=model_kwargs, weights_source=source,
+        preprocess=preprocess, model_kwargs=model_kwargs, weights_source=source, file_sha256=file_digest,
     )
-    backbone.file_sha256 = file_digest
     log.info("backbone %s (%s): weights %s, weights sha256 %s%s", name, arch, source, backbone.weights_sha256[:16],
              f", file sha256 {file_digest[:16]}" if file_digest else "")
     return backbone

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Callable
 
 from filelock import FileLock
 
@@ -12,6 +13,17 @@ from xferlab.data.store import ImageStore, StoreWriter
 from xferlab.provenance import digest
 
 log = logging.getLogger(__name__)
+
+
+def build_once(path: Path, build: Callable[[Path], None]) -> ImageStore:
+    """Open the store at `path`, building it first if it is absent: one process builds (file lock)
+    while others wait, then all open the same complete store."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path) + ".lock"):
+            if not path.exists():
+                build(path)
+    return ImageStore(path)
 
 
 class BuiltSource:
@@ -25,13 +37,7 @@ class BuiltSource:
         return Path(data_dir) / f"{self.name}-{digest(self.spec, 12)}.zarr"
 
     def open(self, data_dir: str | Path) -> ImageStore:
-        path = self.store_path(data_dir)
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with FileLock(str(path) + ".lock"):
-                if not path.exists():
-                    self.build(path)
-        return ImageStore(path)
+        return build_once(self.store_path(data_dir), self.build)
 
     def build(self, path: Path) -> None:
         raise NotImplementedError

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -31,6 +32,14 @@ FORMAT_VERSION = 1
 COMPLETE_MARKER = "COMPLETE"
 REQUIRED_COLUMNS = ("sample_id", "target", "label")
 UNLABELLED = -1
+
+
+@contextmanager
+def _marker_not_a_node():
+    """The COMPLETE marker is a plain file, not a zarr node; zarr warns when it lists the group."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy.*")
+        yield
 
 
 class StoreError(RuntimeError):
@@ -203,8 +212,7 @@ class ImageStore:
                 f"{self.path} is an incomplete image store (no {COMPLETE_MARKER} marker): "
                 "its writer was interrupted. Delete it and build it again."
             )
-        with warnings.catch_warnings():  # the COMPLETE marker is not a zarr node; zarr says so
-            warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy.*")
+        with _marker_not_a_node():
             group = zarr.open_group(self.path, mode="r")
             attrs = dict(group.attrs)
             has_label_sets = "label_sets" in group.array_keys()
@@ -229,8 +237,7 @@ class ImageStore:
         self.channel_mean = np.asarray(attrs["channel_mean"], dtype=np.float64)
         self.channel_std = np.asarray(attrs["channel_std"], dtype=np.float64)
         samples = group["samples"]
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy.*")
+        with _marker_not_a_node():
             names = sorted(samples.array_keys())
         self.samples = pd.DataFrame({name: samples[name][:] for name in names})
         for column in self.samples.columns:

@@ -23,6 +23,13 @@ def run_config(run_dir: Path) -> tuple[dict, set[str]]:
     return flatten(config), keys
 
 
+def compared(key: str, swept: set[str]) -> bool:
+    """Whether two sibling runs must agree on `key`: not a non-semantic key, not a swept one."""
+    if key.split(".")[0] in IGNORED or key in IGNORED:
+        return False
+    return not any(key == s or key.startswith(s + ".") for s in swept)
+
+
 def flag_inconsistent(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(kept runs, flagged runs with a `reason`). The overridden keys of all runs of an experiment
     count as swept; the largest family of identical remaining configs is kept."""
@@ -34,9 +41,7 @@ def flag_inconsistent(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
             configs[run_dir] = flat
             swept |= keys
         def family(flat: dict) -> str:
-            return digest({k: v for k, v in flat.items()
-                           if k.split(".")[0] not in IGNORED and k not in IGNORED
-                           and not any(k == s or k.startswith(s + ".") for s in swept)})
+            return digest({k: v for k, v in flat.items() if compared(k, swept)})
         families = group["run_dir"].map(lambda d: family(configs[d]))
         main = families.value_counts().index[0]
         kept.append(group[families == main])
@@ -46,8 +51,7 @@ def flag_inconsistent(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
             odd["reason"] = [
                 "config differs from its siblings in " + ", ".join(sorted(
                     k for k in set(reference) | set(configs[d])
-                    if reference.get(k) != configs[d].get(k) and k.split(".")[0] not in IGNORED
-                    and not any(k == s or k.startswith(s + ".") for s in swept))[:5])
+                    if reference.get(k) != configs[d].get(k) and compared(k, swept))[:5])
                 for d in odd["run_dir"]]
             flagged.append(odd)
     empty = runs.iloc[0:0]

@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
-from filelock import FileLock
+import pandas as pd
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from skimage.transform import resize
 
 from xferlab.data.labels import ANNOTATIONS_FILE, RULES, TargetLabels, opencell_annotations, target_labels
+from xferlab.data.sources import build_once
 from xferlab.data.store import ImageStore, StoreError, StoreWriter
 from xferlab.provenance import digest
 
@@ -90,6 +91,18 @@ def unknown_target_message(where: str, ensg_id: str) -> str:
 def file_inventory(paths: Iterable[Path], base: Path) -> str:
     """A digest of the input files (relative path and byte size): a changed input gives a new store."""
     return digest(sorted((str(p.relative_to(base)), p.stat().st_size) for p in paths), 16)
+
+
+def read_csv_table(path: Path, required: Sequence[str], what: str) -> pd.DataFrame:
+    """A CSV read as strings, with its required columns checked; errors name the file."""
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except Exception as err:
+        raise DataImportError(f"{path}: cannot be read as CSV ({type(err).__name__}: {err})") from err
+    missing = [c for c in required if c not in table.columns]
+    if missing:
+        raise DataImportError(f"{path}: lacks column(s) {missing}; {what}")
+    return table
 
 
 def read_tiff(path: Path) -> np.ndarray:
@@ -169,11 +182,9 @@ class ImportedSource(ABC):
 
     def open(self, data_dir: str | Path) -> ImageStore:
         spec, inputs = self.scan()
-        path = Path(data_dir) / f"{self.name}-{digest(spec, 12)}.zarr"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with FileLock(str(path) + ".lock"):
-                if not path.exists():
-                    log.info("importing %s into %s", self.name, path)
-                    self.build(path, spec, inputs)
-        return ImageStore(path)
+
+        def build(path: Path) -> None:
+            log.info("importing %s into %s", self.name, path)
+            self.build(path, spec, inputs)
+
+        return build_once(Path(data_dir) / f"{self.name}-{digest(spec, 12)}.zarr", build)

@@ -37,6 +37,7 @@ from xferlab.data.importers.common import (
     known_ensg_ids,
     label_options,
     positive_int,
+    read_csv_table,
     require_path,
     resize_image,
     unknown_target_message,
@@ -90,13 +91,7 @@ def check_array(path: Path, array: np.ndarray) -> None:
 
 
 def read_label_table(path: Path, n: int) -> pd.DataFrame:
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except Exception as err:
-        raise DataImportError(f"{path}: cannot be read as CSV ({type(err).__name__}: {err})") from err
-    missing = [c for c in LABEL_COLUMNS if c not in table.columns]
-    if missing:
-        raise DataImportError(f"{path}: lacks column(s) {missing}; a cytoself label table has {list(LABEL_COLUMNS)}")
+    table = read_csv_table(path, LABEL_COLUMNS, f"a cytoself label table has {list(LABEL_COLUMNS)}")
     if len(table) != n:
         raise DataImportError(
             f"{path}: {len(table)} rows for {n} crops in the matching .npy files; each crop needs one row"

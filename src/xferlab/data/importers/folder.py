@@ -30,6 +30,7 @@ from xferlab.data.importers.common import (
     append_in_blocks,
     check_channel_names,
     positive_int,
+    read_csv_table,
     read_tiff,
     require_path,
     resize_image,
@@ -97,13 +98,7 @@ def to_channels_first(image: np.ndarray, path: Path, n_channels: int, channel_la
 
 def read_table(csv: Path) -> pd.DataFrame:
     """The checked image table: required columns, non-empty paths and groups, unique paths, known splits."""
-    try:
-        table = pd.read_csv(csv, dtype=str, keep_default_na=False)
-    except Exception as err:
-        raise DataImportError(f"{csv}: cannot be read as CSV ({type(err).__name__}: {err})") from err
-    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
-    if missing:
-        raise DataImportError(f"{csv}: lacks column(s) {missing}; needs {list(REQUIRED_COLUMNS)} (+ optional split)")
+    table = read_csv_table(csv, REQUIRED_COLUMNS, f"needs {list(REQUIRED_COLUMNS)} (+ optional split)")
     if table.empty:
         raise DataImportError(f"{csv}: no rows; list one image per row with columns {list(REQUIRED_COLUMNS)}")
     for column in ("path", "group"):
