@@ -7,10 +7,9 @@ Benchmarks measure; tests never assert wall-clock times.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import platform
-import tempfile
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
@@ -22,28 +21,15 @@ from xferlab.io import atomic_write_json
 from xferlab.provenance import git_revision
 
 
-def bench_synthcell_render(n_targets: int = 96, crops: int = 8, size: int = 64) -> list[dict[str, Any]]:
-    """SynthCell rendering into a store (crops/s), with one process and with every core."""
-    from xferlab.data.synthcell.source import SynthCellSource
-
-    results = []
-    for domain in ("opencell", "hpa"):
-        for workers in sorted({1, os.cpu_count() or 1}):
-            labels = {"rule": "single_grade3"} if domain == "opencell" else {"rule": "none"}
-            source = SynthCellSource("bench", domain=domain, size=size, crops_per_target=crops, n_targets=n_targets,
-                                     labels=labels, workers=workers)
-            with tempfile.TemporaryDirectory() as tmp:
-                start = time.perf_counter()
-                store = source.open(tmp)
-                seconds = time.perf_counter() - start
-            results.append({"benchmark": f"synthcell_render/{domain}", "workers": workers, "crops": len(store),
-                            "size": size, "seconds": round(seconds, 3), "value": round(len(store) / seconds, 1),
-                            "unit": "crops/s"})
-    return results
+def _lazy(module: str, function: str) -> Callable[[], list[dict[str, Any]]]:
+    def run() -> list[dict[str, Any]]:
+        return getattr(importlib.import_module(f"xferlab.benchmarks.{module}"), function)()
+    return run
 
 
+# name -> benchmark, run in this order
 BENCHMARKS: dict[str, Callable[[], list[dict[str, Any]]]] = {
-    "synthcell_render": bench_synthcell_render,
+    "synthcell_render": _lazy("render", "bench_synthcell_render"),
 }
 
 
@@ -51,6 +37,16 @@ def machine() -> dict[str, Any]:
     return {"host": platform.node(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "processor": platform.processor() or platform.machine(), "python": platform.python_version(),
             "torch": torch.__version__, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    lines = [f"{'benchmark':<40} {'value':>10}  {'unit':<10} {'target':>8}  met"]
+    for row in rows:
+        target = row.get("target")
+        met = "" if target is None else ("yes" if row.get("meets_target") else "NO")
+        lines.append(f"{row['benchmark']:<40} {row['value']:>10}  {row['unit']:<10} "
+                     f"{'' if target is None else target:>8}  {met}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,9 +62,7 @@ def main(argv: list[str] | None = None) -> int:
               "git_revision": git_revision(), "machine": machine(), "results": rows}
     path = args.out / f"{datetime.now():%Y-%m-%d_%H-%M-%S}.json"
     atomic_write_json(path, record)
-    print(f"{'benchmark':<32} {'workers':>7} {'value':>10}  unit")
-    for row in rows:
-        print(f"{row['benchmark']:<32} {row.get('workers', ''):>7} {row['value']:>10}  {row['unit']}")
+    print(format_table(rows))
     print(f"\nmachine: {record['machine']}\nsaved to {path}")
     return 0
 
