@@ -49,7 +49,7 @@ def job_config(shared_root, tmp_path):
 
 
 def write_store(path: Path, n_per_class: int = 4, classes=("a", "b"), channels=("nucleus", "protein"),
-                size: int = 8, seed: int = 0, dtype="uint16") -> ImageStore:
+                size: int = 8, seed: int = 0, dtype="uint16", chunk_rows: int = 256) -> ImageStore:
     """A small random store: `n_per_class` targets per class, two crops per target."""
     rng = np.random.default_rng(seed)
     rows, images = [], []
@@ -60,7 +60,7 @@ def write_store(path: Path, n_per_class: int = 4, classes=("a", "b"), channels=(
                 images.append(rng.integers(0, 1000, size=(len(channels), size, size)))
     array = np.stack(images).astype(dtype)
     with StoreWriter(path, n_samples=len(array), channel_names=channels, image_size=(size, size),
-                     dtype=dtype, classes=classes, attrs={"source": "test"}) as writer:
+                     dtype=dtype, classes=classes, attrs={"source": "test"}, chunk_rows=chunk_rows) as writer:
         writer.append(array[: len(array) // 2])
         writer.append(array[len(array) // 2 :])
         writer.write_samples(pd.DataFrame(rows))

@@ -29,6 +29,8 @@ def _lazy(module: str, function: str) -> Callable[[], list[dict[str, Any]]]:
 
 # name -> benchmark, run in this order
 BENCHMARKS: dict[str, Callable[[], list[dict[str, Any]]]] = {
+    "extraction": _lazy("extraction", "bench_extraction"),
+    "extraction_memory": _lazy("memory", "bench_extraction_memory"),
     "synthcell_render": _lazy("render", "bench_synthcell_render"),
 }
 

@@ -168,8 +168,7 @@ def run_job(cfg: DictConfig) -> JobResult:
     else:
         embeddings, extract_info = extract_embeddings(
             store, backbone, adapter, preprocessor, cfg.paths.cache_dir, make_extract_trainer,
-            batch_size=cfg.extract.batch_size, num_workers=cfg.extract.num_workers,
-            precision=cfg.extract.precision,
+            **OmegaConf.to_container(cfg.extract),
         )
     if cfg.seed is None:
         raise ValueError("seed=null: every job needs an integer seed (0 is fine)")

@@ -32,7 +32,8 @@ def semantic_config(cfg: DictConfig) -> dict:
         container.pop(key, None)
     extract = container.get("extract")
     if isinstance(extract, dict):
-        extract.pop("num_workers", None)
+        for key in ("num_workers", "devices"):  # where it runs, not what it computes
+            extract.pop(key, None)
     return container
 
 

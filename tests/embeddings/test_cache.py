@@ -1,3 +1,5 @@
+import pickle
+
 import numpy as np
 import pytest
 
@@ -12,9 +14,14 @@ def test_key_changes_with_every_input():
     base = EmbeddingCache("/tmp", SPEC).key
     for part, value in [("backbone", {"weights_sha256": "abd"}), ("channels", {"strategy": "replicate"}),
                         ("preprocess", {"input_size": 32}), ("precision", "bf16-mixed"),
-                        ("images_fingerprint", "g")]:
+                        ("images_fingerprint", "g"), ("dtype", "float16")]:
         assert EmbeddingCache("/tmp", {**SPEC, part: value}).key != base, part
     assert EmbeddingCache("/tmp", dict(reversed(list(SPEC.items())))).key == base
+
+
+def test_unknown_dtype_is_refused():
+    with pytest.raises(ValueError, match="extract.dtype='int8'"):
+        EmbeddingCache("/tmp", {**SPEC, "dtype": "int8"})
 
 
 def test_build_publishes_a_complete_entry(tmp_path):
@@ -25,6 +32,24 @@ def test_build_publishes_a_complete_entry(tmp_path):
         writer.write(np.arange(2, 5), values[2:])
     assert cache.is_complete()
     np.testing.assert_array_equal(cache.load(), values)
+    assert not (cache.path / "written").exists()
+
+
+def test_rows_may_arrive_in_any_order_from_several_writers(tmp_path):
+    """Like DDP ranks: each writer (a pickled copy, as sent to another process) writes its own rows."""
+    cache = EmbeddingCache(tmp_path, {**SPEC, "dtype": "float16"})
+    values = np.arange(15, dtype=np.float32).reshape(5, 3) / 4
+    with cache.build(5, 3, chunk_rows=2) as writer:
+        rank0 = pickle.loads(pickle.dumps(writer.renamed("rank-0")))
+        rank1 = pickle.loads(pickle.dumps(writer.renamed("rank-1")))
+        rank1.write(np.array([3, 2]), values[[3, 2]])
+        rank0.write(np.array([4]), values[[4]])
+        rank0.write(np.array([1]), values[[1]])
+        rank0.write(np.array([0]), values[[0]])
+        assert rank0.close() == [0, 2] and rank1.close() == [1]
+    loaded = cache.load()
+    assert loaded.dtype == np.float32
+    np.testing.assert_array_equal(loaded, values.astype(np.float16).astype(np.float32))
 
 
 def test_interrupted_build_leaves_nothing(tmp_path):
@@ -37,12 +62,27 @@ def test_interrupted_build_leaves_nothing(tmp_path):
     assert [p for p in tmp_path.iterdir()] == []
 
 
-def test_missing_or_out_of_order_rows_are_errors(tmp_path):
+def test_missing_or_repeated_rows_are_errors(tmp_path):
     cache = EmbeddingCache(tmp_path, SPEC)
-    with pytest.raises(CacheError, match="incomplete"):
+    with pytest.raises(CacheError, match="chunk 1 incomplete: 1 of 2"):
+        with cache.build(5, 3, chunk_rows=2) as writer:
+            writer.write(np.arange(0, 3), np.zeros((3, 3)))
+    with pytest.raises(CacheError, match="1 of 3 chunks of 2 rows never written"):
         with cache.build(5, 3, chunk_rows=2) as writer:
             writer.write(np.arange(0, 4), np.zeros((4, 3)))
-    with pytest.raises(CacheError, match="out of order"):
+    with pytest.raises(CacheError, match="row 1 written twice"):
         with cache.build(5, 3, chunk_rows=2) as writer:
-            writer.write(np.arange(1, 3), np.zeros((2, 3)))
+            writer.write(np.array([1]), np.zeros((1, 3)))
+            writer.write(np.array([1]), np.zeros((1, 3)))
+    with pytest.raises(CacheError, match="written twice"):  # by two writers
+        with cache.build(5, 3, chunk_rows=2) as writer:
+            writer.renamed("a").write(np.arange(0, 2), np.zeros((2, 3)))
+            a, b = writer.renamed("a"), writer.renamed("b")
+            a.write(np.arange(0, 5), np.zeros((5, 3)))
+            b.write(np.arange(0, 2), np.zeros((2, 3)))
+            a.close(), b.close()
+    with pytest.raises(CacheError, match="outside 0..4"):
+        with cache.build(5, 3, chunk_rows=2) as writer:
+            writer.write(np.array([5]), np.zeros((1, 3)))
     assert not cache.is_complete()
+    assert list(tmp_path.iterdir()) == []

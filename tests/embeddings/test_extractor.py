@@ -1,26 +1,39 @@
 import lightning as L
 import numpy as np
+import pytest
 import torch
 
 from tests.conftest import write_store
 from xferlab.backbones.channels import NaturalMapping
 from xferlab.backbones.preprocess import Preprocessor
 from xferlab.backbones.registry import build_backbone
-from xferlab.embeddings.extractor import extract_embeddings
+from xferlab.embeddings.cache import EmbeddingCache
+from xferlab.embeddings.extractor import StoreBlocks, block_rows, extract_embeddings
 
 
 def make_trainer(**kwargs):
-    return L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+    kwargs.setdefault("devices", 1)
+    return L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
                      enable_model_summary=False, enable_checkpointing=False, **kwargs)
 
 
-def test_extraction_equals_a_direct_forward_pass_and_is_cached(tmp_path):
-    store = write_store(tmp_path / "s.zarr", n_per_class=5, size=16)  # 20 images
-    backbone = build_backbone(name="t", arch="vit_tiny_patch16_224", in_channels=["protein", "nucleus"],
-                              init="random", preprocess={"input_size": 16, "normalize": "zscore"},
-                              model_kwargs={"img_size": 16, "patch_size": 8, "depth": 1})
+def tiny_backbone(size: int = 16):
+    return build_backbone(name="t", arch="vit_tiny_patch16_224", in_channels=["protein", "nucleus"],
+                          init="random", preprocess={"input_size": size, "normalize": "zscore"},
+                          model_kwargs={"img_size": size, "patch_size": 8, "depth": 1})
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("extract")
+    store = write_store(root / "s.zarr", n_per_class=5, size=16, chunk_rows=4)  # 20 images in chunks of 4
+    backbone = tiny_backbone()
     adapter = NaturalMapping("natural", store.channel_names, backbone.in_channels)
-    pre = Preprocessor(16, "zscore")
+    return store, backbone, adapter, Preprocessor(16, "zscore")
+
+
+def test_extraction_equals_a_direct_forward_pass_and_is_cached(setup, tmp_path):
+    store, backbone, adapter, pre = setup
     emb, info = extract_embeddings(store, backbone, adapter, pre, tmp_path / "cache", make_trainer, batch_size=6)
     assert info["cache_hit"] is False
     assert emb.shape == (20, 192)
@@ -35,3 +48,47 @@ def test_extraction_equals_a_direct_forward_pass_and_is_cached(tmp_path):
     again, info2 = extract_embeddings(store, backbone, adapter, pre, tmp_path / "cache", make_trainer, batch_size=6)
     assert info2["cache_hit"] is True and info2["cache_key"] == info["cache_key"]
     np.testing.assert_array_equal(again, emb)
+
+
+def test_blocks_are_whole_store_chunks_and_every_row_comes_once(setup):
+    store, *_ = setup
+    assert block_rows(4, 6) == 8 and block_rows(256, 64) == 256 and block_rows(256, 512) == 512
+    dataset = StoreBlocks(store, batch_size=6)
+    batches = list(dataset)
+    assert [len(rows) for rows, _ in batches] == [6, 2, 6, 2, 4]  # blocks of 8, 8, 4 rows
+    rows = torch.cat([r for r, _ in batches]).numpy()
+    np.testing.assert_array_equal(rows, np.arange(20))
+    np.testing.assert_array_equal(torch.cat([x for _, x in batches]).numpy(), store.read(0, 20))
+
+
+def test_workers_and_float16_storage(setup, tmp_path):
+    """Two DataLoader workers deliver blocks out of order; the cache is the same. float16 storage is
+    a separate entry holding the float32 values rounded to half precision."""
+    store, backbone, adapter, pre = setup
+    base, _ = extract_embeddings(store, backbone, adapter, pre, tmp_path / "a", make_trainer, batch_size=6)
+    workers, info = extract_embeddings(store, backbone, adapter, pre, tmp_path / "b", make_trainer,
+                                       batch_size=6, num_workers=2)
+    assert info["extract_workers"] == 2
+    np.testing.assert_array_equal(workers, base)
+    half, half_info = extract_embeddings(store, backbone, adapter, pre, tmp_path / "a", make_trainer,
+                                         batch_size=6, dtype="float16")
+    assert half_info["cache_hit"] is False and half.dtype == np.float32
+    np.testing.assert_array_equal(half, base.astype(np.float16).astype(np.float32))
+    assert EmbeddingCache(tmp_path / "a", {}).root == tmp_path / "a"
+
+
+def test_ddp_extraction_on_two_processes_equals_one(setup, tmp_path):
+    """Lightning DDP (gloo on CPU, two spawned processes): each rank writes its own chunks. Each
+    rank computes with one thread (Lightning splits the cores), so the one-process run does too:
+    then the caches are equal bit for bit."""
+    store, backbone, adapter, pre = setup
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single, _ = extract_embeddings(store, backbone, adapter, pre, tmp_path / "one", make_trainer, batch_size=6)
+    finally:
+        torch.set_num_threads(threads)
+    ddp, info = extract_embeddings(store, backbone, adapter, pre, tmp_path / "two", make_trainer,
+                                   batch_size=6, devices=2)
+    assert info["extract_devices"] == 2 and info["cache_hit"] is False
+    np.testing.assert_array_equal(ddp, single)

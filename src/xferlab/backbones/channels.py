@@ -43,6 +43,8 @@ class ChannelAdapter:
             raise ValueError(
                 f"image has {x.shape[1]} channels; the dataset declares {self.dataset_channels}"
             )
+        if None not in self.sources:  # no empty slot: a plain selection (no copy when it is the identity)
+            return x if self.sources == list(range(x.shape[1])) else x[:, self.sources]
         padded = torch.cat([x, x.new_zeros(x.shape[0], 1, *x.shape[2:])], dim=1)
         zero = len(self.dataset_channels)
         index = torch.tensor([zero if s is None else s for s in self.sources], device=x.device)

@@ -1,13 +1,19 @@
 """The embedding cache: embeddings computed once per (backbone weights, channel strategy,
-preprocessing, precision, dataset content) and reused by every seed, head and experiment.
+preprocessing, precision, storage dtype, dataset content) and reused by every seed, head and
+experiment.
 
 Each entry is `<root>/<key>.zarr` with an `embeddings` array `(N, D)`, its spec in the attributes
 and a `COMPLETE` marker written last. The key is a digest of the spec, so any change of an input
 gives a new entry. Builders hold a file lock, so concurrent jobs build an entry once.
+
+While an entry is built, rows may come from several writers (one per DDP rank), in any order: each
+writer fills whole chunks and records which ones it wrote, and the entry is published only when
+every chunk was written exactly once.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,55 +30,102 @@ log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
 COMPLETE_MARKER = "COMPLETE"
+DTYPES = ("float32", "float16")
+WRITTEN_DIR = "written"  # one file per writer listing the chunks it wrote; removed on publishing
 
 
 class CacheError(RuntimeError):
     pass
 
 
-class RowWriter:
-    """Receives embedding rows in order and writes them in whole chunks."""
+class ChunkWriter:
+    """Takes embedding rows in any order and writes each chunk of the array once all its rows have
+    arrived, so memory holds at most the chunks in progress. Holds only the array's path, so a
+    copy can be sent to another process (a DDP rank) and write its own rows there."""
 
-    def __init__(self, array, chunk_rows: int):
-        self.array = array
-        self.chunk_rows = chunk_rows
-        self.n = int(array.shape[0])
-        self._next = 0
-        self._pending: list[np.ndarray] = []
-        self._pending_rows = 0
-        self._flushed = 0
+    def __init__(self, path: str | Path, n: int, dim: int, chunk_rows: int, dtype: str, name: str = "0"):
+        self.path, self.n, self.dim = Path(path), int(n), int(dim)
+        self.chunk_rows, self.dtype, self.name = int(chunk_rows), np.dtype(dtype), str(name)
+        self._array = None
+        self._pending: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # chunk -> (values, row filled)
+        self._written: list[int] = []
+        self._closed = False
+
+    def renamed(self, name: str) -> "ChunkWriter":
+        """A fresh writer for the same array under another name (e.g. the rank)."""
+        return ChunkWriter(self.path, self.n, self.dim, self.chunk_rows, self.dtype.name, name)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_array": None}
+
+    def _chunk_bounds(self, chunk: int) -> tuple[int, int]:
+        start = chunk * self.chunk_rows
+        return start, min(start + self.chunk_rows, self.n)
 
     def write(self, rows: np.ndarray, values: np.ndarray) -> None:
-        rows = np.asarray(rows)
-        if len(rows) == 0:
-            return
-        expected = np.arange(self._next, self._next + len(rows))
-        if not np.array_equal(rows, expected):
-            raise CacheError(f"embedding rows arrived out of order: got {rows[:3]}..., expected {expected[:3]}...")
-        self._pending.append(np.asarray(values, dtype=np.float32))
-        self._pending_rows += len(rows)
-        self._next += len(rows)
-        if self._pending_rows >= self.chunk_rows:
-            self._flush()
+        rows = np.asarray(rows, dtype=np.int64)
+        values = np.asarray(values)
+        if values.shape != (len(rows), self.dim):
+            raise CacheError(f"embedding block of shape {values.shape} for {len(rows)} rows; expected width {self.dim}")
+        if len(rows) and (rows.min() < 0 or rows.max() >= self.n):
+            raise CacheError(f"embedding rows {rows.min()}..{rows.max()} outside 0..{self.n - 1}")
+        for chunk in np.unique(rows // self.chunk_rows):
+            if chunk in self._written:
+                raise CacheError(f"embedding chunk {chunk} written twice by writer {self.name}")
+            start, stop = self._chunk_bounds(int(chunk))
+            block, filled = self._pending.setdefault(
+                int(chunk), (np.zeros((stop - start, self.dim), self.dtype), np.zeros(stop - start, bool)))
+            mine = (rows // self.chunk_rows) == chunk
+            local = rows[mine] - start
+            if filled[local].any():
+                raise CacheError(f"embedding row {start + local[filled[local]][0]} written twice")
+            block[local] = values[mine]
+            filled[local] = True
+            if filled.all():
+                self._flush(int(chunk))
 
-    def _flush(self) -> None:
-        if not self._pending:
-            return
-        block = np.concatenate(self._pending)
-        self.array[self._flushed : self._flushed + len(block)] = block
-        self._flushed += len(block)
-        self._pending, self._pending_rows = [], 0
+    def _flush(self, chunk: int) -> None:
+        if self._array is None:
+            self._array = zarr.open_array(self.path / "embeddings", mode="r+")
+        block, _ = self._pending.pop(chunk)
+        start, stop = self._chunk_bounds(chunk)
+        self._array[start:stop] = block
+        self._written.append(chunk)
 
-    def close(self) -> None:
-        self._flush()
-        if self._flushed != self.n:
-            raise CacheError(f"embedding cache incomplete: {self._flushed} of {self.n} rows written")
+    def close(self) -> list[int]:
+        """Record the chunks this writer wrote; a chunk left part-filled is an error."""
+        if self._closed:
+            return sorted(self._written)
+        if self._pending:
+            chunk, (_, filled) = next(iter(self._pending.items()))
+            raise CacheError(f"embedding chunk {chunk} incomplete: {int(filled.sum())} of {len(filled)} rows arrived")
+        done = self.path / WRITTEN_DIR / f"{self.name}.json"
+        done.parent.mkdir(exist_ok=True)
+        done.write_text(json.dumps(sorted(self._written)))
+        self._closed = True
+        return sorted(self._written)
+
+
+def check_all_chunks_written(path: Path, n: int, chunk_rows: int) -> None:
+    counts = np.zeros(-(-n // chunk_rows), dtype=np.int64)
+    folder = path / WRITTEN_DIR
+    for report in sorted(folder.glob("*.json")) if folder.exists() else []:
+        np.add.at(counts, np.asarray(json.loads(report.read_text()), dtype=np.int64), 1)
+    if (counts != 1).any():
+        missing, twice = np.nonzero(counts == 0)[0], np.nonzero(counts > 1)[0]
+        raise CacheError(f"embedding cache incomplete: {len(missing)} of {len(counts)} chunks of {chunk_rows} rows "
+                         f"never written (first {missing[:3].tolist()}), {len(twice)} written twice")
+    for report in folder.glob("*.json"):
+        report.unlink()
+    folder.rmdir()
 
 
 class EmbeddingCache:
     def __init__(self, root: str | Path, spec: dict[str, Any]):
         self.root = Path(root)
         self.spec = {"cache_format": CACHE_FORMAT, **spec}
+        if self.spec.get("dtype", "float32") not in DTYPES:
+            raise ValueError(f"extract.dtype={self.spec['dtype']!r}; choose one of {DTYPES}")
         self.key = digest(self.spec, 24)
         self.path = self.root / f"{self.key}.zarr"
 
@@ -80,10 +133,11 @@ class EmbeddingCache:
         return (self.path / COMPLETE_MARKER).exists()
 
     def load(self) -> np.ndarray:
+        """All embeddings as float32 (whatever the storage dtype)."""
         group = zarr.open_group(self.path, mode="r")
         if group.attrs.get("key") != self.key:
             raise CacheError(f"{self.path} holds key {group.attrs.get('key')!r}, expected {self.key}")
-        return np.asarray(group["embeddings"][:])
+        return np.asarray(group["embeddings"][:], dtype=np.float32)
 
     @contextmanager
     def lock(self) -> Iterator[None]:
@@ -92,15 +146,18 @@ class EmbeddingCache:
             yield
 
     @contextmanager
-    def build(self, n: int, dim: int, chunk_rows: int) -> Iterator[RowWriter]:
-        """Write a new entry under a temporary name; publish it only if every row arrived."""
+    def build(self, n: int, dim: int, chunk_rows: int) -> Iterator[ChunkWriter]:
+        """Create a new entry under a temporary name and yield a writer for it (copies of which
+        may write from other processes); publish it only if every chunk was written once."""
+        chunk_rows = max(1, min(int(chunk_rows), max(n, 1)))
+        dtype = self.spec.get("dtype", "float32")
         with atomic_directory(self.path) as tmp:
             group = zarr.open_group(tmp, mode="w", zarr_format=3)
-            array = group.create_array(
-                "embeddings", shape=(n, dim), chunks=(min(chunk_rows, max(n, 1)), dim), dtype="float32"
-            )
-            writer = RowWriter(array, chunk_rows)
+            group.create_array("embeddings", shape=(n, dim), chunks=(chunk_rows, dim), dtype=dtype,
+                               config={"write_empty_chunks": True})
+            writer = ChunkWriter(tmp, n, dim, chunk_rows, dtype, name="main")
             yield writer
             writer.close()
+            check_all_chunks_written(tmp, n, chunk_rows)
             group.attrs.update({"key": self.key, "spec": self.spec})
             (tmp / COMPLETE_MARKER).write_text(self.key + "\n")

@@ -1,79 +1,125 @@
-"""Embedding extraction: a LightningModule whose `predict_step` runs the frozen backbone, and a
-prediction writer that streams its output into the embedding cache."""
+"""Embedding extraction: a LightningModule whose `predict_step` runs the frozen backbone, a
+dataset that streams the image store in chunk-aligned blocks, and a prediction writer that streams
+the embeddings into the cache. Memory holds a few blocks at a time, whatever the store's size.
+
+With `devices > 1` the extraction runs as Lightning DDP (`ddp_spawn`, so the calling job carries on
+in its own process afterwards): each rank reads its own blocks and writes its own cache chunks.
+"""
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import lightning as L
 import numpy as np
 import torch
+import torch.distributed as dist
+import zarr
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import BasePredictionWriter
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from xferlab.backbones.channels import ChannelAdapter
 from xferlab.backbones.preprocess import Preprocessor
 from xferlab.backbones.registry import Backbone
 from xferlab.data.store import ImageStore
-from xferlab.embeddings.cache import EmbeddingCache, RowWriter
+from xferlab.embeddings.cache import ChunkWriter, EmbeddingCache
 
 log = logging.getLogger(__name__)
 
 
-class StoreBatches(Dataset):
-    """Contiguous blocks of rows of an image store: one item is one batch (one zarr read)."""
+def block_rows(store_chunk_rows: int, batch_size: int) -> int:
+    """Rows per block: whole store chunks covering at least one batch, so every chunk is decoded
+    once. Blocks are also the cache's chunks and the unit shared out between ranks and workers."""
+    return math.ceil(batch_size / store_chunk_rows) * store_chunk_rows
+
+
+class StoreBlocks(IterableDataset):
+    """Batches `(row indices, images)` of an image store, read one block (whole zarr chunks) at a
+    time. Blocks are dealt round-robin to DDP ranks and DataLoader workers; every row is produced
+    exactly once over all of them."""
 
     def __init__(self, store: ImageStore, batch_size: int):
-        self.store = store
+        self.images_path = store.path / "images"
+        self.n = len(store)
         self.batch_size = int(batch_size)
+        self.block_rows = block_rows(int(store.images.chunks[0]), self.batch_size)
+        self._images = None
 
-    def __len__(self) -> int:
-        return math.ceil(len(self.store) / self.batch_size)
+    @property
+    def n_blocks(self) -> int:
+        return math.ceil(self.n / self.block_rows)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        start = index * self.batch_size
-        stop = min(start + self.batch_size, len(self.store))
-        images = self.store.read(start, stop)
-        if images.dtype == np.uint16:  # torch has limited uint16 support; int32 holds it exactly
-            images = images.astype(np.int32)
-        return torch.arange(start, stop), torch.from_numpy(images)
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_images": None}  # each process opens the array itself
+
+    def shard(self) -> tuple[int, int]:
+        rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+        worker = get_worker_info()
+        wid, workers = (worker.id, worker.num_workers) if worker is not None else (0, 1)
+        return rank * workers + wid, world * workers
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self._images is None:
+            self._images = zarr.open_array(self.images_path, mode="r")
+        shard, shards = self.shard()
+        for block in range(shard, self.n_blocks, shards):
+            start = block * self.block_rows
+            stop = min(start + self.block_rows, self.n)
+            images = np.asarray(self._images[start:stop])
+            if images.dtype == np.uint16:  # torch has limited uint16 support; int32 holds it exactly
+                images = images.astype(np.int32)
+            images = torch.from_numpy(images)
+            for b in range(0, stop - start, self.batch_size):
+                yield torch.arange(start + b, min(start + b + self.batch_size, stop)), images[b : b + self.batch_size]
 
 
 class EmbeddingExtractor(L.LightningModule):
     """Frozen backbone in eval mode without gradients; the channel adapter and preprocessing run
-    on the same device, inside the step."""
+    on the same device, inside the step. `compile=True` runs the backbone through `torch.compile`."""
 
-    def __init__(self, backbone: Backbone, preprocessor: Preprocessor, adapter: ChannelAdapter):
+    def __init__(self, backbone: Backbone, preprocessor: Preprocessor, adapter: ChannelAdapter,
+                 compile: bool = False):
         super().__init__()
         self.backbone = backbone.eval().requires_grad_(False)
         self.preprocessor = preprocessor
         self.adapter = adapter
+        self.forward_fn = torch.compile(self.backbone, dynamic=False) if compile else self.backbone
 
     def predict_step(self, batch, batch_idx: int):
         rows, images = batch
-        self.backbone.eval()
         with torch.no_grad():
             views = self.preprocessor.views(images, self.adapter.views)
-            embeddings = torch.cat([self.backbone(v) for v in views], dim=1)
+            embeddings = torch.cat([self.forward_fn(v) for v in views], dim=1)
         return rows, embeddings.float()
 
 
-class CacheRowsCallback(BasePredictionWriter):
-    def __init__(self, writer: RowWriter):
+class CacheWriterCallback(BasePredictionWriter):
+    """Each rank writes its own rows through its own copy of the cache writer."""
+
+    def __init__(self, writer: ChunkWriter):
         super().__init__(write_interval="batch")
         self.writer = writer
+        self.active: ChunkWriter | None = None
+
+    def on_predict_start(self, trainer, pl_module):
+        self.active = self.writer.renamed(f"rank-{trainer.global_rank}")
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
         rows, embeddings = prediction
-        self.writer.write(rows.cpu().numpy(), embeddings.cpu().numpy())
+        self.active.write(rows.cpu().numpy(), embeddings.cpu().numpy())
+
+    def on_predict_end(self, trainer, pl_module):
+        self.active.close()
 
 
 def cache_spec(backbone: Backbone, adapter: ChannelAdapter, preprocessor: Preprocessor,
-               store: ImageStore, precision: str) -> dict[str, Any]:
-    return {
+               store: ImageStore, precision: str, dtype: str = "float32", compile: bool = False) -> dict[str, Any]:
+    spec = {
         "backbone": backbone.identity(),
         "channels": adapter.describe(),
         "preprocess": preprocessor.describe(),
@@ -81,9 +127,26 @@ def cache_spec(backbone: Backbone, adapter: ChannelAdapter, preprocessor: Prepro
         "images_fingerprint": store.images_fingerprint,
         "n_samples": len(store),
     }
+    # options added later enter the spec only when set, so existing entries keep their keys
+    if dtype != "float32":
+        spec["dtype"] = dtype
+    if compile:  # compiled kernels may round differently
+        spec["compile"] = True
+    return spec
 
 
-def extract_embeddings(
+def resolve_workers(num_workers: int | str, on_cpu: bool) -> int:
+    """`auto`: no workers on a CPU-only machine (the forward pass already uses every core and
+    reading a block costs far less than its forward pass); on an accelerator, up to 8 workers,
+    leaving a core to the main process."""
+    if num_workers != "auto":
+        return int(num_workers)
+    if on_cpu:
+        return 0
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+def ensure_embeddings(
     store: ImageStore,
     backbone: Backbone,
     adapter: ChannelAdapter,
@@ -92,31 +155,54 @@ def extract_embeddings(
     make_trainer: Callable[..., L.Trainer],
     *,
     batch_size: int = 64,
-    num_workers: int = 0,
+    num_workers: int | str = 0,
     precision: str = "32-true",
-    chunk_batches: int = 16,
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """Embeddings of every image of `store`, from the cache or computed once and cached."""
-    cache = EmbeddingCache(cache_root, cache_spec(backbone, adapter, preprocessor, store, precision))
+    dtype: str = "float32",
+    compile: bool = False,
+    devices: int = 1,
+) -> tuple[EmbeddingCache, dict[str, Any]]:
+    """The cache entry for these embeddings, computed (once, under the entry's lock) if missing."""
+    cache = EmbeddingCache(cache_root, cache_spec(backbone, adapter, preprocessor, store, precision, dtype, compile))
     info: dict[str, Any] = {"cache_key": cache.key, "cache_path": str(cache.path)}
     if not cache.is_complete():
         with cache.lock():
             if not cache.is_complete():
-                start = time.perf_counter()
-                loader = DataLoader(
-                    StoreBatches(store, batch_size), batch_size=None, shuffle=False,
-                    num_workers=num_workers, persistent_workers=False,
-                )
-                dim = backbone.embed_dim * adapter.n_views
-                with cache.build(len(store), dim, batch_size * chunk_batches) as writer:
-                    trainer = make_trainer(callbacks=[CacheRowsCallback(writer)], precision=precision)
-                    trainer.predict(EmbeddingExtractor(backbone, preprocessor, adapter), loader,
-                                    return_predictions=False)
-                seconds = time.perf_counter() - start
-                info.update(cache_hit=False, extract_seconds=seconds, images_per_second=len(store) / seconds)
-                log.info("embedding cache miss: extracted %d images in %.1f s (%.0f images/s) into %s",
-                         len(store), seconds, len(store) / seconds, cache.path)
+                info.update(cache_hit=False, **_extract(
+                    cache, store, backbone, adapter, preprocessor, make_trainer, batch_size=batch_size,
+                    num_workers=num_workers, precision=precision, compile=compile, devices=devices))
     if "cache_hit" not in info:
         info["cache_hit"] = True
         log.info("embedding cache hit: %s", cache.path)
+    return cache, info
+
+
+def _extract(cache: EmbeddingCache, store: ImageStore, backbone: Backbone, adapter: ChannelAdapter,
+             preprocessor: Preprocessor, make_trainer, *, batch_size, num_workers, precision, compile,
+             devices) -> dict[str, Any]:
+    start = time.perf_counter()
+    devices = int(devices)
+    trainer_kwargs: dict[str, Any] = {"precision": precision, "use_distributed_sampler": False}
+    if devices > 1:
+        trainer_kwargs.update(devices=devices, strategy="ddp_spawn")
+    dataset = StoreBlocks(store, batch_size)
+    with cache.build(len(store), backbone.embed_dim * adapter.n_views, dataset.block_rows) as writer:
+        trainer = make_trainer(callbacks=[CacheWriterCallback(writer)], **trainer_kwargs)
+        on_cpu = isinstance(trainer.accelerator, CPUAccelerator)
+        workers = resolve_workers(num_workers, on_cpu)
+        loader = DataLoader(dataset, batch_size=None, num_workers=workers,
+                            prefetch_factor=2 if workers else None, pin_memory=not on_cpu)
+        trainer.predict(EmbeddingExtractor(backbone, preprocessor, adapter, compile=compile), loader,
+                        return_predictions=False)
+    seconds = time.perf_counter() - start
+    log.info("embedding cache miss: extracted %d images in %.1f s (%.0f images/s, %d device(s), %d workers) into %s",
+             len(store), seconds, len(store) / seconds, devices, workers, cache.path)
+    return {"extract_seconds": seconds, "images_per_second": len(store) / seconds, "extract_devices": devices,
+            "extract_workers": workers}
+
+
+def extract_embeddings(store: ImageStore, backbone: Backbone, adapter: ChannelAdapter, preprocessor: Preprocessor,
+                       cache_root, make_trainer: Callable[..., L.Trainer], **options) -> tuple[np.ndarray, dict[str, Any]]:
+    """Embeddings of every image of `store` as float32, from the cache or computed once and cached.
+    `options` are those of `ensure_embeddings`."""
+    cache, info = ensure_embeddings(store, backbone, adapter, preprocessor, cache_root, make_trainer, **options)
     return cache.load(), info

@@ -1,0 +1,65 @@
+"""What several benchmarks share: synthetic image stores of a given size, configs composed as the
+CLI would, the extraction Trainer a job uses, and best-of timing."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import lightning as L
+import numpy as np
+import pandas as pd
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+import xferlab
+import xferlab.resolvers  # noqa: F401  (registers the config resolvers)
+from xferlab.data.store import ImageStore, StoreWriter
+
+CONF_DIR = Path(xferlab.__file__).parent / "conf"
+
+
+def compose_config(overrides: list[str], config_name: str = "train"):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name=config_name, overrides=overrides)
+
+
+def synthetic_store(path: Path, n: int, size: int, channels=("nucleus", "protein"), seed: int = 0,
+                    block: int = 256) -> ImageStore:
+    """`n` uint16 images of `size` px: a few smooth random patterns plus per-image noise, written
+    block by block (so building a store larger than memory takes little memory)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    patterns = np.stack([
+        np.stack([1000 + 800 * np.sin(6.28 * (f * xx + g * yy)) for f, g in rng.uniform(0.5, 4, (len(channels), 2))])
+        for _ in range(8)
+    ])
+    with StoreWriter(path, n_samples=n, channel_names=channels, image_size=(size, size), dtype="uint16",
+                     classes=["a", "b"], attrs={"source": "bench"}, chunk_rows=block) as writer:
+        for start in range(0, n, block):
+            m = min(block, n - start)
+            noise = rng.integers(0, 64, size=(m, len(channels), size, size))
+            writer.append((patterns[np.arange(start, start + m) % len(patterns)] + noise).astype(np.uint16))
+        writer.write_samples(pd.DataFrame({"sample_id": [f"s{i}" for i in range(n)],
+                                           "target": [f"t{i // 4}" for i in range(n)],
+                                           "label": [(i // 4) % 2 for i in range(n)]}))
+    return ImageStore(path)
+
+
+def extract_trainer(**kwargs) -> L.Trainer:
+    """The Trainer a job extracts with on this machine's CPU (see job.run_job)."""
+    kwargs.setdefault("devices", 1)
+    return L.Trainer(accelerator="cpu", deterministic=True, logger=False, enable_progress_bar=False,
+                     enable_model_summary=False, enable_checkpointing=False, **kwargs)
+
+
+def best_of(rounds: int, fn: Callable[[], None]) -> float:
+    """The shortest of `rounds` timed calls: the figure least disturbed by other work."""
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
