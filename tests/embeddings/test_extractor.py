@@ -8,7 +8,7 @@ from xferlab.backbones.channels import NaturalMapping
 from xferlab.backbones.preprocess import Preprocessor
 from xferlab.backbones.registry import build_backbone
 from xferlab.embeddings.cache import EmbeddingCache
-from xferlab.embeddings.extractor import StoreBlocks, block_rows, extract_embeddings
+from xferlab.embeddings.extractor import StoreBlocks, block_rows, extract_embeddings, widen
 
 
 def make_trainer(**kwargs):
@@ -58,7 +58,16 @@ def test_blocks_are_whole_store_chunks_and_every_row_comes_once(setup):
     assert [len(rows) for rows, _ in batches] == [6, 2, 6, 2, 4]  # blocks of 8, 8, 4 rows
     rows = torch.cat([r for r, _ in batches]).numpy()
     np.testing.assert_array_equal(rows, np.arange(20))
-    np.testing.assert_array_equal(torch.cat([x for _, x in batches]).numpy(), store.read(0, 20))
+    images = torch.cat([x for _, x in batches])
+    assert images.dtype == torch.int16  # uint16 bits in transit, widened on the device
+    np.testing.assert_array_equal(widen(images, np.uint16).numpy(), store.read(0, 20))
+
+
+def test_uint16_above_int16_range_survives_the_transport():
+    values = np.array([0, 1, 32767, 32768, 65535], dtype=np.uint16)
+    bits = torch.from_numpy(values.view(np.int16))
+    np.testing.assert_array_equal(widen(bits, np.uint16).numpy(), values.astype(np.int64))
+    assert widen(bits, np.int16) is bits
 
 
 def test_workers_and_float16_storage(setup, tmp_path):

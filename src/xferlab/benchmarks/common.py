@@ -48,10 +48,10 @@ def synthetic_store(path: Path, n: int, size: int, channels=("nucleus", "protein
     return ImageStore(path)
 
 
-def extract_trainer(**kwargs) -> L.Trainer:
-    """The Trainer a job extracts with on this machine's CPU (see job.run_job)."""
+def extract_trainer(accelerator: str = "cpu", **kwargs) -> L.Trainer:
+    """The Trainer a job extracts with (see job.run_job)."""
     kwargs.setdefault("devices", 1)
-    return L.Trainer(accelerator="cpu", deterministic=True, logger=False, enable_progress_bar=False,
+    return L.Trainer(accelerator=accelerator, deterministic=True, logger=False, enable_progress_bar=False,
                      enable_model_summary=False, enable_checkpointing=False, **kwargs)
 
 

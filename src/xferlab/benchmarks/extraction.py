@@ -9,6 +9,7 @@ import logging
 import math
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,39 +32,52 @@ CASES = [
 ]
 
 
-def autocast(precision: str):
+# On a GPU: a larger store and batch, so that the pipeline has to keep thousands of images/s fed.
+GPU_CASES = [
+    ("vit_small16_224px", ["backbone=random_vits16"], 224, 32768, 256, ("bf16-mixed", "32-true")),
+]
+
+
+def autocast(precision: str, device: str):
     if precision == "bf16-mixed":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
+        return torch.autocast(device, dtype=torch.bfloat16)
+    if precision == "16-mixed":
+        return torch.autocast(device, dtype=torch.float16)
     return contextlib.nullcontext()
 
 
 def measure(name: str, overrides: list[str], size: int, n: int, batch_size: int, precision: str,
-            rounds: int = 2) -> dict[str, Any]:
+            rounds: int = 2, device: str = "cpu") -> dict[str, Any]:
     cfg = compose_config(overrides + ["logger=csv"])
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         store = synthetic_store(tmp / "store.zarr", n, size)
-        backbone = build(cfg.backbone).eval()
+        backbone = build(cfg.backbone).eval().to(device)
         adapter = build(cfg.channels, dataset_channels=store.channel_names, model_channels=backbone.in_channels)
         preprocessor = Preprocessor.for_store(OmegaConf.to_container(cfg.backbone.preprocess), store)
-        x = preprocessor(torch.from_numpy(store.read(0, batch_size).astype(np.float32)), adapter)
+        x = preprocessor(torch.from_numpy(store.read(0, batch_size).astype(np.float32)), adapter).to(device)
         n_batches = math.ceil(n / batch_size)
+        sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+        accelerator = "gpu" if device == "cuda" else "cpu"
 
         def raw() -> float:
-            with torch.inference_mode(), autocast(precision):
+            with torch.inference_mode(), autocast(precision, device):
+                sync()
                 start = time.perf_counter()
                 for _ in range(n_batches):
                     backbone(x)
+                sync()
                 return time.perf_counter() - start
 
         def pipeline(round_: int) -> float:
             _, info = ensure_embeddings(store, backbone, adapter, preprocessor, tmp / f"cache{round_}",
-                                        extract_trainer, batch_size=batch_size, precision=precision,
-                                        num_workers="auto")
+                                        partial(extract_trainer, accelerator=accelerator),
+                                        batch_size=batch_size, precision=precision, num_workers="auto")
             return info["extract_seconds"]
 
-        with torch.inference_mode(), autocast(precision):  # warm-up (allocator, kernels)
-            backbone(x)
+        with torch.inference_mode(), autocast(precision, device):  # warm-up (allocator, kernels)
+            for _ in range(3):
+                backbone(x)
         raw_s, pipe_s = [], []
         for r in range(rounds):
             raw_s.append(raw())
@@ -73,10 +87,22 @@ def measure(name: str, overrides: list[str], size: int, n: int, batch_size: int,
     return {"benchmark": f"extraction/{name}/{precision}", "value": round(ratio, 3), "unit": "ratio",
             "target": f">={TARGET}", "meets_target": bool(ratio >= TARGET),
             "pipeline_images_per_s": round(pipe_rate, 1), "raw_images_per_s": round(raw_rate, 1),
-            "images": n, "batch_size": batch_size, "input_size": int(x.shape[-1]), "threads": torch.get_num_threads()}
+            "images": n, "batch_size": batch_size, "input_size": int(x.shape[-1]), "threads": torch.get_num_threads(),
+            "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu"}
 
 
-def bench_extraction(cases=CASES, rounds: int = 2) -> list[dict[str, Any]]:
+def bench_extraction(cases=CASES, rounds: int = 2, device: str = "cpu") -> list[dict[str, Any]]:
     logging.getLogger("lightning").setLevel(logging.WARNING)
-    return [measure(name, overrides, size, n, batch, precision, rounds)
+    return [measure(name, overrides, size, n, batch, precision, rounds, device)
             for name, overrides, size, n, batch, precisions in cases for precision in precisions]
+
+
+def bench_extraction_gpu() -> list[dict[str, Any]]:
+    """The same ratio on the first CUDA device (run by `python -m xferlab.bench extraction_gpu`)."""
+    if not torch.cuda.is_available():
+        raise RuntimeError("extraction_gpu needs a CUDA device and this machine has none; "
+                           "run the other benchmarks (the default) instead")
+    rows = bench_extraction(GPU_CASES, device="cuda")
+    for row in rows:
+        row["benchmark"] = row["benchmark"].replace("extraction/", "extraction_gpu/")
+    return rows

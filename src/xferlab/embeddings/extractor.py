@@ -71,11 +71,19 @@ class StoreBlocks(IterableDataset):
             start = block * self.block_rows
             stop = min(start + self.block_rows, self.n)
             images = np.asarray(self._images[start:stop])
-            if images.dtype == np.uint16:  # torch has limited uint16 support; int32 holds it exactly
-                images = images.astype(np.int32)
+            if images.dtype == np.uint16:  # torch has few uint16 ops: the bits travel as int16 (see widen)
+                images = images.view(np.int16)
             images = torch.from_numpy(images)
             for b in range(0, stop - start, self.batch_size):
                 yield torch.arange(start + b, min(start + b + self.batch_size, stop)), images[b : b + self.batch_size]
+
+
+def widen(images: torch.Tensor, store_dtype: np.dtype) -> torch.Tensor:
+    """Undo StoreBlocks' transport of uint16 pixels as int16 bits, on the step's device (half
+    the bytes to copy and move than widening first)."""
+    if np.dtype(store_dtype) == np.uint16:
+        return images.to(torch.int32) & 0xFFFF
+    return images
 
 
 class EmbeddingExtractor(L.LightningModule):
@@ -83,8 +91,9 @@ class EmbeddingExtractor(L.LightningModule):
     on the same device, inside the step. `compile=True` runs the backbone through `torch.compile`."""
 
     def __init__(self, backbone: Backbone, preprocessor: Preprocessor, adapter: ChannelAdapter,
-                 compile: bool = False):
+                 compile: bool = False, store_dtype: np.dtype = np.dtype("float32")):
         super().__init__()
+        self.store_dtype = np.dtype(store_dtype)
         self.backbone = backbone.eval().requires_grad_(False)
         self.preprocessor = preprocessor
         self.adapter = adapter
@@ -93,7 +102,7 @@ class EmbeddingExtractor(L.LightningModule):
     def predict_step(self, batch, batch_idx: int):
         rows, images = batch
         with torch.no_grad():
-            views = self.preprocessor.views(images, self.adapter.views)
+            views = self.preprocessor.views(widen(images, self.store_dtype), self.adapter.views)
             embeddings = torch.cat([self.forward_fn(v) for v in views], dim=1)
         return rows, embeddings.float()
 
@@ -191,7 +200,9 @@ def _extract(cache: EmbeddingCache, store: ImageStore, backbone: Backbone, adapt
         workers = resolve_workers(num_workers, on_cpu)
         loader = DataLoader(dataset, batch_size=None, num_workers=workers,
                             prefetch_factor=2 if workers else None, pin_memory=not on_cpu)
-        trainer.predict(EmbeddingExtractor(backbone, preprocessor, adapter, compile=compile), loader,
+        extractor = EmbeddingExtractor(backbone, preprocessor, adapter, compile=compile,
+                                       store_dtype=store.images.dtype)
+        trainer.predict(extractor, loader,
                         return_predictions=False)
     seconds = time.perf_counter() - start
     log.info("embedding cache miss: extracted %d images in %.1f s (%.0f images/s, %d device(s), %d workers) into %s",
