@@ -61,6 +61,7 @@ def measure(name: str, overrides: list[str], size: int, n: int, batch_size: int,
         accelerator = "gpu" if device == "cuda" else "cpu"
 
         def raw() -> float:
+            backbone.to(device)  # Lightning hands the model back on the CPU after predicting
             with torch.inference_mode(), autocast(precision, device):
                 sync()
                 start = time.perf_counter()
