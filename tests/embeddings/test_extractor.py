@@ -101,3 +101,13 @@ def test_ddp_extraction_on_two_processes_equals_one(setup, tmp_path):
                                    batch_size=6, devices=2)
     assert info["extract_devices"] == 2 and info["cache_hit"] is False
     np.testing.assert_array_equal(ddp, single)
+
+
+@pytest.mark.slow  # compiling takes about a minute on 2 cores
+def test_compiled_backbone_gives_the_same_embeddings_in_its_own_entry(setup, tmp_path):
+    store, backbone, adapter, pre = setup
+    plain, info = extract_embeddings(store, backbone, adapter, pre, tmp_path, make_trainer, batch_size=6)
+    compiled, info_c = extract_embeddings(store, backbone, adapter, pre, tmp_path, make_trainer, batch_size=6,
+                                          compile=True)
+    assert info_c["cache_hit"] is False and info_c["cache_key"] != info["cache_key"]
+    np.testing.assert_allclose(compiled, plain, rtol=1e-4, atol=1e-5)
