@@ -100,7 +100,10 @@ def extract_embeddings(
     cache = EmbeddingCache(cache_root, cache_spec(backbone, adapter, preprocessor, store, precision))
     info: dict[str, Any] = {"cache_key": cache.key, "cache_path": str(cache.path)}
     if not cache.is_complete():
+        waiting = time.perf_counter()
         with cache.lock():
+            # > 0 s in a job that then hits the cache: another job was building this entry
+            info["lock_wait_seconds"] = time.perf_counter() - waiting
             if not cache.is_complete():
                 start = time.perf_counter()
                 loader = DataLoader(
