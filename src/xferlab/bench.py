@@ -30,6 +30,7 @@ def _lazy(module: str, function: str) -> Callable[[], list[dict[str, Any]]]:
 # name -> benchmark, run in this order
 BENCHMARKS: dict[str, Callable[[], list[dict[str, Any]]]] = {
     "synthcell_render": _lazy("render", "bench_synthcell_render"),
+    "sweep": _lazy("sweep", "bench_sweep_cost"),
 }
 
 
