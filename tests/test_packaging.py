@@ -22,6 +22,7 @@ def wheel_site(tmp_path_factory) -> Path:
     wheel = next(out.glob("xferlab-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     for config in ("xferlab/conf/train.yaml", "xferlab/conf/backbone/random.yaml", "xferlab/conf/hydra/default.yaml",
+                   "xferlab/conf/hydra/launcher/slurm.yaml",
                    "xferlab/conf/experiment/demo.yaml", "xferlab/data/resources/public-annotations-flat-2021-09-29.csv",
                    "xferlab/data/resources/hpa_subcellular_location_trimmed.tsv",
                    "xferlab/backbones/shipped/manifest.json", "xferlab/backbones/shipped/synth_hpa.pth",

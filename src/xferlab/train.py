@@ -2,6 +2,8 @@
 
     python -m xferlab.train                                    # the default job
     python -m xferlab.train backbone=random seed=0,1,2,3,4 -m  # a five-seed sweep
+    python -m xferlab.train -m hydra/launcher=joblib hydra.launcher.n_jobs=4 seed=0,1,2,3,4  # in parallel
+    python -m xferlab.train -m hydra/launcher=slurm hydra.launcher.partition=<p> seed=0,1,2,3,4  # on SLURM
     python -m xferlab.train --help                             # config groups and options
 """
 

@@ -174,7 +174,10 @@ def ensure_embeddings(
     cache = EmbeddingCache(cache_root, cache_spec(backbone, adapter, preprocessor, store, precision, dtype, compile))
     info: dict[str, Any] = {"cache_key": cache.key, "cache_path": str(cache.path)}
     if not cache.is_complete():
+        waiting = time.perf_counter()
         with cache.lock():
+            # > 0 s in a job that then hits the cache: another job was building this entry
+            info["lock_wait_seconds"] = time.perf_counter() - waiting
             if not cache.is_complete():
                 info.update(cache_hit=False, **_extract(
                     cache, store, backbone, adapter, preprocessor, make_trainer, batch_size=batch_size,
