@@ -30,6 +30,7 @@ def _lazy(module: str, function: str) -> Callable[[], list[dict[str, Any]]]:
 # name -> benchmark, run in this order
 BENCHMARKS: dict[str, Callable[[], list[dict[str, Any]]]] = {
     "synthcell_render": _lazy("render", "bench_synthcell_render"),
+    "heads": _lazy("heads", "bench_head_vs_sklearn"),
 }
 
 
