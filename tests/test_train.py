@@ -47,6 +47,22 @@ def test_run_writes_metrics_predictions_and_config(first_run):
     assert json.loads((run_dir / "run_info.json").read_text())["cache_hit"] is False
 
 
+def test_run_records_the_head_grid_choice_and_writes_no_checkpoint(first_run):
+    cfg, result = first_run
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    members = [f"grid/lr={lr:g},wd={wd:g}/val/macro_f1" for lr in cfg.head.grid.lr for wd in cfg.head.grid.weight_decay]
+    assert set(members) <= set(metrics) and metrics["head/grid_size"] == len(members) > 1
+    assert metrics["head/lr"] in list(cfg.head.grid.lr) and metrics["head/weight_decay"] in list(cfg.head.grid.weight_decay)
+    assert metrics["val/macro_f1"] == max(metrics[m] for m in members)
+    info = json.loads((result.run_dir / "run_info.json").read_text())
+    assert 0 <= metrics["head/best_epoch"] < info["epochs"] <= cfg.head.max_epochs
+    assert not (result.run_dir / "checkpoints").exists() and "best_checkpoint" not in info
+    logged = pd.read_csv(result.run_dir / "csv" / "metrics.csv")
+    assert {"train/loss", "val/macro_f1", "test/macro_f1", *members} <= set(logged.columns)
+    assert logged["val/macro_f1"].notna().sum() == info["epochs"]  # one row per epoch, test once
+    assert logged["test/macro_f1"].notna().sum() == 1
+
+
 def test_macro_f1_equals_sklearn_on_the_saved_predictions(first_run):
     _, result = first_run
     predictions = pd.read_csv(result.run_dir / "predictions.csv")
@@ -212,6 +228,15 @@ def test_label_fractions_are_nested_per_class_and_keep_val_and_test(tmp_path):
     assert len(kept[0.01]) == 3 and len(kept[1.0]) == len(set(targets[split == TRAIN]))
     with pytest.raises(ValueError, match="label_fraction"):
         subsample_training(split, store, 0.0, seed=0)
+
+
+def test_mlp_grid_with_class_weights_and_a_label_fraction(job_config):
+    result = run_job(job_config("head=mlp", "head.class_weights=balanced", "label_fraction=0.5",
+                                "head.grid.lr=0.01", "head.grid.weight_decay=[0.0,0.01]"))
+    m = result.metrics
+    assert m["head"] == "mlp" and m["label_fraction"] == 0.5 and m["head/grid_size"] == 2
+    assert {"grid/lr=0.01,wd=0/val/macro_f1", "grid/lr=0.01,wd=0.01/val/macro_f1"} <= set(m)
+    assert 0 <= m["test/macro_f1"] <= 1
 
 
 def test_a_finished_job_is_skipped_unless_forced(job_config, tmp_path):

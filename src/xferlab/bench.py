@@ -32,6 +32,7 @@ BENCHMARKS: dict[str, Callable[[], list[dict[str, Any]]]] = {
     "extraction": _lazy("extraction", "bench_extraction"),
     "extraction_memory": _lazy("memory", "bench_extraction_memory"),
     "synthcell_render": _lazy("render", "bench_synthcell_render"),
+    "heads": _lazy("heads", "bench_head_vs_sklearn"),
     "sweep": _lazy("sweep", "bench_sweep_cost"),
 }
 ON_REQUEST = {"extraction_gpu": _lazy("extraction", "bench_extraction_gpu")}  # named to run

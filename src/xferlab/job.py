@@ -14,6 +14,7 @@ import math
 import platform
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +32,14 @@ from xferlab.building import build
 from xferlab.data.splits import TEST, TRAIN, VAL, grouped_split
 from xferlab.data.store import ImageStore
 from xferlab.embeddings.extractor import extract_embeddings
-from xferlab.heads.classifier import HeadClassifier
 from xferlab.heads.datamodule import EmbeddingDataModule
 from xferlab.heads.finetune import FinetuneClassifier
+from xferlab.heads.training import HeadFit, class_weights, train_head
 from xferlab.loggers import build_loggers
 from xferlab.results import mirror_to_wandb, predictions_table, provenance, write_results
 from xferlab.provenance import config_digest, semantic_config
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass
@@ -49,21 +49,6 @@ class JobResult:
     backbone: Backbone
     head: torch.nn.Module
     info: dict[str, Any] = field(default_factory=dict)
-
-
-def class_weights(labels: np.ndarray, num_classes: int, rule: str) -> torch.Tensor | None:
-    """`balanced`: inverse class frequency on the training labels (single-label), or the ratio of
-    negatives to positives per class (multilabel `pos_weight`); 0 for a class absent from training."""
-    if rule == "none":
-        return None
-    if rule != "balanced":
-        raise ValueError(f"head.class_weights={rule!r}; choose 'none' or 'balanced'")
-    if labels.ndim == 2:
-        pos = labels.sum(axis=0).astype(np.float64)
-        return torch.tensor(np.where(pos > 0, (len(labels) - pos) / np.maximum(pos, 1), 0.0), dtype=torch.float32)
-    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
-    weights = np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1)), 0.0)
-    return torch.tensor(weights, dtype=torch.float32)
 
 
 def open_dataset(cfg: DictConfig) -> ImageStore:
@@ -140,15 +125,25 @@ def finished_result(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     return metrics if metrics.get("config_digest") == config_digest(cfg) else None
 
 
-def run_job(cfg: DictConfig) -> JobResult:
-    run_dir = Path(cfg.paths.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    done = finished_result(cfg, run_dir)
-    if done is not None:
-        log.info("skipping %s: metrics.json with the same config digest exists (force=true reruns)", run_dir)
-        return JobResult(metrics=done, run_dir=run_dir, backbone=None, head=None, info={"skipped": True})
+@dataclass
+class JobInputs:
+    """What a job's head trains on: the store, backbone and channel adapter, the rows' features
+    (cached embeddings, or preprocessed images when fine-tuning), labels and split."""
+    store: ImageStore
+    backbone: Backbone
+    adapter: Any
+    features: np.ndarray
+    labels: np.ndarray  # class indices (N,), or multi-hot rows (N, K) for multilabel stores
+    split: np.ndarray
+    multilabel: bool
+    finetune: bool
+    extract_info: dict[str, Any]
+    make_trainer: Any  # the configured Trainer, partial
 
+
+def load_inputs(cfg: DictConfig) -> JobInputs:
+    """Open (or build) the store, build the backbone and adapter, draw the split (with
+    `label_fraction`) and extract the embeddings through the cache."""
     store = open_dataset(cfg)
     backbone: Backbone = build(cfg.backbone)
     adapter = build(cfg.channels, dataset_channels=store.channel_names, model_channels=backbone.in_channels)
@@ -164,41 +159,38 @@ def run_job(cfg: DictConfig) -> JobResult:
     labels = store.label_sets.astype(np.int64) if multilabel else store.labels
     finetune = bool(OmegaConf.select(cfg, "finetune.enabled", default=False))
     if finetune:
-        embeddings, extract_info = preprocessed_images(store, split, preprocessor, adapter), {"cache_key": None}
+        features, extract_info = preprocessed_images(store, split, preprocessor, adapter), {"cache_key": None}
     else:
-        embeddings, extract_info = extract_embeddings(
+        features, extract_info = extract_embeddings(
             store, backbone, adapter, preprocessor, cfg.paths.cache_dir, make_extract_trainer,
             **OmegaConf.to_container(cfg.extract),
         )
+    return JobInputs(store=store, backbone=backbone, adapter=adapter, features=features, labels=labels, split=split,
+                     multilabel=multilabel, finetune=finetune, extract_info=extract_info, make_trainer=make_trainer)
+
+
+def run_job(cfg: DictConfig) -> JobResult:
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    done = finished_result(cfg, run_dir)
+    if done is not None:
+        log.info("skipping %s: metrics.json with the same config digest exists (force=true reruns)", run_dir)
+        return JobResult(metrics=done, run_dir=run_dir, backbone=None, head=None, info={"skipped": True})
+
+    inputs = load_inputs(cfg)
+    store, backbone, adapter = inputs.store, inputs.backbone, inputs.adapter
+    embeddings, labels, split, multilabel = inputs.features, inputs.labels, inputs.split, inputs.multilabel
+    extract_info, make_trainer = inputs.extract_info, inputs.make_trainer
+    finetune = inputs.finetune
     if cfg.seed is None:
         raise ValueError("seed=null: every job needs an integer seed (0 is fine)")
     names = {"backbone": backbone.name, "channels": adapter.name, "dataset": cfg.dataset.name,
              "head": cfg.head.name, "experiment": cfg.experiment_name}
     if cfg.head.name == "knn":
         return run_knn(cfg, store, backbone, embeddings, split, names, extract_info, run_dir, started)
-    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-
-    batch_size = cfg.finetune.batch_size if finetune else cfg.head.batch_size
-    data = EmbeddingDataModule(embeddings, labels, split, batch_size=batch_size, seed=cfg.seed)
-    num_classes = len(store.classes)
-    head = instantiate(cfg.head.module, in_dim=backbone.embed_dim * adapter.n_views, num_classes=num_classes)
-    weights = class_weights(labels[split == TRAIN], num_classes, cfg.head.class_weights)
-    if finetune:
-        if multilabel or adapter.n_views != 1:
-            raise ValueError("finetune.enabled=true supports single-label data and single-view channel strategies")
-        tuned = copy.deepcopy(backbone)
-        if hasattr(head, "norm") and hasattr(head.norm, "fit"):
-            with torch.no_grad():
-                head.norm.fit(torch.cat([tuned(x) for x in data.train_features().split(256)]))
-        model = FinetuneClassifier(tuned, head, store.classes, instantiate(cfg.head.optimizer),
-                                   backbone_lr=cfg.finetune.backbone_lr, layer_decay=cfg.finetune.layer_decay,
-                                   weight_decay=cfg.finetune.weight_decay, class_weights=weights)
-    else:
-        if hasattr(head, "norm") and hasattr(head.norm, "fit"):
-            head.norm.fit(data.train_features())
-        model = HeadClassifier(head, store.classes, instantiate(cfg.head.optimizer), weights, multilabel=multilabel)
-    head_sha_before = state_dict_sha256(head)
-
+    if finetune and (multilabel or adapter.n_views != 1):
+        raise ValueError("finetune.enabled=true supports single-label data and single-view channel strategies")
     loggers, wandb_run = build_loggers(
         cfg.logger, run_dir=run_dir, group=cfg.experiment_name,
         name=f"{backbone.name}-{adapter.name}-s{cfg.seed}", job_type="train",
@@ -206,34 +198,18 @@ def run_job(cfg: DictConfig) -> JobResult:
         config=semantic_config(cfg),
     )
     try:
-        checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/macro_f1",
-                                     mode="max", save_top_k=1, enable_version_counter=False)
-        stopper = EarlyStopping(monitor="val/macro_f1", mode="max",
-                                patience=cfg.finetune.patience if finetune else cfg.head.patience)
-        trainer = make_trainer(max_epochs=cfg.finetune.max_epochs if finetune else cfg.head.max_epochs, callbacks=[checkpoint, stopper], logger=loggers,
-                               enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1,
-                               default_root_dir=str(run_dir))
-        fit_start = time.perf_counter()
-        trainer.fit(model, datamodule=data)
-        fit_seconds = time.perf_counter() - fit_start
-        tested = trainer.test(model, datamodule=data, ckpt_path="best", verbose=False)[0]
-
-        metrics = {k: float(v) for k, v in sorted(tested.items())}
-        metrics.update({
-            "val/macro_f1": float(checkpoint.best_model_score),
-            **provenance(cfg, names, store, backbone, split, extract_info),
-        })
-        predictions = predictions_table(store, torch.cat(model.test_rows).numpy(),
-                                        torch.cat(model.test_scores).numpy(), multilabel=model.multilabel)
+        if finetune:
+            fit = run_finetune(cfg, backbone, embeddings, labels, split, store.classes, make_trainer, loggers, run_dir)
+        else:
+            fit = train_head(cfg.head, embeddings, labels, split, store.classes, multilabel=multilabel,
+                             seed=int(cfg.seed), make_trainer=make_trainer, logger=loggers, root_dir=run_dir)
+        metrics = {**fit.metrics, **provenance(cfg, names, store, backbone, split, extract_info)}
+        predictions = predictions_table(store, fit.rows, fit.scores, multilabel=multilabel)
         info = {
             **extract_info,
-            "fit_seconds": fit_seconds,
+            **fit.info,
             "total_seconds": time.perf_counter() - started,
-            "epochs": int(trainer.current_epoch),
-            "head_sha256_before": head_sha_before,
-            "head_sha256_after": state_dict_sha256(head),
             "backbone_sha256_after": backbone.current_sha256(),
-            "best_checkpoint": checkpoint.best_model_path,
             "host": platform.node(),
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
@@ -244,10 +220,47 @@ def run_job(cfg: DictConfig) -> JobResult:
             mirror_to_wandb(wandb_run, metrics, predictions, store.classes)
         log.info("%s  test/macro_f1=%.4f  test/accuracy=%.4f  (%s)", wandb_name(names, cfg.seed),
                  metrics["test/macro_f1"], metrics["test/accuracy"], run_dir)
-        return JobResult(metrics=metrics, run_dir=run_dir, backbone=backbone, head=head, info=info)
+        return JobResult(metrics=metrics, run_dir=run_dir, backbone=backbone, head=fit.head, info=info)
     finally:
         if wandb_run is not None:
             wandb_run.finish()
+
+
+def run_finetune(cfg: DictConfig, backbone: Backbone, images: np.ndarray, labels: np.ndarray, split: np.ndarray,
+                 class_names: list[str], make_trainer, loggers, run_dir: Path) -> HeadFit:
+    """Fine-tuning: one head (`head.module`, learning rate `finetune.head_lr`) on a copy of the
+    backbone, trained on preprocessed images; the best validation checkpoint (a file under
+    `checkpoints/`) is tested once."""
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    started = time.perf_counter()
+    data = EmbeddingDataModule(images, labels, split, batch_size=cfg.finetune.batch_size, seed=cfg.seed)
+    head = instantiate(cfg.head.module, in_dim=backbone.embed_dim, num_classes=len(class_names))
+    weights = class_weights(labels[split == TRAIN], len(class_names), cfg.head.class_weights)
+    tuned = copy.deepcopy(backbone)
+    if hasattr(head, "norm") and hasattr(head.norm, "fit"):
+        with torch.no_grad():
+            head.norm.fit(torch.cat([tuned(x) for x in data.train_features().split(256)]))
+    optimizer = partial(instantiate(cfg.head.optimizer), lr=cfg.finetune.head_lr,
+                        weight_decay=cfg.finetune.head_weight_decay)
+    model = FinetuneClassifier(tuned, head, class_names, optimizer, backbone_lr=cfg.finetune.backbone_lr,
+                               layer_decay=cfg.finetune.layer_decay, weight_decay=cfg.finetune.weight_decay,
+                               class_weights=weights)
+    head_sha_before = state_dict_sha256(head)
+    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/macro_f1",
+                                 mode="max", save_top_k=1, enable_version_counter=False)
+    stopper = EarlyStopping(monitor="val/macro_f1", mode="max", patience=cfg.finetune.patience)
+    trainer = make_trainer(max_epochs=cfg.finetune.max_epochs, callbacks=[checkpoint, stopper], logger=loggers,
+                           enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1,
+                           default_root_dir=str(run_dir))
+    trainer.fit(model, datamodule=data)
+    fit_seconds = time.perf_counter() - started
+    tested = trainer.test(model, datamodule=data, ckpt_path="best", verbose=False)[0]
+    metrics = {k: float(v) for k, v in sorted(tested.items())}
+    metrics["val/macro_f1"] = float(checkpoint.best_model_score)
+    info = {"fit_seconds": fit_seconds, "epochs": int(trainer.current_epoch), "head_sha256_before": head_sha_before,
+            "head_sha256_after": state_dict_sha256(head), "best_checkpoint": checkpoint.best_model_path}
+    return HeadFit(model=model, head=head, metrics=metrics, rows=torch.cat(model.test_rows).numpy(),
+                   scores=torch.cat(model.test_scores).numpy(), info=info)
 
 
 def run_knn(cfg, store: ImageStore, backbone: Backbone, embeddings: np.ndarray, split: np.ndarray,

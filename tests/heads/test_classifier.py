@@ -1,12 +1,14 @@
+from functools import partial
+
 import lightning as L
 import numpy as np
+import pytest
 import torch
-from functools import partial
 
 from xferlab.data.splits import TEST, TRAIN, VAL
 from xferlab.heads.classifier import HeadClassifier
 from xferlab.heads.datamodule import EmbeddingDataModule
-from xferlab.heads.modules import LinearHead, MLPHead
+from xferlab.heads.modules import FeatureNorm, HeadGrid, LinearHead, MLPHead
 from xferlab.job import class_weights
 
 
@@ -51,3 +53,52 @@ def test_data_order_follows_the_seed():
     order = lambda seed: next(iter(EmbeddingDataModule(x, y, split, 16, seed).train_dataloader()))[0]  # noqa: E731
     assert torch.equal(order(0), order(0))
     assert not torch.equal(order(0), order(1))
+
+
+def test_whitening_decorrelates_the_training_features():
+    rng = np.random.default_rng(0)
+    mixed = rng.normal(size=(2000, 6)) @ rng.normal(size=(6, 6)) * np.array([1, 10, 100, 1, 1, 1]) + 5
+    x = torch.tensor(mixed, dtype=torch.float32)
+    norm = FeatureNorm(6, whiten=True, shrinkage=1e-6)
+    norm.fit(x)
+    z = norm(x).double()
+    torch.testing.assert_close(z.mean(dim=0), torch.zeros(6, dtype=torch.float64), atol=1e-4, rtol=0)
+    torch.testing.assert_close(torch.cov(z.T), torch.eye(6, dtype=torch.float64), atol=1e-3, rtol=0)
+    shrunk = FeatureNorm(6, whiten=True, shrinkage=1.0)
+    shrunk.fit(x)
+    assert torch.cov(shrunk(x).double().T).diagonal().max() < 1  # shrinkage damps, never amplifies past 1
+    with pytest.raises(ValueError, match="shrinkage"):
+        FeatureNorm(6, whiten=True, shrinkage=0.0)
+    with pytest.raises(ValueError, match="norm='zscore'"):
+        LinearHead(6, 2, norm="zscore")
+
+
+def test_grid_forward_equals_each_head_and_rebuilds_standalone_heads():
+    torch.manual_seed(0)
+    x = torch.randn(20, 8) * 3 + 1
+    for build in (lambda: LinearHead(8, 3, norm="whiten"), lambda: MLPHead(8, 3, hidden_dim=16, norm="standardize")):
+        grid = HeadGrid([build() for _ in range(3)])
+        grid.norm.fit(x)
+        z = grid.normalise(x)
+        grid.eval()
+        out = grid(z)
+        assert out.shape == (3, 20, 3)
+        for g, member in enumerate(grid.members):
+            torch.testing.assert_close(out[g], member(z))
+            standalone = grid.head(g).eval()
+            torch.testing.assert_close(standalone(x), out[g], atol=1e-5, rtol=1e-5)
+            assert isinstance(standalone.norm, FeatureNorm)
+
+
+def test_batches_cover_each_training_row_once_per_epoch():
+    x, y, split = blobs()
+    loader = EmbeddingDataModule(x, y, split, batch_size=16, seed=0).train_dataloader()
+    epochs = [torch.cat([rows for rows, _, _ in loader]) for _ in range(2)]
+    train_rows = np.nonzero(split == TRAIN)[0]
+    for rows in epochs:
+        assert sorted(rows.tolist()) == train_rows.tolist()
+    assert not torch.equal(epochs[0], epochs[1])  # a fresh order every epoch
+    assert len(loader) == -(-len(train_rows) // 16)
+    rows, features, labels = next(iter(loader))
+    torch.testing.assert_close(features, torch.from_numpy(x[rows.numpy()]))
+    assert torch.equal(labels, torch.from_numpy(y[rows.numpy()]))

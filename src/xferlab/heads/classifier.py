@@ -1,4 +1,5 @@
-"""The head-training LightningModule: cross-entropy on cached embeddings, scored by macro F1."""
+"""A single-head LightningModule: cross-entropy, scored by macro F1 with torchmetrics. Fine-tuning
+builds on it; head training on cached embeddings uses the grid (`heads.grid`)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from torchmetrics.classification import (
     MultilabelF1Score,
 )
 
-THRESHOLD = 0.5  # multilabel decision threshold
+from xferlab.heads.scores import THRESHOLD  # multilabel decision threshold
 
 
 class HeadClassifier(L.LightningModule):
