@@ -144,6 +144,15 @@ def cache_spec(backbone: Backbone, adapter: ChannelAdapter, preprocessor: Prepro
     return spec
 
 
+def cpu_has_bf16() -> bool | None:
+    """Whether this CPU has bf16 units (AVX512-BF16 or AMX); None where that cannot be read."""
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return None
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def resolve_workers(num_workers: int | str, on_cpu: bool) -> int:
     """`auto`: no workers on a CPU-only machine (the forward pass already uses every core and
     reading a block costs far less than its forward pass); on an accelerator, up to 8 workers,
@@ -200,6 +209,9 @@ def _extract(cache: EmbeddingCache, store: ImageStore, backbone: Backbone, adapt
     with cache.build(len(store), backbone.embed_dim * adapter.n_views, dataset.block_rows) as writer:
         trainer = make_trainer(callbacks=[CacheWriterCallback(writer)], **trainer_kwargs)
         on_cpu = isinstance(trainer.accelerator, CPUAccelerator)
+        if on_cpu and str(precision).startswith("bf16") and cpu_has_bf16() is False:
+            log.warning("extract.precision=%s on a CPU without bf16 units (no avx512_bf16 or amx_bf16): "
+                        "expect it to run several times slower than extract.precision=32-true", precision)
         workers = resolve_workers(num_workers, on_cpu)
         loader = DataLoader(dataset, batch_size=None, num_workers=workers,
                             prefetch_factor=2 if workers else None, pin_memory=not on_cpu)
