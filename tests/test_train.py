@@ -352,13 +352,19 @@ def test_a_class_without_training_samples_is_refused(job_config, tmp_path):
     assert str(store.path) in str(err.value) and "fix the store's split column" in str(err.value)
 
 
-def test_wandb_online_without_network_goes_offline_with_one_warning_and_keeps_the_results(
-        job_config, monkeypatch):
+@pytest.mark.parametrize("missing", ["network", "credentials"])
+def test_wandb_online_without_network_or_credentials_goes_offline_with_one_warning_and_keeps_the_results(
+        job_config, monkeypatch, tmp_path, missing):
     import warnings
 
     import wandb
 
-    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)  # credentials, but the server cannot be reached
+    if missing == "network":
+        monkeypatch.setenv("WANDB_API_KEY", "x" * 40)  # credentials, but the server cannot be reached
+    else:
+        monkeypatch.delenv("WANDB_API_KEY", raising=False)
+        monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+        monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     monkeypatch.delenv("WANDB_MODE", raising=False)
     init = wandb.init
 
@@ -373,6 +379,7 @@ def test_wandb_online_without_network_goes_offline_with_one_warning_and_keeps_th
         result = run_job(job_config("logger=wandb", "logger.mode=online"))
     ours = [w for w in caught if "W&B" in str(w.message)]
     assert len(ours) == 1 and "logging offline instead" in str(ours[0].message)
+    assert ("no W&B credentials" in str(ours[0].message)) == (missing == "credentials")
     metrics = json.loads((result.run_dir / "metrics.json").read_text())
     assert metrics["test/macro_f1"] == result.metrics["test/macro_f1"]
     for name in ("predictions.csv", "config.yaml", "run_info.json", "split_targets.json", "csv/metrics.csv"):
