@@ -385,3 +385,22 @@ def test_wandb_online_without_network_or_credentials_goes_offline_with_one_warni
     for name in ("predictions.csv", "config.yaml", "run_info.json", "split_targets.json", "csv/metrics.csv"):
         assert (result.run_dir / name).exists(), name
     assert list((result.run_dir / "wandb").glob("offline-run-*"))  # to `wandb sync` later
+
+
+def test_fine_tuning_inputs_refuse_nan_pixels_naming_the_rows(tmp_path):
+    """Fine-tuning preprocesses images itself (no extraction); NaN pixels stop it the same way."""
+    import zarr
+
+    from tests.conftest import write_store
+    from xferlab.backbones.channels import NaturalMapping
+    from xferlab.backbones.preprocess import Preprocessor
+    from xferlab.data.store import ImageStore, StoreError
+    from xferlab.job import preprocessed_images
+
+    store = write_store(tmp_path / "f.zarr", dtype="float32")
+    zarr.open_array(store.path / "images", mode="r+")[5, 0, 0, 0] = np.inf
+    store = ImageStore(store.path)
+    adapter = NaturalMapping("natural", store.channel_names, store.channel_names)
+    split = np.zeros(len(store), dtype=np.int8)
+    with pytest.raises(StoreError, match=r"row\(s\) \[5\] \(sample id\(s\) \['a2_1'\]\) give NaN or infinite"):
+        preprocessed_images(store, split, Preprocessor(None, "zscore"), adapter)
