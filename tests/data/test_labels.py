@@ -1,7 +1,5 @@
 import pytest
 
-import pandas as pd
-
 from xferlab.data.labels import OPENCELL_CATEGORIES, check_annotations, opencell_annotations, target_labels
 
 README_COUNTS = {"cytoplasmic": 221, "vesicles": 140, "nucleoplasm": 133, "er": 78, "nucleolus_gc": 58,

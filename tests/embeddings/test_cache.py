@@ -141,5 +141,5 @@ def test_nan_embeddings_are_never_cached_nor_loaded(tmp_path):
     with cache.build(5, 3, chunk_rows=2) as writer:
         writer.write(np.arange(5), np.ones((5, 3), dtype=np.float32))
     zarr.open_array(cache.path / "embeddings", mode="r+")[4, 0] = np.inf
-    with pytest.raises(CacheError, match=r"holds NaN or infinite values in 1 row\(s\) \(first \[4\]\); delete the entry"):
+    with pytest.raises(CacheError, match=r"NaN or infinite values in 1 row\(s\) \(first \[4\]\); delete the entry"):
         cache.load()

@@ -66,7 +66,8 @@ def read_file(path: str | Path, trust: bool = False) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if "weights_only" not in str(err) and "Unsupported global" not in str(err):
-            raise WeightsError(f"{path} is not a PyTorch checkpoint, or it is truncated ({err}): download it again") from err
+            raise WeightsError(
+                f"{path} is not a PyTorch checkpoint, or it is truncated ({err}): download it again") from err
         if not trust:
             raise UnsafeCheckpointError(
                 f"{path} contains pickled Python objects beyond tensors and argparse.Namespace "

@@ -74,8 +74,9 @@ class ChunkWriter:
             with np.errstate(over="ignore"):  # e.g. beyond float16's range: reported below
                 bad = ~np.isfinite(values.astype(self.dtype)).all(axis=1)
             if bad.any():
+                largest = float(np.abs(values[bad]).max())
                 raise CacheError(f"embedding rows {rows[bad][:5].tolist()} overflow extract.dtype={self.dtype.name} "
-                                 f"(largest magnitude {float(np.abs(values[bad]).max()):.3g}); use extract.dtype=float32")
+                                 f"(largest magnitude {largest:.3g}); use extract.dtype=float32")
         if bad.any():
             raise CacheError(f"NaN or infinite embeddings for rows {rows[bad][:5].tolist()}: refusing to cache them")
         for chunk in np.unique(rows // self.chunk_rows):

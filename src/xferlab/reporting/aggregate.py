@@ -34,7 +34,8 @@ def read_metrics(run_dir: Path) -> tuple[dict | None, str | None]:
     """(metrics, None) for a usable `metrics.json`, else (None, why it is left out)."""
     path = run_dir / "metrics.json"
     if not path.exists():
-        return None, f"no metrics.json: the job did not finish (it failed, was interrupted or is still running); {RERUN}"
+        return None, ("no metrics.json: the job did not finish (it failed, was interrupted or is still running); "
+                      + RERUN)
     try:
         metrics = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -81,9 +82,8 @@ def scan_runs(dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, list[tuple[str,
             if problem is not None:
                 problems.append((str(run_dir), problem))
                 continue
-            n_test = metrics.get("n_test")
-            rows.append({**metrics, "run_dir": str(run_dir),
-                         "predictions_problem": predictions_problem(run_dir, n_test if isinstance(n_test, int) else None)})
+            n_test = metrics.get("n_test") if isinstance(metrics.get("n_test"), int) else None
+            rows.append({**metrics, "run_dir": str(run_dir), "predictions_problem": predictions_problem(run_dir, n_test)})
     runs = pd.DataFrame(rows)
     if len(runs):
         column = runs.get("macro_f1_average_over", pd.Series(index=runs.index, dtype=object))
