@@ -52,7 +52,13 @@ def test_experiment_overlays_set_only_deltas():
 
 
 def test_unknown_option_and_unknown_key_fail_at_composition():
-    with pytest.raises(MissingConfigException, match="backbone/nope"):
+    with pytest.raises(MissingConfigException, match="backbone/nope") as err:
         compose_config(["backbone=nope"])
+    assert "Available options" in str(err.value) and "imagenet" in str(err.value)  # the options to pick from
     with pytest.raises(ConfigCompositionException, match="head.optimiser"):
         compose_config(["head.optimiser.lr=0.1"])
+    for typo in ("seeed=1", "backbone.wieghts=x.pth", "metrics.averag_over=all"):
+        key = typo.split("=")[0]
+        with pytest.raises(ConfigCompositionException, match=f"Could not override '{key}'") as err:
+            compose_config([typo])
+        assert f"Key '{key.split('.')[-1]}' is not in struct" in str(err.value.__cause__), typo

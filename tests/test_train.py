@@ -176,8 +176,10 @@ def test_multilabel_run_scores_macro_f1_at_threshold_half(job_config):
     scores = predictions[[f"score/{c}" for c in classes]].to_numpy()
     pred = scores > 0.5
     assert np.array_equal(pred, np.array([[c in row.split(";") for c in classes] for row in predictions["preds"]]))
-    expected = f1_score(truth, pred, average="macro", zero_division=0)
+    present = truth.any(axis=0) | pred.any(axis=0)  # metrics.average_over=present (the default)
+    expected = f1_score(truth, pred, average=None, zero_division=0)[present].mean()
     assert result.metrics["test/macro_f1"] == pytest.approx(expected, abs=1e-6)
+    assert result.metrics["macro_f1_average_over"] == "present"
     assert truth.sum(axis=1).max() >= 1
 
 
@@ -304,3 +306,101 @@ def test_layerwise_learning_rates_decay_towards_the_input():
     assert by_param[id(m.blocks[0].attn.qkv.weight)] == 0.125
     assert by_param[id(m.patch_embed.proj.weight)] == 0.0625
     assert all(g["weight_decay"] == 0.0 for g in groups if any(p.ndim <= 1 for p in g["params"]))
+
+
+def store_with_split(path, test_classes=("a", "b"), train_classes=("a", "b", "c")):
+    """Classes a, b, c with 6 targets (2 crops each) and a `split` column: per class, targets 0-3
+    train (if the class is in `train_classes`, else val), 4 val, 5 test (if in `test_classes`, else val)."""
+    from tests.conftest import write_store
+    from xferlab.data.store import ImageStore, StoreWriter
+
+    base = write_store(path.with_name("base-" + path.name), n_per_class=6, classes=("a", "b", "c"), size=32)
+    samples = base.samples.copy()
+    cls, t = samples["target"].str[0], samples["target"].str[1:].astype(int)
+    split = np.where(t < 4, 0, np.where(t == 4, 1, 2))
+    split = np.where((split == 0) & ~cls.isin(train_classes), 1, split)
+    samples["split"] = np.where((split == 2) & ~cls.isin(test_classes), 1, split)
+    with StoreWriter(path, n_samples=len(base), channel_names=base.channel_names, image_size=base.image_size,
+                     dtype=base.images.dtype, classes=base.classes) as writer:
+        writer.append(base.read(0, len(base)))
+        writer.write_samples(samples)
+    return ImageStore(path)
+
+
+def test_macro_f1_over_present_or_all_classes_when_a_class_is_absent_from_test(job_config, tmp_path):
+    """Class c has training and validation samples but none in test. `metrics.average_over=present`
+    (default) averages over the classes with a test sample or a prediction, `all` over all three
+    (c scoring 0 unless predicted); kNN and the head grid follow the setting, which metrics.json records."""
+    store = store_with_split(tmp_path / "s.zarr")
+    data = ["dataset=store", f"dataset.path={store.path}", "split.source=store"]
+    for head, average_over in (("head=knn", "present"), ("head=knn", "all"), ("head=linear", "all")):
+        result = run_job(job_config(*data, head, f"metrics.average_over={average_over}", "force=true"))
+        predictions = pd.read_csv(result.run_dir / "predictions.csv")
+        assert "c" not in set(predictions["label_name"])
+        labels = range(3) if average_over == "all" else None
+        expected = f1_score(predictions["label"], predictions["pred"], labels=labels, average="macro", zero_division=0)
+        assert result.metrics["test/macro_f1"] == pytest.approx(expected, abs=1e-6), (head, average_over)
+        assert result.metrics["macro_f1_average_over"] == average_over
+    with pytest.raises(ValueError, match="metrics.average_over='most'; choose one of"):
+        run_job(job_config(*data, "metrics.average_over=most"))
+
+
+def test_a_class_without_training_samples_is_refused(job_config, tmp_path):
+    store = store_with_split(tmp_path / "s.zarr", test_classes=("a", "b", "c"), train_classes=("a", "b"))
+    with pytest.raises(ValueError, match=r"class\(es\) \['c \(val 10, test 2\)'\] have no training sample") as err:
+        run_job(job_config("dataset=store", f"dataset.path={store.path}", "split.source=store"))
+    assert str(store.path) in str(err.value) and "fix the store's split column" in str(err.value)
+
+
+@pytest.mark.parametrize("missing", ["network", "credentials"])
+def test_wandb_online_without_network_or_credentials_goes_offline_with_one_warning_and_keeps_the_results(
+        job_config, monkeypatch, tmp_path, missing):
+    import warnings
+
+    import wandb
+
+    if missing == "network":
+        monkeypatch.setenv("WANDB_API_KEY", "x" * 40)  # credentials, but the server cannot be reached
+    else:
+        monkeypatch.delenv("WANDB_API_KEY", raising=False)
+        monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+        monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    init = wandb.init
+
+    def unreachable(mode, **kwargs):
+        if mode == "online":
+            raise wandb.errors.CommError("could not reach api.wandb.ai")
+        return init(mode=mode, **kwargs)
+
+    monkeypatch.setattr(wandb, "init", unreachable)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = run_job(job_config("logger=wandb", "logger.mode=online"))
+    ours = [w for w in caught if "W&B" in str(w.message)]
+    assert len(ours) == 1 and "logging offline instead" in str(ours[0].message)
+    assert ("no W&B credentials" in str(ours[0].message)) == (missing == "credentials")
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    assert metrics["test/macro_f1"] == result.metrics["test/macro_f1"]
+    for name in ("predictions.csv", "config.yaml", "run_info.json", "split_targets.json", "csv/metrics.csv"):
+        assert (result.run_dir / name).exists(), name
+    assert list((result.run_dir / "wandb").glob("offline-run-*"))  # to `wandb sync` later
+
+
+def test_fine_tuning_inputs_refuse_nan_pixels_naming_the_rows(tmp_path):
+    """Fine-tuning preprocesses images itself (no extraction); NaN pixels stop it the same way."""
+    import zarr
+
+    from tests.conftest import write_store
+    from xferlab.backbones.channels import NaturalMapping
+    from xferlab.backbones.preprocess import Preprocessor
+    from xferlab.data.store import ImageStore, StoreError
+    from xferlab.job import preprocessed_images
+
+    store = write_store(tmp_path / "f.zarr", dtype="float32")
+    zarr.open_array(store.path / "images", mode="r+")[5, 0, 0, 0] = np.inf
+    store = ImageStore(store.path)
+    adapter = NaturalMapping("natural", store.channel_names, store.channel_names)
+    split = np.zeros(len(store), dtype=np.int8)
+    with pytest.raises(StoreError, match=r"row\(s\) \[5\] \(sample id\(s\) \['a2_1'\]\) give NaN or infinite"):
+        preprocessed_images(store, split, Preprocessor(None, "zscore"), adapter)

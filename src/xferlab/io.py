@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -10,6 +11,22 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFullError(OSError):
+    """No space (or quota) left while writing: the message names what was being written and the fix."""
+
+
+def disk_full(err: BaseException, path: Path, hint: str | None = None) -> DiskFullError | None:
+    """A DiskFullError naming `path` if `err` is an out-of-space error, else None."""
+    if not isinstance(err, OSError) or err.errno not in DISK_FULL_ERRNOS:
+        return None
+    where = f" (or point {hint} at another disk)" if hint else ""
+    return DiskFullError(err.errno, f"disk full: no space left on device while writing {path} ({err.strerror}); "
+                                    f"nothing partial was kept. Free space on that disk{where} and run again.")
 
 
 def _umask() -> int:
@@ -30,8 +47,11 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        full = disk_full(err, path)
+        if full is not None:
+            raise full from err
         raise
 
 
@@ -45,11 +65,12 @@ def temp_sibling(path: Path) -> Path:
 
 
 @contextmanager
-def atomic_directory(path: str | Path) -> Iterator[Path]:
+def atomic_directory(path: str | Path, hint: str | None = None) -> Iterator[Path]:
     """Build a directory under a temporary name; rename it to `path` only if the block succeeds.
 
     If `path` appeared meanwhile (another process finished first) the new copy is discarded and
-    the existing one kept. On error the temporary directory is removed.
+    the existing one kept. On error the temporary directory is removed; running out of disk space
+    is a DiskFullError naming `path` (and `hint`, the config key that moves it elsewhere).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -57,14 +78,20 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        full = disk_full(err, path, hint)
+        if full is not None:
+            raise full from err
         raise
     try:
         os.rename(tmp, path)
-    except OSError:
+    except OSError as err:
         if path.exists():
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+            full = disk_full(err, path, hint)
+            if full is not None:
+                raise full from err
             raise

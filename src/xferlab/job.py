@@ -30,10 +30,11 @@ from xferlab.backbones.registry import Backbone
 from xferlab.backbones.weights import state_dict_sha256
 from xferlab.building import build
 from xferlab.data.splits import TEST, TRAIN, VAL, grouped_split
-from xferlab.data.store import ImageStore
+from xferlab.data.store import ImageStore, StoreError
 from xferlab.embeddings.extractor import extract_embeddings
 from xferlab.heads.datamodule import EmbeddingDataModule
 from xferlab.heads.finetune import FinetuneClassifier
+from xferlab.heads.scores import DEFAULT_AVERAGE_OVER, check_average_over, macro_f1_score
 from xferlab.heads.training import HeadFit, class_weights, train_head
 from xferlab.loggers import build_loggers
 from xferlab.results import mirror_to_wandb, predictions_table, provenance, write_results
@@ -67,6 +68,12 @@ def preprocessed_images(store: ImageStore, split: np.ndarray, preprocessor: Prep
             continue
         images = store.read(start, stop)[wanted - start].astype(np.float32)
         x = preprocessor(torch.from_numpy(images), adapter).numpy()
+        finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+        if not finite.all():
+            rows_bad = wanted[~finite][:5].tolist()
+            raise StoreError(f"{store.path}: row(s) {rows_bad} (sample id(s) "
+                             f"{store.samples['sample_id'].iloc[rows_bad].tolist()}) give NaN or infinite backbone "
+                             "inputs (NaN or infinite pixels); rebuild the store from fixed inputs")
         if out is None:
             out = np.zeros((len(store), *x.shape[1:]), dtype=np.float32)
         out[wanted] = x
@@ -113,6 +120,39 @@ def make_split(cfg: DictConfig, store: ImageStore) -> np.ndarray:
                          val=cfg.split.val, test=cfg.split.test, seed=cfg.split_seed)
 
 
+def average_over(cfg: DictConfig) -> str:
+    """`metrics.average_over`: which classes macro F1 averages over (`heads.scores`)."""
+    return check_average_over(str(OmegaConf.select(cfg, "metrics.average_over", default=DEFAULT_AVERAGE_OVER)))
+
+
+def check_class_coverage(split: np.ndarray, labels: np.ndarray, classes: list[str], where: str) -> None:
+    """Every class scored on validation or test needs training samples. A single-label class with
+    validation or test samples but none in training is an error (the head could never predict
+    it); for multilabel data (a class may occur only beside a primary label) it is a warning.
+    Classes with no labelled sample at all are logged: they are absent from every split."""
+    multilabel = labels.ndim == 2
+    def count(code: int) -> np.ndarray:
+        rows = split == code
+        if multilabel:
+            return labels[rows].sum(axis=0)
+        return np.bincount(labels[rows & (labels >= 0)], minlength=len(classes))
+    train, val, test = count(TRAIN), count(VAL), count(TEST)
+    untrained = [f"{c} (val {int(v)}, test {int(t)})" for c, n, v, t in zip(classes, train, val, test)
+                 if n == 0 and v + t > 0]
+    if untrained:
+        message = (f"{where}: class(es) {untrained} have no training sample in this split, so the head cannot "
+                   "learn them. With split.source=store fix the store's split column; with a computed split "
+                   "lower split.val / split.test (a class needs 3 targets for one each in val and test); "
+                   "with a label_fraction every class keeps at least one training target.")
+        if not multilabel:
+            raise ValueError(message)
+        log.warning("%s", message)
+    absent = [c for c, n, v, t in zip(classes, train, val, test) if n + v + t == 0]
+    if absent:
+        log.warning("%s: class(es) %s have no labelled sample in any split; they count as F1 0 under "
+                    "metrics.average_over=all and are left out under present", where, absent)
+
+
 def finished_result(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     """The metrics of a finished run of this very config in `run_dir`, if there is one."""
     path = run_dir / "metrics.json"
@@ -157,6 +197,7 @@ def load_inputs(cfg: DictConfig) -> JobInputs:
     split = subsample_training(make_split(cfg, store), store, float(cfg.get("label_fraction", 1.0)), cfg.split_seed)
     multilabel = store.label_sets is not None
     labels = store.label_sets.astype(np.int64) if multilabel else store.labels
+    check_class_coverage(split, labels, store.classes, str(store.path))
     finetune = bool(OmegaConf.select(cfg, "finetune.enabled", default=False))
     if finetune:
         features, extract_info = preprocessed_images(store, split, preprocessor, adapter), {"cache_key": None}
@@ -170,6 +211,7 @@ def load_inputs(cfg: DictConfig) -> JobInputs:
 
 
 def run_job(cfg: DictConfig) -> JobResult:
+    average_over(cfg)  # a bad value fails before any work
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -202,7 +244,8 @@ def run_job(cfg: DictConfig) -> JobResult:
             fit = run_finetune(cfg, backbone, embeddings, labels, split, store.classes, make_trainer, loggers, run_dir)
         else:
             fit = train_head(cfg.head, embeddings, labels, split, store.classes, multilabel=multilabel,
-                             seed=int(cfg.seed), make_trainer=make_trainer, logger=loggers, root_dir=run_dir)
+                             seed=int(cfg.seed), make_trainer=make_trainer, logger=loggers, root_dir=run_dir,
+                             average_over=average_over(cfg))
         metrics = {**fit.metrics, **provenance(cfg, names, store, backbone, split, extract_info)}
         predictions = predictions_table(store, fit.rows, fit.scores, multilabel=multilabel)
         info = {
@@ -244,7 +287,7 @@ def run_finetune(cfg: DictConfig, backbone: Backbone, images: np.ndarray, labels
                         weight_decay=cfg.finetune.head_weight_decay)
     model = FinetuneClassifier(tuned, head, class_names, optimizer, backbone_lr=cfg.finetune.backbone_lr,
                                layer_decay=cfg.finetune.layer_decay, weight_decay=cfg.finetune.weight_decay,
-                               class_weights=weights)
+                               class_weights=weights, average_over=average_over(cfg))
     head_sha_before = state_dict_sha256(head)
     checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/macro_f1",
                                  mode="max", save_top_k=1, enable_version_counter=False)
@@ -266,7 +309,7 @@ def run_finetune(cfg: DictConfig, backbone: Backbone, images: np.ndarray, labels
 def run_knn(cfg, store: ImageStore, backbone: Backbone, embeddings: np.ndarray, split: np.ndarray,
             names: dict[str, Any], extract_info: dict[str, Any], run_dir: Path, started: float) -> JobResult:
     """kNN evaluation: every k scored on validation and test from one neighbour search; the k best
-    on validation gives `test/macro_f1`."""
+    on validation gives `test/macro_f1` (macro F1 over the classes `metrics.average_over` names)."""
     from sklearn.metrics import accuracy_score, f1_score
 
     from xferlab.heads.knn import knn_scores
@@ -282,7 +325,7 @@ def run_knn(cfg, store: ImageStore, backbone: Backbone, embeddings: np.ndarray, 
     for k in ks:
         for part, rows, scores in (("val", val, val_scores[k]), ("test", test, test_scores[k])):
             pred = scores.argmax(axis=1)
-            metrics[f"knn/k={k}/{part}/macro_f1"] = float(f1_score(labels[rows], pred, average="macro", zero_division=0))
+            metrics[f"knn/k={k}/{part}/macro_f1"] = macro_f1_score(labels[rows], pred, k_classes, average_over(cfg))
             metrics[f"knn/k={k}/{part}/accuracy"] = float(accuracy_score(labels[rows], pred))
     best_k = max(ks, key=lambda k: (metrics[f"knn/k={k}/val/macro_f1"], -k))
     pred = test_scores[best_k].argmax(axis=1)

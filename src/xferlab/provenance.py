@@ -16,6 +16,10 @@ from xferlab import __version__
 # Config keys that never change a result: where files go, how results are mirrored, whether to
 # rerun. Everything else is part of the config digest.
 NON_SEMANTIC_KEYS = ("paths", "logger", "hydra", "force")
+# Keys added after results existed, with the value that reproduces those results. At that value a
+# key stays out of the config digest, and a run's config.yaml without it counts as holding it, so
+# runs from before and after the key existed still match (resume, report).
+ADDED_KEYS = {"metrics.average_over": "present"}
 
 
 def digest(obj: Any, length: int = 16) -> str:
@@ -37,8 +41,26 @@ def semantic_config(cfg: DictConfig) -> dict:
     return container
 
 
+def without_added_defaults(config: dict) -> dict:
+    """`config` (nested) without the `ADDED_KEYS` that hold their default value (and without
+    sections left empty by that)."""
+    for dotted, default in ADDED_KEYS.items():
+        *parents, leaf = dotted.split(".")
+        node = config
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and node.get(leaf, default) == default:
+            node.pop(leaf, None)
+            if not node and parents:
+                parent = config
+                for key in parents[:-1]:
+                    parent = parent[key]
+                parent.pop(parents[-1], None)
+    return config
+
+
 def config_digest(cfg: DictConfig) -> str:
-    return digest(semantic_config(cfg))
+    return digest(without_added_defaults(semantic_config(cfg)))
 
 
 @lru_cache(maxsize=1)

@@ -25,6 +25,7 @@ def provenance(cfg: DictConfig, names: dict[str, Any], store: ImageStore, backbo
         "seed": int(cfg.seed),
         "split_seed": int(cfg.split_seed),
         "label_fraction": float(cfg.get("label_fraction", 1.0)),
+        "macro_f1_average_over": str(OmegaConf.select(cfg, "metrics.average_over", default="present")),
         "finetune": bool(OmegaConf.select(cfg, "finetune.enabled", default=False)),
         "features": backbone.features,
         "num_classes": len(store.classes),
@@ -42,7 +43,11 @@ def provenance(cfg: DictConfig, names: dict[str, Any], store: ImageStore, backbo
 
 def write_results(cfg, run_dir: Path, store: ImageStore, split: np.ndarray, metrics: dict, predictions: pd.DataFrame,
                   info: dict) -> None:
-    """Everything a run leaves, each file written atomically; metrics.json last (it marks the job done)."""
+    """Everything a run leaves, each file written atomically; metrics.json last (it marks the job done).
+    A metrics.json left by an earlier run in this folder is removed first, so a failure part way
+    (e.g. a full disk) never leaves it beside files of another run: metrics.json present means
+    every file of its run is complete."""
+    (run_dir / "metrics.json").unlink(missing_ok=True)
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     atomic_write_text(run_dir / "predictions.csv", predictions.to_csv(index=False))
     atomic_write_json(run_dir / "run_info.json", info)

@@ -118,11 +118,15 @@ def test_truncated_empty_and_non_checkpoint_files_are_clear_errors(tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 64)
     for name, match in [("truncated.pth", "truncated"), ("empty.pth", "empty"), ("text.pth", "not a PyTorch checkpoint"),
                         ("bad.safetensors", "not a readable safetensors")]:
-        with pytest.raises(WeightsError, match=match):
+        with pytest.raises(WeightsError, match=match) as err:
             build(tmp_path / name)
+        assert str(tmp_path / name) in str(err.value) and "download it again" in str(err.value), name  # file, fix
     torch.save({"epoch": 3, "lr": 0.1}, tmp_path / "nostate.pth")
-    with pytest.raises(WeightsError, match="no state dict found"):
+    with pytest.raises(WeightsError, match="no state dict found") as err:
         build(tmp_path / "nostate.pth")
+    assert str(tmp_path / "nostate.pth") in str(err.value) and "Point backbone.weights at" in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(  # reading wrote nothing beside them
+        ["good.pth", "truncated.pth", "empty.pth", "text.pth", "bad.safetensors", "nostate.pth"])
 
 
 def test_architecture_or_channels_that_disagree_with_the_checkpoint_are_errors(tmp_path):
@@ -132,8 +136,9 @@ def test_architecture_or_channels_that_disagree_with_the_checkpoint_are_errors(t
     with pytest.raises(WeightsError, match="in_chans: config 3 vs checkpoint 2"):
         build(tmp_path / "w.pth", in_channels=["red", "green", "blue"])
     torch.save({"conv1.weight": torch.zeros(8, 3, 3, 3)}, tmp_path / "cnn.pth")
-    with pytest.raises(WeightsError, match="do not fit the model"):
+    with pytest.raises(WeightsError, match="do not fit the model") as err:
         build(tmp_path / "cnn.pth")
+    assert str(tmp_path / "cnn.pth") in str(err.value) and "use a checkpoint made for this backbone" in str(err.value)
 
 
 def test_missing_public_checkpoint_names_file_source_and_destination_fast(tmp_path, monkeypatch):

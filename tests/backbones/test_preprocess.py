@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -40,3 +41,21 @@ def test_backbone_normalisation_needs_mean_and_std():
         Preprocessor(None, "backbone")
     with pytest.raises(ValueError, match="choose one of"):
         Preprocessor(None, "minmax")
+
+
+def test_backbone_normalisation_refuses_float_pixels_outside_zero_one(tmp_path):
+    """`normalize=backbone` scales integer pixels by their dtype's range but reads float pixels as
+    [0, 1]: a float store holding raw intensities would reach the backbone unscaled."""
+    from tests.conftest import write_store
+
+    config = {"input_size": 16, "normalize": "backbone", "mean": [0.5, 0.5], "std": [0.25, 0.25]}
+    raw = write_store(tmp_path / "raw.zarr", dtype="float32")  # values 0..999, as imported
+    with pytest.raises(ValueError, match="expects float pixels in \\[0, 1\\]") as err:
+        Preprocessor.for_store(config, raw)
+    assert str(raw.path) in str(err.value) and "normalize=zscore" in str(err.value)
+    assert Preprocessor.for_store({**config, "normalize": "zscore"}, raw).normalize == "zscore"
+    assert Preprocessor.for_store(config, write_store(tmp_path / "int.zarr")).dtype_max == 65535  # uint16
+    # float pixels in [0, 1] pass, even with the most spread such values can have (half 0, half 1)
+    unit = write_store(tmp_path / "unit.zarr", dtype="float32")
+    unit.channel_mean, unit.channel_std = np.array([0.5, 0.2]), np.array([0.5, 0.1])
+    assert Preprocessor.for_store(config, unit).dtype_max == 1.0

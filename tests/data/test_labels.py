@@ -1,6 +1,6 @@
 import pytest
 
-from xferlab.data.labels import OPENCELL_CATEGORIES, opencell_annotations, target_labels
+from xferlab.data.labels import OPENCELL_CATEGORIES, check_annotations, opencell_annotations, target_labels
 
 README_COUNTS = {"cytoplasmic": 221, "vesicles": 140, "nucleoplasm": 133, "er": 78, "nucleolus_gc": 58,
                  "chromatin": 47, "membrane": 41, "golgi": 27, "nuclear_punctae": 25, "centrosome": 19,
@@ -52,3 +52,19 @@ def test_for_targets_returns_labels_and_multi_hot_sets():
 def test_unknown_rule_is_an_error():
     with pytest.raises(ValueError, match="dataset.labels.rule"):
         target_labels(opencell_annotations(), "grade_whatever")
+
+
+def test_unknown_category_or_grade_in_an_annotation_table_is_an_error():
+    table = opencell_annotations().head(3).copy()
+    bad = table.copy()
+    bad.loc[bad.index[1], "annotation_name"] = "vesicle"  # a typo of vesicles
+    with pytest.raises(ValueError, match="annotations.csv: unknown annotation_name 'vesicle' in data row 2") as err:
+        check_annotations(bad, "annotations.csv")
+    assert "'vesicles'" in str(err.value) and "Correct the table" in str(err.value)  # the known list, the fix
+    bad = table.copy()
+    bad.loc[bad.index[0], "annotation_grade"] = 4
+    with pytest.raises(ValueError, match="unknown annotation_grade '4' in data row 1"):
+        check_annotations(bad, "annotations.csv")
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['annotation_grade'\]"):
+        check_annotations(table.drop(columns="annotation_grade"), "annotations.csv")
+    assert check_annotations(table, "annotations.csv") is table

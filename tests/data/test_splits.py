@@ -58,3 +58,14 @@ def test_small_classes_still_reach_every_split_and_unlabelled_are_unused():
 def test_a_group_with_two_labels_is_an_error():
     with pytest.raises(ValueError, match="group 'g'"):
         grouped_split(np.array(["g", "g"]), np.array([0, 1]))
+
+
+def test_every_class_keeps_a_training_group_under_the_default_fractions():
+    """1 or 2 groups: all train; 3 or more: one each in val and test at least, the rest (>= 1) train.
+    Extreme fractions can leave a class without training groups: the job refuses that (test_train)."""
+    for n in range(1, 12):
+        split = grouped_split(np.array([f"g{i}" for i in range(n)]), np.zeros(n, dtype=int), seed=n)
+        assert (split == TRAIN).sum() >= 1, n
+        assert (n < 3) or {VAL, TEST} <= set(split), n
+    split = grouped_split(np.array(list("abcd")), np.zeros(4, dtype=int), val=0.45, test=0.45)
+    assert (split == TRAIN).sum() == 0

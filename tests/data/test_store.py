@@ -41,11 +41,53 @@ def test_failed_write_leaves_nothing(tmp_path):
 
 
 def test_duplicated_sample_ids_are_refused(tmp_path):
-    with pytest.raises(StoreError, match="duplicated sample ids"):
-        with StoreWriter(tmp_path / "s.zarr", n_samples=2, channel_names=["a"], image_size=(4, 4),
+    with pytest.raises(StoreError, match="duplicated sample ids") as err:
+        with StoreWriter(tmp_path / "s.zarr", n_samples=3, channel_names=["a"], image_size=(4, 4),
                          dtype="uint8", classes=["k"]) as writer:
-            writer.append(np.zeros((2, 1, 4, 4), dtype=np.uint8))
-            writer.write_samples(pd.DataFrame({"sample_id": ["s", "s"], "target": ["t", "u"], "label": [0, 0]}))
+            writer.append(np.zeros((3, 1, 4, 4), dtype=np.uint8))
+            writer.write_samples(pd.DataFrame({"sample_id": ["r", "s", "s"], "target": ["t", "u", "v"],
+                                               "label": [0, 0, 0]}))
+    message = str(err.value)
+    assert str(tmp_path / "s.zarr") in message and "'s' at rows [1, 2]" in message  # the store, an example
+    assert "give them distinct ids" in message  # and the fix
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_nan_or_infinite_pixels_are_refused_naming_the_image(tmp_path):
+    images = np.ones((4, 1, 4, 4), dtype=np.float32)
+    images[3, 0, 1, 2] = np.nan
+    for bad in (np.nan, np.inf):
+        images[3, 0, 1, 2] = bad
+        with pytest.raises(StoreError, match="image 3 .* NaN or infinite pixels") as err:
+            with StoreWriter(tmp_path / "s.zarr", n_samples=4, channel_names=["a"], image_size=(4, 4),
+                             dtype="float32", classes=["k"]) as writer:
+                writer.append(images[:2])
+                writer.append(images[2:])
+        assert str(tmp_path / "s.zarr") in str(err.value) and "drop that image" in str(err.value)
+        assert list(tmp_path.iterdir()) == []
+
+
+def test_a_pixel_dtype_that_is_not_numeric_is_refused(tmp_path):
+    for dtype in ("complex64", "U4", "bool"):
+        with pytest.raises(StoreError, match=f"pixel dtype {np.dtype(dtype)} is not supported.*convert"):
+            StoreWriter(tmp_path / "s.zarr", n_samples=1, channel_names=["a"], image_size=(2, 2), dtype=dtype,
+                        classes=["k"])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_while_writing_leaves_nothing_and_names_the_store(tmp_path, monkeypatch):
+    import errno
+
+    from xferlab.io import DiskFullError
+
+    def no_space(self, key, value):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(zarr.Array, "__setitem__", no_space)
+    with pytest.raises(DiskFullError, match="disk full") as err:
+        write_store(tmp_path / "s.zarr")
+    assert err.value.errno == errno.ENOSPC
+    assert str(tmp_path / "s.zarr") in str(err.value) and "paths.data_dir" in str(err.value)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -77,8 +119,10 @@ def test_store_from_a_newer_format_is_refused(tmp_path):
     store = write_store(tmp_path / "s.zarr")
     group = zarr.open_group(store.path, mode="r+")
     group.attrs["xferlab_store_version"] = 99
-    with pytest.raises(StoreError, match="newer xferlab"):
+    with pytest.raises(StoreError, match="newer xferlab") as err:
         ImageStore(store.path)
+    assert str(store.path) in str(err.value) and "store format 99" in str(err.value)
+    assert "Upgrade xferlab or rebuild the store" in str(err.value)
 
 
 def test_images_fingerprint_ignores_labels(tmp_path):

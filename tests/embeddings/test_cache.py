@@ -86,3 +86,60 @@ def test_missing_or_repeated_rows_are_errors(tmp_path):
             writer.write(np.array([5]), np.zeros((1, 3)))
     assert not cache.is_complete()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_while_building_leaves_nothing_and_a_later_build_succeeds(tmp_path, monkeypatch):
+    import errno
+
+    import zarr
+
+    from xferlab.io import DiskFullError
+
+    cache = EmbeddingCache(tmp_path, SPEC)
+    values = np.arange(15, dtype=np.float32).reshape(5, 3)
+
+    def no_space(self, key, value):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(zarr.Array, "__setitem__", no_space)  # the embedding chunks' write
+        with pytest.raises(DiskFullError, match="disk full") as err:
+            with cache.build(5, 3, chunk_rows=2) as writer:
+                writer.write(np.arange(5), values)
+    message = str(err.value)
+    assert err.value.errno == errno.ENOSPC and str(cache.path) in message and "paths.cache_dir" in message
+    assert not cache.is_complete() and list(tmp_path.iterdir()) == []  # no entry, no temporary folder
+
+    with monkeypatch.context() as patch:  # the disk fills up while the finished entry is published
+        patch.setattr("xferlab.io.os.rename", lambda *a: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
+        with pytest.raises(DiskFullError, match=str(cache.path)):
+            with cache.build(5, 3, chunk_rows=2) as writer:
+                writer.write(np.arange(5), values)
+    assert list(tmp_path.iterdir()) == []
+
+    with cache.build(5, 3, chunk_rows=2) as writer:  # space again: the next run builds the entry
+        writer.write(np.arange(5), values)
+    np.testing.assert_array_equal(cache.load(), values)
+
+
+def test_nan_embeddings_are_never_cached_nor_loaded(tmp_path):
+    import zarr
+
+    cache = EmbeddingCache(tmp_path, SPEC)
+    values = np.ones((5, 3), dtype=np.float32)
+    values[3, 1] = np.nan
+    with pytest.raises(CacheError, match=r"NaN or infinite embeddings for rows \[3\]"):
+        with cache.build(5, 3, chunk_rows=2) as writer:
+            writer.write(np.arange(5), values)
+    assert list(tmp_path.iterdir()) == []
+    half = EmbeddingCache(tmp_path, {**SPEC, "dtype": "float16"})
+    with pytest.raises(CacheError, match=r"rows \[1\] overflow extract.dtype=float16 .* use extract.dtype=float32"):
+        with half.build(2, 3, chunk_rows=2) as writer:
+            writer.write(np.arange(2), np.array([[1, 2, 3], [1e6, 0, 0]], dtype=np.float32))
+    assert list(tmp_path.iterdir()) == []
+    # an entry written before these checks: refused on load, naming the entry and the fix
+    with cache.build(5, 3, chunk_rows=2) as writer:
+        writer.write(np.arange(5), np.ones((5, 3), dtype=np.float32))
+    zarr.open_array(cache.path / "embeddings", mode="r+")[4, 0] = np.inf
+    with pytest.raises(CacheError, match=r"NaN or infinite values in 1 row\(s\) \(first \[4\]\); delete the entry"):
+        cache.load()

@@ -69,6 +69,67 @@ def test_uint16_above_int16_range_survives_the_transport():
     assert widen(bits, np.int16) is bits
 
 
+def test_nan_pixels_in_a_store_are_refused_at_extraction_naming_store_and_row(tmp_path):
+    """A store that holds NaN pixels (hand-made, or from before the writer refused them): extraction
+    stops naming the store, the row and its sample id, and caches nothing."""
+    import zarr
+
+    from xferlab.data.store import ImageStore, StoreError
+
+    store = write_store(tmp_path / "f.zarr", n_per_class=5, size=16, dtype="float32")
+    zarr.open_array(store.path / "images", mode="r+")[13, 1, 2, 3] = np.nan
+    store = ImageStore(store.path)
+    backbone = tiny_backbone()
+    adapter = NaturalMapping("natural", store.channel_names, backbone.in_channels)
+    with pytest.raises(StoreError, match=r"row\(s\) \[13\] \(sample id\(s\) \['b1_1'\]\) hold NaN") as err:
+        extract_embeddings(store, backbone, adapter, Preprocessor(16, "zscore"), tmp_path / "cache", make_trainer,
+                           batch_size=6)
+    assert str(store.path) in str(err.value) and "Rebuild the store" in str(err.value)
+    assert not list((tmp_path / "cache").glob("*.zarr")) and not list((tmp_path / "cache").glob(".*"))
+
+
+def test_nan_embeddings_from_the_backbone_are_refused(setup, tmp_path, monkeypatch):
+    from xferlab.embeddings.extractor import NonFiniteEmbeddingError
+
+    store, _, adapter, pre = setup
+    backbone = tiny_backbone()
+    forward = backbone.forward
+    monkeypatch.setattr(backbone, "forward", lambda x: forward(x).index_fill(0, torch.tensor([1]), float("nan")))
+    with pytest.raises(NonFiniteEmbeddingError, match=r"row\(s\) \[1\] \(sample id\(s\) \['a0_1'\]\)") as err:
+        extract_embeddings(store, backbone, adapter, pre, tmp_path / "cache", make_trainer, batch_size=6)
+    assert str(store.path) in str(err.value) and "extract.precision" in str(err.value)
+    assert not list((tmp_path / "cache").glob("*.zarr")) and not list((tmp_path / "cache").glob(".*"))
+
+
+@pytest.mark.parametrize("normalize", ["zscore", "dataset"])
+def test_constant_images_give_finite_embeddings(tmp_path, normalize):
+    """Zero variance: under zscore a constant channel of an image becomes 0 (x - mean = 0, divided by
+    std + 1e-6); under dataset statistics a channel constant over the whole store does too."""
+    import pandas as pd
+
+    from xferlab.data.store import ImageStore, StoreWriter
+
+    images = np.zeros((4, 2, 16, 16), dtype=np.uint16)  # all black
+    images[1] = 7                                         # constant, both channels
+    images[2, 0] = 65535                                  # saturated nucleus, ramp protein
+    images[2, 1] = np.arange(256).reshape(16, 16)
+    images[3, 1] = 3                                      # nucleus black, protein flat
+    with StoreWriter(tmp_path / "c.zarr", n_samples=4, channel_names=["nucleus", "protein"], image_size=(16, 16),
+                     dtype="uint16", classes=["a"]) as writer:
+        writer.append(images)
+        writer.write_samples(pd.DataFrame({"sample_id": list("wxyz"), "target": list("wxyz"), "label": [0] * 4}))
+    store = ImageStore(tmp_path / "c.zarr")
+    backbone = tiny_backbone()
+    adapter = NaturalMapping("natural", store.channel_names, backbone.in_channels)
+    # dataset: statistics of a store whose every pixel is 7 (std 0): image 1 is that store's image
+    pre = Preprocessor(16, normalize, dataset_mean=[7.0, 7.0], dataset_std=[0.0, 0.0])
+    x = pre(torch.from_numpy(images.astype(np.float32)), adapter)
+    constant = [0, 1] if normalize == "zscore" else [1]
+    assert torch.isfinite(x).all() and x[constant].eq(0).all()
+    emb, _ = extract_embeddings(store, backbone, adapter, pre, tmp_path / "cache", make_trainer, batch_size=4)
+    assert emb.shape == (4, 192) and np.isfinite(emb).all()
+
+
 def test_workers_and_float16_storage(setup, tmp_path):
     """Two DataLoader workers deliver blocks out of order; the cache is the same. float16 storage is
     a separate entry holding the float32 values rounded to half precision."""

@@ -102,3 +102,13 @@ def test_batches_cover_each_training_row_once_per_epoch():
     rows, features, labels = next(iter(loader))
     torch.testing.assert_close(features, torch.from_numpy(x[rows.numpy()]))
     assert torch.equal(labels, torch.from_numpy(y[rows.numpy()]))
+
+
+@pytest.mark.parametrize("whiten", [False, True])
+def test_constant_features_normalise_to_finite_values(whiten):
+    """Embeddings with zero variance in some (or every) dimension: std is clamped, whitening shrunk."""
+    norm = FeatureNorm(3, whiten=whiten)
+    norm.fit(torch.tensor([[1.0, 5.0, 0.0], [1.0, 6.0, 0.0], [1.0, 7.0, 0.0]]))
+    assert torch.isfinite(norm(torch.tensor([[1.0, 6.0, 0.0], [2.0, 5.0, 1.0]]))).all()
+    norm.fit(torch.ones(4, 3))
+    assert torch.isfinite(norm(torch.ones(2, 3))).all()

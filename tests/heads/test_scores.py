@@ -43,3 +43,33 @@ def test_multilabel_counts_match_torchmetrics_and_sklearn():
             f1_score(targets.numpy(), pred, average="macro", zero_division=0), abs=1e-9)
         exact = MultilabelExactMatch(4, threshold=0.5)(scores[g], targets).item()
         assert counts.accuracy()[g].item() == pytest.approx(exact, abs=1e-6)
+
+
+def test_macro_f1_over_present_or_all_classes():
+    """`present` (default): classes with a target or a prediction, as scikit-learn's default;
+    `all`: every class, one never seen nor predicted scoring 0 (scikit-learn with labels=range(K))."""
+    from xferlab.heads.scores import macro_f1_score
+
+    targets = torch.tensor([0, 0, 1, 1, 2, 2])          # class 3 of 4 is absent from this split...
+    pred = torch.tensor([0, 1, 1, 1, 2, 0])             # ...and never predicted
+    scores = torch.nn.functional.one_hot(pred, 4).float()[None]
+    present = f1_score(targets, pred, average="macro")
+    every = f1_score(targets, pred, labels=range(4), average="macro", zero_division=0)
+    assert every == pytest.approx(present * 3 / 4)
+    for average_over, expected in (("present", present), ("all", every)):
+        counts = GridCounts(1, 4, multilabel=False, average_over=average_over)
+        counts.update(scores, targets)
+        assert counts.macro_f1()[0].item() == pytest.approx(expected, abs=1e-9)
+        assert macro_f1_score(targets.numpy(), pred.numpy(), 4, average_over) == pytest.approx(expected, abs=1e-9)
+    assert GridCounts(1, 4, multilabel=False).average_over == "present"
+    # multilabel: the same two definitions over the label columns
+    truth = torch.tensor([[1, 0, 0], [1, 1, 0], [0, 1, 0]])   # class 2: no sample
+    ml_scores = torch.tensor([[0.9, 0.1, 0.2], [0.8, 0.2, 0.1], [0.3, 0.7, 0.4]])[None]
+    ml_pred = (ml_scores[0] > 0.5).numpy()
+    per_class = f1_score(truth.numpy(), ml_pred, average=None, zero_division=0)
+    for average_over, expected in (("present", per_class[:2].mean()), ("all", per_class.mean())):
+        counts = GridCounts(1, 3, multilabel=True, average_over=average_over)
+        counts.update(ml_scores, truth)
+        assert counts.macro_f1()[0].item() == pytest.approx(expected, abs=1e-9)
+    with pytest.raises(ValueError, match="metrics.average_over='most'; choose one of"):
+        GridCounts(1, 4, multilabel=False, average_over="most")

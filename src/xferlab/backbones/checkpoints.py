@@ -51,7 +51,7 @@ def read_file(path: str | Path, trust: bool = False) -> Any:
     """The object stored in a checkpoint file (tensors, containers, Namespace only unless trusted)."""
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist")
+        raise WeightsError(f"weights file {path} does not exist; set backbone.weights to a checkpoint file")
     if path.stat().st_size == 0:
         raise WeightsError(f"weights file {path} is empty: download it again")
     if path.suffix == ".safetensors":
@@ -66,7 +66,8 @@ def read_file(path: str | Path, trust: bool = False) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if "weights_only" not in str(err) and "Unsupported global" not in str(err):
-            raise WeightsError(f"{path} is not a PyTorch checkpoint, or it is truncated ({err})") from err
+            raise WeightsError(
+                f"{path} is not a PyTorch checkpoint, or it is truncated ({err}): download it again") from err
         if not trust:
             raise UnsafeCheckpointError(
                 f"{path} contains pickled Python objects beyond tensors and argparse.Namespace "
@@ -115,7 +116,8 @@ def backbone_state(obj: Any, checkpoint_key: str = "teacher") -> tuple[dict[str,
             fmt += f"/{wrapper}"
     if not _is_state_dict(obj):
         raise WeightsError("no state dict found in the checkpoint (expected a mapping of names to tensors, "
-                           f"or a DINO checkpoint with {CHECKPOINT_KEYS}); found {type(obj).__name__}")
+                           f"or a DINO checkpoint with {CHECKPOINT_KEYS}); found {type(obj).__name__}. Point "
+                           "backbone.weights at the backbone's weights, or re-save them as a plain state dict")
     state, dropped = {}, []
     for key, tensor in obj.items():
         name = _strip(key)

@@ -12,6 +12,21 @@ NORMALIZATIONS = ("zscore", "dataset", "backbone")
 EPS = 1e-6
 
 
+def check_unit_range(store) -> None:
+    """`normalize=backbone` reads float pixels as intensities in [0, 1]. A float store whose
+    per-channel mean and std are impossible for values in [0, 1] (mean outside [0, 1], or variance
+    above mean * (1 - mean), the most values in [0, 1] can have) is refused: its pixels would reach
+    the backbone unscaled."""
+    for name, mean, std in zip(store.channel_names, store.channel_mean, store.channel_std):
+        if not (-1e-6 <= mean <= 1 + 1e-6) or std**2 > mean * (1 - mean) + 1e-6:
+            raise ValueError(
+                f"backbone.preprocess.normalize=backbone expects float pixels in [0, 1], but {store.path} holds "
+                f"{np.dtype(store.images.dtype)} pixels outside that range (channel {name!r}: mean {mean:.4g}, std "
+                f"{std:.4g}). Use backbone.preprocess.normalize=zscore (per image) or dataset (store statistics), "
+                "or store the pixels scaled to [0, 1] (or as integers, which are scaled by their dtype's range)."
+            )
+
+
 class Preprocessor:
     """Raw store images `(B, C, H, W)` (any dtype) -> backbone input `(B, K, S, S)` float32.
 
@@ -49,6 +64,8 @@ class Preprocessor:
     def for_store(cls, config: dict[str, Any], store) -> "Preprocessor":
         dtype = np.dtype(store.images.dtype)
         dtype_max = float(np.iinfo(dtype).max) if dtype.kind in "ui" else 1.0
+        if config.get("normalize", "zscore") == "backbone" and dtype.kind == "f":
+            check_unit_range(store)
         return cls(
             config.get("input_size"),
             config.get("normalize", "zscore"),

@@ -65,6 +65,7 @@ def load_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -
         raise WeightsError(
             f"weights from {source} do not fit the model: missing {missing[:10]} "
             f"({len(missing)}), unexpected {unexpected[:10]} ({len(unexpected)}), "
-            f"shape mismatches {mismatched[:10]}"
+            f"shape mismatches {mismatched[:10]}. The file holds another architecture: set backbone.arch / "
+            "backbone.model_kwargs to the checkpoint's, or use a checkpoint made for this backbone"
         )
     model.load_state_dict(state, strict=True)

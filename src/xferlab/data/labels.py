@@ -28,16 +28,35 @@ RULES = ("single_grade3", "multilabel")
 ANNOTATIONS_FILE = "public-annotations-flat-2021-09-29.csv"
 
 
+ANNOTATION_COLUMNS = ("ensg_id", "target_name", "annotation_name", "annotation_grade")
+GRADES = (1, 2, 3)
+
+
+def check_annotations(table: pd.DataFrame, source: str) -> pd.DataFrame:
+    """An OpenCell annotation table with its columns, categories and grades checked; errors name
+    `source`, the row and the value, and list what is known."""
+    missing = [c for c in ANNOTATION_COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(f"{source}: lacks column(s) {missing}; an annotation table has {list(ANNOTATION_COLUMNS)}")
+    for column, known in (("annotation_name", OPENCELL_CATEGORIES), ("annotation_grade", GRADES)):
+        bad = ~table[column].isin(known)
+        if bad.any():
+            row = int(np.argmax(bad.to_numpy()))
+            values = sorted(map(str, set(table.loc[bad, column])))
+            raise ValueError(
+                f"{source}: unknown {column} {str(table[column].iloc[row])!r} in data row {row + 1} (all unknown: "
+                f"{values[:10]}); known: {list(known)}. Correct the table (a typo?) or remove those rows."
+            )
+    return table
+
+
 @lru_cache(maxsize=1)
 def opencell_annotations() -> pd.DataFrame:
     """The packaged public OpenCell annotation table (`ensg_id, target_name, annotation_name,
     annotation_grade`)."""
     with resources.files("xferlab.data.resources").joinpath(ANNOTATIONS_FILE).open() as f:
         table = pd.read_csv(f)
-    unknown = sorted(set(table["annotation_name"]) - set(OPENCELL_CATEGORIES))
-    if unknown:
-        raise ValueError(f"{ANNOTATIONS_FILE}: unknown categories {unknown}")
-    return table
+    return check_annotations(table, ANNOTATIONS_FILE)
 
 
 @dataclass(frozen=True)

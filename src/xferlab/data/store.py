@@ -32,6 +32,7 @@ FORMAT_VERSION = 1
 COMPLETE_MARKER = "COMPLETE"
 REQUIRED_COLUMNS = ("sample_id", "target", "label")
 UNLABELLED = -1
+PIXEL_KINDS = "uif"  # numpy dtype kinds a store may hold: unsigned, signed integers, floats
 
 
 @contextmanager
@@ -71,6 +72,9 @@ class StoreWriter:
         self.dtype = np.dtype(dtype)
         self.image_size = tuple(image_size)
         self.attrs = dict(attrs or {})
+        if self.dtype.kind not in PIXEL_KINDS:
+            raise StoreError(f"{self.path}: pixel dtype {self.dtype} is not supported; images are stored as "
+                             "unsigned or signed integers or floats (e.g. uint8, uint16, float32): convert them")
         self.chunk_rows = max(1, min(chunk_rows, self.n))
         self._rows_written = 0
         self._flushed = 0
@@ -81,7 +85,7 @@ class StoreWriter:
         c = len(self.channel_names)
         self._sum = np.zeros(c, dtype=np.float64)
         self._sumsq = np.zeros(c, dtype=np.float64)
-        self._ctx = atomic_directory(self.path)
+        self._ctx = atomic_directory(self.path, hint="paths.data_dir")
 
     def __enter__(self) -> "StoreWriter":
         if self.path.exists():
@@ -109,6 +113,15 @@ class StoreWriter:
         if images.dtype != self.dtype:
             raise StoreError(f"image block has dtype {images.dtype}; the store holds {self.dtype}")
         stop = self._rows_written + len(images)
+        if images.dtype.kind == "f":
+            finite = np.isfinite(images).reshape(len(images), -1).all(axis=1)
+            if not finite.all():
+                row = self._rows_written + int(np.argmin(finite))
+                raise StoreError(
+                    f"{self.path}: image {row} (0-based, in writing order) has NaN or infinite pixels; a store "
+                    "holds finite pixels only (they would make every embedding of the image NaN). Fix or "
+                    "drop that image in the input."
+                )
         if stop > self.n:
             raise StoreError(f"too many images: {stop} written to a store of {self.n}")
         # buffer to whole chunks: writing part of a chunk would re-read and re-compress it
@@ -138,9 +151,15 @@ class StoreWriter:
             raise StoreError(f"sample table lacks column(s) {missing}; required: {list(REQUIRED_COLUMNS)}")
         if len(samples) != self.n:
             raise StoreError(f"sample table has {len(samples)} rows for {self.n} images")
-        if samples["sample_id"].duplicated().any():
-            dupes = samples.loc[samples["sample_id"].duplicated(), "sample_id"].head(5).tolist()
-            raise StoreError(f"duplicated sample ids, e.g. {dupes}: every sample needs a unique id")
+        duplicated = samples["sample_id"].duplicated(keep=False).to_numpy()
+        if duplicated.any():
+            first = samples["sample_id"].iloc[int(np.argmax(duplicated))]
+            rows = np.nonzero((samples["sample_id"] == first).to_numpy())[0].tolist()
+            count = int(samples["sample_id"][duplicated].nunique())
+            raise StoreError(
+                f"{self.path}: duplicated sample ids, e.g. {first!r} at rows {rows[:5]} ({count} id(s) repeated): "
+                "every sample needs a unique id. Remove the repeated inputs or give them distinct ids."
+            )
         self._image_hash.update("\n".join(map(str, samples["sample_id"])).encode())
         labels = samples["label"].to_numpy()
         if len(labels) and (labels.max() >= len(self.classes) or labels.min() < UNLABELLED):

@@ -69,6 +69,16 @@ class ChunkWriter:
             raise CacheError(f"embedding block of shape {values.shape} for {len(rows)} rows; expected width {self.dim}")
         if len(rows) and (rows.min() < 0 or rows.max() >= self.n):
             raise CacheError(f"embedding rows {rows.min()}..{rows.max()} outside 0..{self.n - 1}")
+        bad = ~np.isfinite(values).all(axis=1)
+        if not bad.any() and self.dtype != values.dtype:
+            with np.errstate(over="ignore"):  # e.g. beyond float16's range: reported below
+                bad = ~np.isfinite(values.astype(self.dtype)).all(axis=1)
+            if bad.any():
+                largest = float(np.abs(values[bad]).max())
+                raise CacheError(f"embedding rows {rows[bad][:5].tolist()} overflow extract.dtype={self.dtype.name} "
+                                 f"(largest magnitude {largest:.3g}); use extract.dtype=float32")
+        if bad.any():
+            raise CacheError(f"NaN or infinite embeddings for rows {rows[bad][:5].tolist()}: refusing to cache them")
         for chunk in np.unique(rows // self.chunk_rows):
             if chunk in self._written:
                 raise CacheError(f"embedding chunk {chunk} written twice by writer {self.name}")
@@ -133,11 +143,18 @@ class EmbeddingCache:
         return (self.path / COMPLETE_MARKER).exists()
 
     def load(self) -> np.ndarray:
-        """All embeddings as float32 (whatever the storage dtype)."""
+        """All embeddings as float32 (whatever the storage dtype). An entry holding NaN or
+        infinite values is refused (entries are checked when built; this catches older ones)."""
         group = zarr.open_group(self.path, mode="r")
         if group.attrs.get("key") != self.key:
             raise CacheError(f"{self.path} holds key {group.attrs.get('key')!r}, expected {self.key}")
-        return np.asarray(group["embeddings"][:], dtype=np.float32)
+        embeddings = np.asarray(group["embeddings"][:], dtype=np.float32)
+        finite = np.isfinite(embeddings).all(axis=1)
+        if not finite.all():
+            rows = np.nonzero(~finite)[0]
+            raise CacheError(f"embedding cache entry {self.path} holds NaN or infinite values in {len(rows)} row(s) "
+                             f"(first {rows[:5].tolist()}); delete the entry ({self.path}) and run again")
+        return embeddings
 
     @contextmanager
     def lock(self) -> Iterator[None]:
@@ -151,7 +168,7 @@ class EmbeddingCache:
         may write from other processes); publish it only if every chunk was written once."""
         chunk_rows = max(1, min(int(chunk_rows), max(n, 1)))
         dtype = self.spec.get("dtype", "float32")
-        with atomic_directory(self.path) as tmp:
+        with atomic_directory(self.path, hint="paths.cache_dir") as tmp:
             group = zarr.open_group(tmp, mode="w", zarr_format=3)
             group.create_array("embeddings", shape=(n, dim), chunks=(chunk_rows, dim), dtype=dtype,
                                config={"write_empty_chunks": True})

@@ -26,10 +26,19 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from xferlab.backbones.channels import ChannelAdapter
 from xferlab.backbones.preprocess import Preprocessor
 from xferlab.backbones.registry import Backbone
-from xferlab.data.store import ImageStore
+from xferlab.data.store import ImageStore, StoreError
 from xferlab.embeddings.cache import ChunkWriter, EmbeddingCache
 
 log = logging.getLogger(__name__)
+
+
+class NonFiniteEmbeddingError(RuntimeError):
+    """The backbone turned finite pixels into NaN or infinite embeddings."""
+
+
+def nonfinite_rows(x: torch.Tensor) -> torch.Tensor:
+    """Indices (into the batch) of the rows of `x` holding a NaN or infinite value."""
+    return torch.nonzero(~torch.isfinite(x.reshape(len(x), -1)).all(dim=1)).flatten()
 
 
 def block_rows(store_chunk_rows: int, batch_size: int) -> int:
@@ -91,20 +100,43 @@ class EmbeddingExtractor(L.LightningModule):
     on the same device, inside the step. `compile=True` runs the backbone through `torch.compile`."""
 
     def __init__(self, backbone: Backbone, preprocessor: Preprocessor, adapter: ChannelAdapter,
-                 compile: bool = False, store_dtype: np.dtype = np.dtype("float32")):
+                 compile: bool = False, store_dtype: np.dtype = np.dtype("float32"), store_path: str = "the store",
+                 sample_ids: np.ndarray | None = None):
         super().__init__()
         self.store_dtype = np.dtype(store_dtype)
+        self.store_path, self.sample_ids = str(store_path), sample_ids
         self.backbone = backbone.eval().requires_grad_(False)
         self.preprocessor = preprocessor
         self.adapter = adapter
         self.forward_fn = torch.compile(self.backbone, dynamic=False) if compile else self.backbone
 
+    def describe_rows(self, rows: torch.Tensor) -> str:
+        rows = rows.cpu().tolist()[:5]
+        if self.sample_ids is None:
+            return f"row(s) {rows}"
+        return f"row(s) {rows} (sample id(s) {[str(self.sample_ids[r]) for r in rows]})"
+
     def predict_step(self, batch, batch_idx: int):
         rows, images = batch
+        if self.store_dtype.kind == "f":  # integer pixels are always finite
+            bad = nonfinite_rows(images)
+            if len(bad):
+                raise StoreError(
+                    f"{self.store_path}: {self.describe_rows(rows[bad])} hold NaN or infinite pixels; they would "
+                    "give NaN embeddings. Rebuild the store from fixed inputs (importers and StoreWriter refuse "
+                    "such pixels, so an older or hand-made store wrote them)."
+                )
         with torch.no_grad():
             views = self.preprocessor.views(widen(images, self.store_dtype), self.adapter.views)
-            embeddings = torch.cat([self.forward_fn(v) for v in views], dim=1)
-        return rows, embeddings.float()
+            embeddings = torch.cat([self.forward_fn(v) for v in views], dim=1).float()
+        bad = nonfinite_rows(embeddings)
+        if len(bad):
+            raise NonFiniteEmbeddingError(
+                f"the backbone gave NaN or infinite embeddings for {self.describe_rows(rows[bad])} of "
+                f"{self.store_path} (their pixels are finite). With extract.precision=16-mixed this is usually "
+                "an overflow: use 32-true or bf16-mixed; otherwise check the backbone's weights."
+            )
+        return rows, embeddings
 
 
 class CacheWriterCallback(BasePredictionWriter):
@@ -216,7 +248,8 @@ def _extract(cache: EmbeddingCache, store: ImageStore, backbone: Backbone, adapt
         loader = DataLoader(dataset, batch_size=None, num_workers=workers,
                             prefetch_factor=2 if workers else None, pin_memory=not on_cpu)
         extractor = EmbeddingExtractor(backbone, preprocessor, adapter, compile=compile,
-                                       store_dtype=store.images.dtype)
+                                       store_dtype=store.images.dtype, store_path=str(store.path),
+                                       sample_ids=store.samples["sample_id"].to_numpy())
         trainer.predict(extractor, loader,
                         return_predictions=False)
     seconds = time.perf_counter() - start

@@ -1,5 +1,5 @@
-"""A single-head LightningModule: cross-entropy, scored by macro F1 with torchmetrics. Fine-tuning
-builds on it; head training on cached embeddings uses the grid (`heads.grid`)."""
+"""A single-head LightningModule: cross-entropy, scored by macro F1 (`heads.scores`, as the grid
+is). Fine-tuning builds on it; head training on cached embeddings uses the grid (`heads.grid`)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,8 @@ from typing import Callable, Sequence
 import lightning as L
 import torch
 from torch import nn
-from torchmetrics.classification import (
-    MulticlassAccuracy,
-    MulticlassF1Score,
-    MultilabelExactMatch,
-    MultilabelF1Score,
-)
 
-from xferlab.heads.scores import THRESHOLD  # multilabel decision threshold
+from xferlab.heads.scores import DEFAULT_AVERAGE_OVER, GridCounts, check_average_over
 
 
 class HeadClassifier(L.LightningModule):
@@ -25,7 +19,8 @@ class HeadClassifier(L.LightningModule):
 
     Single-label: softmax cross-entropy, accuracy = fraction correct. Multilabel (targets are
     multi-hot): per-class sigmoid with binary cross-entropy, a class is predicted when its score
-    exceeds 0.5, macro F1 averages the per-class F1 over all classes, accuracy = exact-set match.
+    exceeds 0.5, accuracy = exact-set match. Macro F1 averages the per-class F1 over the classes
+    `average_over` names (`heads.scores`).
     """
 
     def __init__(
@@ -35,23 +30,16 @@ class HeadClassifier(L.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         class_weights: torch.Tensor | None = None,
         multilabel: bool = False,
+        average_over: str = DEFAULT_AVERAGE_OVER,
     ):
         super().__init__()
+        self.average_over = check_average_over(average_over)
         self.head = head
         self.class_names = list(class_names)
         self.optimizer_factory = optimizer
         self.multilabel = multilabel
         k = len(self.class_names)
         self.register_buffer("class_weights", class_weights if class_weights is not None else torch.ones(k))
-        if multilabel:
-            f1 = lambda average: MultilabelF1Score(k, threshold=THRESHOLD, average=average)  # noqa: E731
-            acc = lambda: MultilabelExactMatch(k, threshold=THRESHOLD)  # noqa: E731
-        else:
-            f1 = lambda average: MulticlassF1Score(k, average=average)  # noqa: E731
-            acc = lambda: MulticlassAccuracy(k, average="micro")  # noqa: E731
-        self.val_f1, self.val_acc = f1("macro"), acc()
-        self.test_f1, self.test_acc = f1("macro"), acc()
-        self.test_f1_per_class = f1("none")
         self.test_rows: list[torch.Tensor] = []
         self.test_scores: list[torch.Tensor] = []
 
@@ -72,39 +60,39 @@ class HeadClassifier(L.LightningModule):
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
         return loss
 
+    def counts(self) -> GridCounts:
+        return GridCounts(1, len(self.class_names), self.multilabel, device=self.device,
+                          average_over=self.average_over)
+
+    def on_validation_epoch_start(self):
+        self._val = self.counts()
+
     def validation_step(self, batch, batch_idx):
         _, x, y = batch
         logits = self(x)
         self.log("val/loss", self.loss(logits, y), on_epoch=True, batch_size=len(y))
-        scores = self.scores(logits)
-        self.val_f1.update(scores, y)
-        self.val_acc.update(scores, y)
+        self._val.update(self.scores(logits)[None], y)
 
     def on_validation_epoch_end(self):
-        self.log("val/macro_f1", self.val_f1.compute())
-        self.log("val/accuracy", self.val_acc.compute())
-        self.val_f1.reset()
-        self.val_acc.reset()
+        self.log("val/macro_f1", self._val.macro_f1()[0].float())
+        self.log("val/accuracy", self._val.accuracy()[0].float())
 
     def on_test_epoch_start(self):
         self.test_rows, self.test_scores = [], []
+        self._test = self.counts()
 
     def test_step(self, batch, batch_idx):
         rows, x, y = batch
         scores = self.scores(self(x))
-        self.test_f1.update(scores, y)
-        self.test_acc.update(scores, y)
-        self.test_f1_per_class.update(scores, y)
+        self._test.update(scores[None], y)
         self.test_rows.append(rows.cpu())
         self.test_scores.append(scores.cpu())
 
     def on_test_epoch_end(self):
-        self.log("test/macro_f1", self.test_f1.compute())
-        self.log("test/accuracy", self.test_acc.compute())
-        for name, value in zip(self.class_names, self.test_f1_per_class.compute()):
+        self.log("test/macro_f1", self._test.macro_f1()[0].float())
+        self.log("test/accuracy", self._test.accuracy()[0].float())
+        for name, value in zip(self.class_names, self._test.f1_per_class()[0].float()):
             self.log(f"test/f1/{name}", value)
-        for metric in (self.test_f1, self.test_acc, self.test_f1_per_class):
-            metric.reset()
 
     def configure_optimizers(self):
         return self.optimizer_factory(self.head.parameters())

@@ -40,8 +40,8 @@ class FinetuneClassifier(HeadClassifier):
     """A head on an unfrozen backbone; batches are preprocessed images, not embeddings."""
 
     def __init__(self, backbone: nn.Module, head: nn.Module, class_names, optimizer, *, backbone_lr: float,
-                 layer_decay: float, weight_decay: float, class_weights=None):
-        super().__init__(head, class_names, optimizer, class_weights)
+                 layer_decay: float, weight_decay: float, class_weights=None, average_over: str = "present"):
+        super().__init__(head, class_names, optimizer, class_weights, average_over=average_over)
         self.backbone = backbone.train().requires_grad_(True)
         self.backbone_lr, self.layer_decay, self.weight_decay = backbone_lr, layer_decay, weight_decay
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from xferlab.heads.modules import HeadGrid
-from xferlab.heads.scores import GridCounts
+from xferlab.heads.scores import DEFAULT_AVERAGE_OVER, GridCounts, check_average_over
 
 Setting = tuple[float, float]  # (learning rate, weight decay)
 
@@ -51,7 +51,8 @@ class GridHeadClassifier(L.LightningModule):
     keeps its scores for the predictions file.
 
     Single-label: softmax cross-entropy. Multilabel (multi-hot targets): per-class sigmoid with
-    binary cross-entropy (`class_weights` as `pos_weight`), threshold 0.5 (see `heads.scores`).
+    binary cross-entropy (`class_weights` as `pos_weight`), threshold 0.5. Macro F1 (validation
+    and test) averages over the classes `average_over` names (see `heads.scores`).
     """
 
     def __init__(
@@ -63,8 +64,10 @@ class GridHeadClassifier(L.LightningModule):
         class_weights: torch.Tensor | None = None,
         multilabel: bool = False,
         patience: int = 10,
+        average_over: str = DEFAULT_AVERAGE_OVER,
     ):
         super().__init__()
+        self.average_over = check_average_over(average_over)
         if len(settings) != len(grid):
             raise ValueError(f"{len(settings)} settings for a grid of {len(grid)} heads")
         self.grid = grid
@@ -124,7 +127,8 @@ class GridHeadClassifier(L.LightningModule):
 
     # -- validation: every head, vectorised ---------------------------------------------------
     def on_validation_epoch_start(self) -> None:
-        self._val = GridCounts(len(self.grid), len(self.class_names), self.multilabel, device=self.device)
+        self._val = GridCounts(len(self.grid), len(self.class_names), self.multilabel, device=self.device,
+                               average_over=self.average_over)
 
     def validation_step(self, batch, batch_idx):
         _, x, y = batch
@@ -173,7 +177,8 @@ class GridHeadClassifier(L.LightningModule):
             raise RuntimeError("fit the head grid before testing: the best head is chosen on validation")
         self.test_runs += 1
         self.best_member.to(self.device).eval()
-        self._test = GridCounts(1, len(self.class_names), self.multilabel, device=self.device)
+        self._test = GridCounts(1, len(self.class_names), self.multilabel, device=self.device,
+                                average_over=self.average_over)
         self.test_rows, self.test_scores = [], []
 
     def test_step(self, batch, batch_idx):

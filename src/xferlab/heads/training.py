@@ -26,6 +26,7 @@ from xferlab.data.splits import TRAIN
 from xferlab.heads.datamodule import EmbeddingDataModule
 from xferlab.heads.grid import GridHeadClassifier, Setting
 from xferlab.heads.modules import HeadGrid
+from xferlab.heads.scores import DEFAULT_AVERAGE_OVER
 
 
 @dataclass
@@ -85,18 +86,20 @@ def torch_threads(n: int | None) -> Iterator[None]:
 
 def train_head(head_cfg: DictConfig, embeddings: np.ndarray, labels: np.ndarray, split: np.ndarray,
                class_names: list[str], *, multilabel: bool, seed: int, make_trainer: Callable[..., L.Trainer],
-               logger: Any = False, root_dir: Path | None = None) -> HeadFit:
+               logger: Any = False, root_dir: Path | None = None,
+               average_over: str = DEFAULT_AVERAGE_OVER) -> HeadFit:
     """Build the grid of `head_cfg.module` heads, fit its input normalisation on the training
-    rows, train it with early stopping on validation macro F1, and test the best head once; on
-    `head_cfg.threads` CPU threads (null: torch's setting)."""
+    rows, train it with early stopping on validation macro F1 (averaged over the classes
+    `average_over` names, as on test), and test the best head once; on `head_cfg.threads` CPU
+    threads (null: torch's setting)."""
     with torch_threads(head_cfg.get("threads")):
         return _train_head(head_cfg, embeddings, labels, split, class_names, multilabel=multilabel, seed=seed,
-                           make_trainer=make_trainer, logger=logger, root_dir=root_dir)
+                           make_trainer=make_trainer, logger=logger, root_dir=root_dir, average_over=average_over)
 
 
 def _train_head(head_cfg: DictConfig, embeddings: np.ndarray, labels: np.ndarray, split: np.ndarray,
                 class_names: list[str], *, multilabel: bool, seed: int, make_trainer: Callable[..., L.Trainer],
-                logger: Any, root_dir: Path | None) -> HeadFit:
+                logger: Any, root_dir: Path | None, average_over: str) -> HeadFit:
     started = time.perf_counter()
     settings = grid_settings(head_cfg.get("grid"))
     L.seed_everything(int(seed), workers=True, verbose=False)
@@ -110,7 +113,7 @@ def _train_head(head_cfg: DictConfig, embeddings: np.ndarray, labels: np.ndarray
     initial = [{k: v.clone() for k, v in member.state_dict().items()} for member in grid.members]
     weights = class_weights(labels[split == TRAIN], num_classes, head_cfg.class_weights)
     model = GridHeadClassifier(grid, settings, class_names, instantiate(head_cfg.optimizer), weights,
-                               multilabel=multilabel, patience=int(head_cfg.patience))
+                               multilabel=multilabel, patience=int(head_cfg.patience), average_over=average_over)
     trainer = make_trainer(max_epochs=int(head_cfg.max_epochs), logger=logger,
                            enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
                            num_sanity_val_steps=0, log_every_n_steps=1,

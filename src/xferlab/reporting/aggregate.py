@@ -1,31 +1,105 @@
-"""Collect the `metrics.json` of finished jobs and summarise them per condition over seeds."""
+"""Collect the `metrics.json` of finished jobs and summarise them per condition over seeds.
+
+A job folder (one holding Hydra's `.hydra/` or a `metrics.json`) whose `metrics.json` is missing,
+unreadable or incomplete is left out and listed with the reason; the other jobs are reported.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
+from xferlab.heads.scores import DEFAULT_AVERAGE_OVER
+
 CONDITION_KEYS = ("experiment", "dataset", "backbone", "channels", "head")
 METRICS = ("test/macro_f1", "test/accuracy")
+REQUIRED_KEYS = ("experiment", "seed", *METRICS)
+PREDICTION_COLUMNS = ("target", "label", "pred")
+RERUN = "rerun the sweep into the same folder (hydra.sweep.dir=<sweep dir>) to redo it"
+
+
+def job_dirs(root: Path) -> list[Path]:
+    """The job folders under `root` (itself included): those holding `.hydra/` or `metrics.json`."""
+    found = {p.parent for p in root.rglob("metrics.json") if p.is_file()}
+    found |= {p.parent for p in root.rglob(".hydra") if p.is_dir()}
+    return sorted(found)
+
+
+def read_metrics(run_dir: Path) -> tuple[dict | None, str | None]:
+    """(metrics, None) for a usable `metrics.json`, else (None, why it is left out)."""
+    path = run_dir / "metrics.json"
+    if not path.exists():
+        return None, ("no metrics.json: the job did not finish (it failed, was interrupted or is still running); "
+                      + RERUN)
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        return None, f"metrics.json is unreadable, truncated or not JSON ({type(err).__name__}: {err}); {RERUN}"
+    if not isinstance(metrics, dict):
+        return None, f"metrics.json holds a {type(metrics).__name__}, not a mapping of metrics; {RERUN}"
+    missing = [k for k in REQUIRED_KEYS if k not in metrics]
+    if missing:
+        return None, f"metrics.json lacks {missing}; {RERUN}"
+    bad = [k for k in METRICS if not isinstance(metrics[k], (int, float)) or not math.isfinite(metrics[k])]
+    if bad:
+        return None, f"metrics.json holds no finite number for {bad}; {RERUN}"
+    return metrics, None
+
+
+def predictions_problem(run_dir: Path, n_test: int | None) -> str | None:
+    """Why a job's `predictions.csv` cannot be used (missing, unreadable, truncated), or None."""
+    path = run_dir / "predictions.csv"
+    if not path.exists():
+        return "predictions.csv is missing"
+    try:
+        table = pd.read_csv(path)
+    except Exception as err:  # noqa: BLE001 - pandas raises several types for damaged files
+        return f"predictions.csv is unreadable ({type(err).__name__}: {err})"
+    missing = [c for c in PREDICTION_COLUMNS if c not in table.columns]
+    if missing:
+        return f"predictions.csv lacks column(s) {missing}"
+    if table[list(PREDICTION_COLUMNS)].isna().any().any() or (n_test is not None and len(table) != n_test):
+        return f"predictions.csv is truncated ({len(table)} complete rows for {n_test} test samples)"
+    return None
+
+
+def scan_runs(dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """(one row per usable job, [(job folder, why it was left out)]). Each row holds the job's
+    metrics, `run_dir`, and `predictions_problem` (None when its predictions.csv is usable).
+    Runs from before `macro_f1_average_over` was recorded averaged over present classes."""
+    dirs = [Path(d) for d in dirs]
+    rows, problems = [], []
+    for d in dirs:
+        if not d.exists():
+            raise FileNotFoundError(f"{d} does not exist; pass a run or sweep directory")
+        for run_dir in job_dirs(d):
+            metrics, problem = read_metrics(run_dir)
+            if problem is not None:
+                problems.append((str(run_dir), problem))
+                continue
+            n_test = metrics.get("n_test") if isinstance(metrics.get("n_test"), int) else None
+            rows.append({**metrics, "run_dir": str(run_dir), "predictions_problem": predictions_problem(run_dir, n_test)})
+    runs = pd.DataFrame(rows)
+    if len(runs):
+        column = runs.get("macro_f1_average_over", pd.Series(index=runs.index, dtype=object))
+        runs["macro_f1_average_over"] = column.fillna(DEFAULT_AVERAGE_OVER)
+    return runs, problems
 
 
 def collect_runs(dirs: Iterable[str | Path]) -> pd.DataFrame:
-    """One row per `metrics.json` found under the given run or sweep directories."""
-    rows = []
-    for d in dirs:
-        d = Path(d)
-        if not d.exists():
-            raise FileNotFoundError(f"{d} does not exist; pass a run or sweep directory")
-        for path in sorted(d.rglob("metrics.json")):
-            with open(path) as f:
-                rows.append({**json.load(f), "run_dir": str(path.parent)})
-    if not rows:
-        raise FileNotFoundError(f"no metrics.json under {[str(d) for d in dirs]}: no finished job there")
-    return pd.DataFrame(rows)
+    """One row per usable `metrics.json` under the given run or sweep directories (see `scan_runs`);
+    an error when there is none, naming every job folder left out and why."""
+    dirs = list(dirs)
+    runs, problems = scan_runs(dirs)
+    if not len(runs):
+        listed = "".join(f"\n  {d}: {why}" for d, why in problems)
+        raise FileNotFoundError(f"no metrics.json under {[str(d) for d in dirs]}: no finished job there{listed}")
+    return runs
 
 
 def summarize(runs: pd.DataFrame, by: Sequence[str] = CONDITION_KEYS, metrics: Sequence[str] = METRICS) -> pd.DataFrame:

@@ -11,12 +11,13 @@ import pandas as pd
 
 from xferlab.io import atomic_write_text
 from xferlab.reporting import plots
-from xferlab.reporting.aggregate import METRICS, collect_runs
+from xferlab.reporting.aggregate import METRICS, scan_runs
 from xferlab.reporting.confusion import confusion_from_runs, top_confusions
 from xferlab.reporting.consistency import flag_inconsistent
 from xferlab.reporting.stats import bootstrap_targets, mean_ci, paired_tests
 
-CONDITION_COLUMNS = ("dataset", "backbone", "channels", "head", "features", "label_fraction", "finetune")
+CONDITION_COLUMNS = ("dataset", "backbone", "channels", "head", "features", "label_fraction", "finetune",
+                     "macro_f1_average_over")
 
 
 def condition_columns(runs: pd.DataFrame) -> list[str]:
@@ -36,8 +37,9 @@ def experiment_table(runs: pd.DataFrame, n_boot: int) -> pd.DataFrame:
             v = group[m].to_numpy(float)
             row[f"{m}/mean"], row[f"{m}/std"] = float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan")
             row[f"{m}/ci_low"], row[f"{m}/ci_high"] = mean_ci(v)
-        if n_boot and all((Path(d) / "predictions.csv").exists() for d in group["run_dir"]):
-            row["test/macro_f1/boot_low"], row["test/macro_f1/boot_high"] = bootstrap_targets(group["run_dir"], n_boot)
+        if n_boot and usable_predictions(group).all():
+            row["test/macro_f1/boot_low"], row["test/macro_f1/boot_high"] = bootstrap_targets(
+                group["run_dir"], n_boot, average_over=str(group["macro_f1_average_over"].iloc[0]))
         row["_runs"] = group
         rows.append(row)
     table = pd.DataFrame(rows).sort_values("test/macro_f1/mean", ascending=False, kind="stable").reset_index(drop=True)
@@ -47,6 +49,13 @@ def experiment_table(runs: pd.DataFrame, n_boot: int) -> pd.DataFrame:
         for k in ("mean_diff", "t_test_p", "wilcoxon_p"):
             table.loc[i, f"vs_best/{k}"] = tests.get(k, np.nan)
     return table
+
+
+def usable_predictions(runs: pd.DataFrame) -> pd.Series:
+    """Which runs have a usable predictions.csv (see `aggregate.predictions_problem`)."""
+    if "predictions_problem" not in runs.columns:
+        return runs["run_dir"].map(lambda d: (Path(d) / "predictions.csv").exists())
+    return runs["predictions_problem"].isna()
 
 
 def fmt(mean: float, std: float) -> str:
@@ -63,7 +72,8 @@ def markdown(table: pd.DataFrame) -> str:
         ci = (f"[{r['test/macro_f1/ci_low']:.4f}, {r['test/macro_f1/ci_high']:.4f}]"
               if np.isfinite(r["test/macro_f1/ci_low"]) else "")
         diff = "best" if i == 0 else f"{r['vs_best/mean_diff']:+.4f}"
-        p = "" if i == 0 else f"{r['vs_best/t_test_p']:.3g} / {r['vs_best/wilcoxon_p']:.3g}"
+        untested = i == 0 or (np.isnan(r["vs_best/t_test_p"]) and np.isnan(r["vs_best/wilcoxon_p"]))
+        p = "" if untested else f"{r['vs_best/t_test_p']:.3g} / {r['vs_best/wilcoxon_p']:.3g}"  # blank: < 2 paired seeds
         lines.append("| " + " | ".join([r["condition"], str(r["n_seeds"]),
                                         fmt(r["test/macro_f1/mean"], r["test/macro_f1/std"]), ci, boot,
                                         fmt(r["test/accuracy/mean"], r["test/accuracy/std"]), diff, p]) + " |")
@@ -81,9 +91,26 @@ def latex(table: pd.DataFrame, experiment: str) -> str:
 
 
 def build_report(dirs: Sequence[Path], out: Path, n_boot: int = 200) -> str:
-    runs = collect_runs(dirs)
-    runs, flagged = flag_inconsistent(runs)
+    """Tables and figures of every experiment under `dirs`. A job whose metrics.json is missing or
+    broken is left out and named (with the reason, also in `<out>/left_out.txt`); one whose
+    predictions.csv is missing or broken counts in the tables but not in the interval over test
+    targets nor in the confusion matrix, and is named too."""
+    runs, problems = scan_runs(dirs)
     text = []
+    if problems:
+        lines = [f"- {d}: {why}" for d, why in problems]
+        text.append(f"{len(problems)} job(s) left out of the report:\n" + "\n".join(lines))
+        atomic_write_text(out / "left_out.txt", "\n".join(lines) + "\n")
+    if not len(runs):
+        raise FileNotFoundError(f"no finished job under {[str(d) for d in dirs]}" +
+                                ("".join(f"\n  {d}: {why}" for d, why in problems) or ": no metrics.json there"))
+    broken = runs[~usable_predictions(runs)]
+    if len(broken):
+        lines = [f"- {d}: {why}; its scores count in the tables, but not in the 95% CI over test targets "
+                 "(left empty for its condition) nor in the confusion matrix"
+                 for d, why in zip(broken["run_dir"], broken["predictions_problem"])]
+        text.append("job(s) with unusable predictions:\n" + "\n".join(lines))
+    runs, flagged = flag_inconsistent(runs)
     for experiment, group in runs.groupby("experiment", sort=False):
         table = experiment_table(group, n_boot)
         folder = out / str(experiment)
@@ -96,9 +123,12 @@ def build_report(dirs: Sequence[Path], out: Path, n_boot: int = 200) -> str:
         per_class = per_class_f1(table)
         if per_class is not None:
             plots.heat_map(per_class, folder / "per_class_f1.png", "test F1 per class (mean over seeds)")
-        text.append(f"## {experiment}: test macro F1 over seeds ({len(group)} jobs)\n\n{md}")
-        best_runs = table.loc[0, "_runs"]["run_dir"]
-        if "label" in pd.read_csv(Path(best_runs.iloc[0]) / "predictions.csv", nrows=1).columns:
+        averaging = ", ".join(f"{a} classes" for a in sorted(group["macro_f1_average_over"].unique()))
+        text.append(f"## {experiment}: test macro F1 over seeds ({len(group)} jobs; macro F1 over {averaging}, "
+                    f"metrics.average_over)\n\n{md}")
+        best = table.loc[0, "_runs"]
+        best_runs = best.loc[usable_predictions(best), "run_dir"]
+        if len(best_runs):
             matrix = confusion_from_runs(best_runs)
             atomic_write_text(folder / "confusion_best.csv", matrix.to_csv())
             plots.heat_map(matrix, folder / "confusion_best.png", f"confusion, {table.loc[0, 'condition']} (rows: true)")

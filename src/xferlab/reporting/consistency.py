@@ -9,7 +9,7 @@ import pandas as pd
 import yaml
 
 from xferlab.loggers import flatten
-from xferlab.provenance import NON_SEMANTIC_KEYS, digest
+from xferlab.provenance import ADDED_KEYS, NON_SEMANTIC_KEYS, digest
 
 IGNORED = set(NON_SEMANTIC_KEYS) | {"extract.num_workers"}
 
@@ -20,7 +20,10 @@ def run_config(run_dir: Path) -> tuple[dict, set[str]]:
     overrides_file = run_dir / ".hydra" / "overrides.yaml"
     overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
     keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides or []}
-    return flatten(config), keys
+    flat = flatten(config or {})
+    if flat:  # a config from before a key existed holds the value that reproduces its results
+        flat = {**ADDED_KEYS, **flat}
+    return flat, keys
 
 
 def compared(key: str, swept: set[str]) -> bool:

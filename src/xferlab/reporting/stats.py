@@ -9,7 +9,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 from scipy import stats
-from sklearn.metrics import f1_score
+
+from xferlab.heads.scores import DEFAULT_AVERAGE_OVER, macro_f1_score
 
 
 def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
@@ -38,11 +39,14 @@ def paired_tests(best: pd.Series, other: pd.Series) -> dict[str, float]:
 
 
 def bootstrap_targets(run_dirs: Sequence[str | Path], n_boot: int = 1000, seed: int = 0,
-                      level: float = 0.95) -> tuple[float, float]:
+                      level: float = 0.95, average_over: str = DEFAULT_AVERAGE_OVER) -> tuple[float, float]:
     """Percentile interval of the seed-averaged test macro F1 when the test *targets* are resampled
     with replacement (all crops of a drawn target come along): how much the number would move on
-    another draw of test proteins."""
+    another draw of test proteins. Macro F1 averages over the classes `average_over` names, as
+    the runs' own (`all`: every class with a `score/<class>` column)."""
     tables = [pd.read_csv(Path(d) / "predictions.csv") for d in run_dirs]
+    n_classes = max(sum(c.startswith("score/") for c in t.columns) for t in tables)
+    n_classes = max(n_classes, max(int(max(t["label"].max(), t["pred"].max())) + 1 for t in tables))
     targets = np.array(sorted(set(tables[0]["target"])))
     rng = np.random.default_rng(seed)
     index = [t.groupby("target").indices for t in tables]
@@ -54,7 +58,7 @@ def bootstrap_targets(run_dirs: Sequence[str | Path], n_boot: int = 1000, seed: 
         per_run = []
         for idx, y, p in zip(index, labels, preds):
             rows = np.concatenate([idx[t] for t in draw if t in idx])
-            per_run.append(f1_score(y[rows], p[rows], average="macro", zero_division=0))
+            per_run.append(macro_f1_score(y[rows], p[rows], n_classes, average_over))
         scores[b] = np.mean(per_run)
     lo, hi = np.percentile(scores, [50 * (1 - level), 50 * (1 + level)])
     return float(lo), float(hi)

@@ -118,6 +118,27 @@ def test_inconsistent_files_are_refused(tmp_path, damage, file, message):
     assert_nothing_left(tmp_path / "data")
 
 
+def test_nan_pixels_are_refused_naming_the_file_and_crop(tmp_path):
+    root = write_folder(tmp_path / "cs")
+    crops = np.load(root / "LAMP2_pro.npy")
+    crops[2, 10, 10] = np.nan
+    np.save(root / "LAMP2_pro.npy", crops)
+    with pytest.raises(StoreError, match=r"crop 2 \(sample LAMP2/2\): 1 NaN or infinite pixel") as err:
+        source(root).open(tmp_path / "data")
+    assert str(root / "LAMP2_pro.npy") in str(err.value)
+    assert_nothing_left(tmp_path / "data")
+
+
+def test_an_unknown_category_in_the_label_table_is_refused(tmp_path):
+    root = write_folder(tmp_path / "cs")
+    write_protein(root, "TPR", "ENSG00000047410", "", "nuclear_membrain", 1, np.float32)  # a typo
+    options = {"from": "table", "rule": "single_grade3", "min_targets": 0}
+    with pytest.raises(StoreError, match=r"loc_grade3 names unknown categor\(ies\) \['nuclear_membrain'\]") as err:
+        source(root, labels=options).open(tmp_path / "data")
+    assert str(root / "TPR_label.csv") in str(err.value) and "Correct the table" in str(err.value)
+    assert_nothing_left(tmp_path / "data")
+
+
 def test_different_crop_sizes_need_a_size(tmp_path):
     root = write_folder(tmp_path / "cs")
     write_protein(root, "TPR", "ENSG00000047410", "", "nuclear_membrane", 1, np.float32, size=80)

@@ -139,6 +139,30 @@ def test_bad_tables_are_refused(tmp_path, table, message):
     assert_nothing_left(tmp_path / "data")
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_or_infinite_pixels_are_refused_naming_the_file(tmp_path, bad):
+    image = two_channel(32).astype(np.float32)
+    image[1, 5, 7] = bad
+    rows = [("ok.tif", two_channel(32).astype(np.float32), "er", "X", "train"), ("bad.tif", image, "er", "Y", "")]
+    csv = write_dataset(tmp_path / "ds", rows)
+    with pytest.raises(StoreError, match=r"1 NaN or infinite pixel value\(s\) \(first at index \(1, 5, 7\)") as err:
+        source(csv).open(tmp_path / "data")
+    assert str(tmp_path / "ds" / "bad.tif") in str(err.value) and "Fix or remove this image" in str(err.value)
+    assert_nothing_left(tmp_path / "data")
+
+
+def test_configured_classes_refuse_an_unknown_label_and_fix_the_order(tmp_path):
+    csv = write_dataset(tmp_path / "ds", tiff_rows())
+    with pytest.raises(StoreError, match="unknown label 'er' in data row 3") as err:
+        source(csv, classes=["vesicles", "golgi"]).open(tmp_path / "data")
+    assert str(csv) in str(err.value) and "add the class to dataset.classes" in str(err.value)
+    assert_nothing_left(tmp_path / "data")
+    store = source(csv, classes=["vesicles", "er", "golgi"]).open(tmp_path / "data")
+    assert store.classes == ["vesicles", "er", "golgi"] and store.samples["label"].tolist() == [0, 0, 1, -1]
+    with pytest.raises(ValueError, match="dataset.classes"):
+        source(csv, classes=["a", "a"])
+
+
 def test_missing_csv_and_bad_channels_are_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="dataset.csv"):
         source(None).open(tmp_path / "data")

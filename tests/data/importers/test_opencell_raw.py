@@ -174,6 +174,17 @@ def test_misnamed_file_is_refused(tmp_path):
         source(tmp_path / "raw").open(tmp_path / "data")
 
 
+def test_the_same_fov_twice_is_refused_naming_both_files(tmp_path):
+    first = write_one(tmp_path / "raw", fov_image())
+    copy = tmp_path / "raw" / "LAMP2b_ENSG00000005893" / first.name.replace("LAMP2_", "LAMP2b_")
+    copy.parent.mkdir()
+    copy.write_bytes(first.read_bytes())
+    with pytest.raises(StoreError, match="the same FOV") as err:
+        source(tmp_path / "raw").open(tmp_path / "data")
+    assert str(first) in str(err.value) and str(copy) in str(err.value) and "Remove the copy" in str(err.value)
+    assert_nothing_left(tmp_path / "data")
+
+
 def test_hydra_config_builds_and_reuses_the_store(tmp_path, monkeypatch):
     root = write_tree(tmp_path / "raw", fovs_per_gene=1)
     cfg = compose_config(["dataset=opencell_raw", f"dataset.root={root}", "dataset.crop_size=64",

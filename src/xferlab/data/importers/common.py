@@ -118,6 +118,20 @@ def read_tiff(path: Path) -> np.ndarray:
         ) from err
 
 
+def check_finite(image: np.ndarray, where: str) -> None:
+    """Refuse float pixels that are NaN or infinite (they would make every embedding of the image
+    NaN), naming the file or sample and the first bad pixel."""
+    if image.dtype.kind != "f":
+        return
+    bad = ~np.isfinite(image)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise DataImportError(
+            f"{where}: {int(bad.sum())} NaN or infinite pixel value(s) (first at index {first}, value "
+            f"{image[first]}). Fix or remove this image in the input: xferlab imports finite pixels only."
+        )
+
+
 def resize_image(image: np.ndarray, size: int) -> np.ndarray:
     """A `(C, H, W)` image resized to `(C, size, size)` as float64 (anti-aliased, values kept)."""
     image = np.asarray(image, dtype=np.float64)

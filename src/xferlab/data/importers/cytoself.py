@@ -33,6 +33,7 @@ from xferlab.data.importers.common import (
     ImportedSource,
     annotation_labels,
     append_in_blocks,
+    check_finite,
     file_inventory,
     known_ensg_ids,
     label_options,
@@ -42,6 +43,7 @@ from xferlab.data.importers.common import (
     resize_image,
     unknown_target_message,
 )
+from xferlab.data.labels import OPENCELL_CATEGORIES
 from xferlab.data.store import StoreWriter
 
 log = logging.getLogger(__name__)
@@ -141,6 +143,14 @@ def table_labels(proteins: list[Protein], rule: str,
     """Classes and per-protein (label, label indices) from the files' own grade columns."""
     grades = {p.name: (categories(p.table["loc_grade2"].iloc[0]), categories(p.table["loc_grade3"].iloc[0]))
               for p in proteins}
+    for p in proteins:
+        for column, found in zip(("loc_grade2", "loc_grade3"), grades[p.name]):
+            unknown = sorted(found - set(OPENCELL_CATEGORIES))
+            if unknown:
+                raise DataImportError(
+                    f"{p.table_path}: {column} names unknown categor(ies) {unknown}; known: "
+                    f"{list(OPENCELL_CATEGORIES)}. Correct the table (a typo?) or use dataset.labels.from=annotations."
+                )
     if rule == "single_grade3":
         candidates = {name: {next(iter(g3))} for name, (_, g3) in grades.items() if len(g3) == 1}
     else:
@@ -230,6 +240,8 @@ class CytoselfSource(ImportedSource):
         for p in proteins:
             pro, nuc = open_array(p.pro), open_array(p.nuc)
             for i in range(p.shape[0]):
+                check_finite(np.asarray(nuc[i]), f"{p.nuc} crop {i} (sample {p.name}/{i})")
+                check_finite(np.asarray(pro[i]), f"{p.pro} crop {i} (sample {p.name}/{i})")
                 image = np.stack([nuc[i], pro[i]]).astype(np.float32)
                 yield image if image.shape[1:] == (size, size) else resize_image(image, size).astype(np.float32)
 

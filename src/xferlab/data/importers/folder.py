@@ -11,7 +11,9 @@ Images are TIFF (`.tif`, `.tiff`, read with tifffile) or PNG (`.png`, read with 
 grayscale when `dataset.channels` has one name, else `(C, H, W)` or `(H, W, C)` with
 C == len(channels) (TIFFs are read channel-first when both axes fit; PNGs are channel-last). All
 images must share one dtype (so their values are on one scale); they are resized to `size` and stored
-as float32 with their values unchanged. Classes are the sorted unique label names; sample ids are the
+as float32 with their values unchanged, and must be finite (NaN or infinite pixels are refused, naming
+the file). Classes are the sorted unique label names, or `dataset.classes` when it is set: then a label
+outside that list is refused (naming the row), and the list fixes the class order. Sample ids are the
 CSV's path strings.
 """
 
@@ -29,6 +31,8 @@ from xferlab.data.importers.common import (
     ImportedSource,
     append_in_blocks,
     check_channel_names,
+    check_finite,
+    plain,
     positive_int,
     read_csv_table,
     read_tiff,
@@ -96,6 +100,15 @@ def to_channels_first(image: np.ndarray, path: Path, n_channels: int, channel_la
     )
 
 
+def check_classes(classes: Sequence[str]) -> list[str]:
+    names = plain(classes)
+    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(c, str) and c.strip() for c in names):
+        raise ValueError(f"dataset.classes={classes!r}: expected null or a non-empty list of class names")
+    if len(set(names)) != len(names):
+        raise ValueError(f"dataset.classes={list(names)}: class names must be unique")
+    return [c.strip() for c in names]
+
+
 def read_table(csv: Path) -> pd.DataFrame:
     """The checked image table: required columns, non-empty paths and groups, unique paths, known splits."""
     table = read_csv_table(csv, REQUIRED_COLUMNS, f"needs {list(REQUIRED_COLUMNS)} (+ optional split)")
@@ -119,17 +132,27 @@ class FolderSource(ImportedSource):
     """`dataset=folder`: images listed in a CSV (see the module docstring), stored as float32."""
 
     def __init__(self, name: str, csv: str | None, channels: Sequence[str] = ("nucleus", "protein"),
-                 size: int = 64):
+                 size: int = 64, classes: Sequence[str] | None = None):
         super().__init__(name)
         self.csv = csv
         self.channels = check_channel_names(channels)
         self.size = positive_int(size, "dataset.size")
+        self.classes = None if classes is None else check_classes(classes)
 
     def scan(self) -> tuple[dict[str, Any], tuple[Path, pd.DataFrame, list[Path]]]:
         csv = require_path(self.csv, "dataset.csv", self.name, "an image table (columns path, label, group)")
         if not csv.is_file():
             raise FileNotFoundError(f"dataset.csv={self.csv}: {csv} is not a file; point it at the CSV table")
         table = read_table(csv)
+        if self.classes is not None:
+            known = set(self.classes)
+            for row, name in enumerate(table["label"].str.strip()):
+                if name and name not in known:
+                    raise DataImportError(
+                        f"{csv}: unknown label {name!r} in data row {row + 1}; dataset.classes is {self.classes}. "
+                        "Correct the label (a typo?), add the class to dataset.classes, or leave the cell empty "
+                        "(unlabelled)."
+                    )
         paths = [(csv.parent / p).resolve() for p in table["path"]]
         for row, path in enumerate(paths):
             if not path.is_file():
@@ -145,6 +168,8 @@ class FolderSource(ImportedSource):
             "channels": self.channels,
             "size": self.size,
         }
+        if self.classes is not None:  # only when set, so stores built before the option keep their names
+            spec["classes"] = self.classes
         return spec, (csv, table, paths)
 
     def images(self, paths: list[Path]) -> Iterator[np.ndarray]:
@@ -160,13 +185,14 @@ class FolderSource(ImportedSource):
                     f"{path}: dtype {image.dtype}, but {first_dtype[0].name} is {first_dtype[1]}; all images "
                     "must share one dtype so their values are on one scale. Convert them to one dtype."
                 )
+            check_finite(image, str(path))
             image = to_channels_first(image, path, len(self.channels), channel_last)
             yield resize_image(image, self.size).astype(np.float32)
 
     def build(self, path: Path, spec: dict[str, Any], inputs: tuple[Path, pd.DataFrame, list[Path]]) -> None:
         csv, table, paths = inputs
         names = table["label"].str.strip()
-        classes = sorted(set(names) - {""})
+        classes = self.classes if self.classes is not None else sorted(set(names) - {""})
         index = {name: i for i, name in enumerate(classes)}
         samples = pd.DataFrame({
             "sample_id": table["path"].tolist(),

@@ -79,7 +79,8 @@ class Fov:
 
 def find_fovs(root: Path) -> list[Fov]:
     """Every `_proj.tif` under `root/<GENE>_<ENSG>/`, sorted; names that break the layout are errors."""
-    fovs = []
+    fovs: list[Fov] = []
+    seen: dict[tuple[str, str], Fov] = {}
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         files = sorted(folder.glob(f"*{PROJ_SUFFIX}"))
         if not files:
@@ -101,7 +102,14 @@ def find_fovs(root: Path) -> list[Fov]:
                     f"{path}: names target {match['gene']}_{match['ensg']} but lies in folder {folder.name}; "
                     "move it to its target's folder"
                 )
-            fovs.append(Fov(path, match["gene"], match["ensg"], match["cid"], match["fid"]))
+            fov = Fov(path, match["gene"], match["ensg"], match["cid"], match["fid"])
+            twin = seen.setdefault((fov.ensg_id, fov.fov_id), fov)
+            if twin is not fov:  # their samples would share ids
+                raise DataImportError(
+                    f"{path}: the same FOV ({fov.ensg_id}, {fov.fov_id}) as {twin.path}; each FOV must appear once. "
+                    "Remove the copy."
+                )
+            fovs.append(fov)
     if not fovs:
         raise DataImportError(
             f"{root}: no OpenCell FOVs (*{PROJ_SUFFIX}) found. dataset.root must hold one folder per "
