@@ -14,8 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 from xferlab import __version__
 
 # Config keys that never change a result: where files go, how results are mirrored, whether to
-# rerun. Everything else is part of the config digest.
-NON_SEMANTIC_KEYS = ("paths", "logger", "hydra", "force")
+# rerun, how closely inputs are checked. Everything else is part of the config digest.
+NON_SEMANTIC_KEYS = ("paths", "output_dir", "logger", "hydra", "force", "verify")
 
 
 def digest(obj: Any, length: int = 16) -> str:
