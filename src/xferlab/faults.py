@@ -9,10 +9,11 @@ Off unless `XFERLAB_STALL_AT` is set; then it costs one environment lookup per c
 - `XFERLAB_STALL_FILE=<path>`: written (with the process id) when the process stalls, so the test
   knows the moment has come.
 
-A stalled process sleeps until it is killed. Points: `store.chunk_written` (image store writer),
-`cache.chunk_written` (embedding cache writer), `head.epoch_end` (head grid training),
-`pretrain.epoch_end` (DINO pretraining, after the epoch's checkpoints), `checkpoint.before_replace`
-(a Lightning checkpoint written under its temporary name, not yet renamed into place).
+A stalled process sleeps until it is killed. Points: `store.chunk_written` (image store writer, after
+each chunk; `where` = the store path), `cache.chunk_written` (embedding cache writer, after each chunk;
+`where` = the temporary entry), `head.epoch_end` (head grid training; `where` = the run folder),
+`checkpoint.before_replace` (a Lightning checkpoint written under its temporary name, not yet renamed
+into place; `where` = the target path).
 """
 
 from __future__ import annotations

@@ -128,3 +128,14 @@ def test_pretraining_resumes_from_its_last_checkpoint(tmp_path, shared_root):
     assert (tmp_path / "pretrain" / "r" / "last.ckpt").exists()
     for attempt in ("attempt0", "attempt1"):  # the resumed run keeps the first run's log
         assert (tmp_path / "pretrain" / "r" / "csv" / attempt / "metrics.csv").exists(), attempt
+
+
+def test_a_second_run_into_the_same_folder_is_refused(tmp_path):
+    from filelock import FileLock
+
+    out = tmp_path / "pretrain" / "few"
+    out.mkdir(parents=True)
+    with FileLock(str(out / ".pretrain.lock")):  # as a live run holds it
+        with pytest.raises(RuntimeError, match=f"another pretraining run is writing to {out}"):
+            run_pretraining(few_cfg(tmp_path, tmp_path / "data"))
+    assert not (tmp_path / "data").exists()  # refused before any work
