@@ -65,3 +65,45 @@ def write_store(path: Path, n_per_class: int = 4, classes=("a", "b"), channels=(
         writer.append(array[len(array) // 2 :])
         writer.write_samples(pd.DataFrame(rows))
     return ImageStore(path)
+
+
+SRC_DIR = Path(xferlab.__file__).resolve().parents[1]
+
+
+def xferlab_env(**extra: str) -> dict[str, str]:
+    """The environment for a `python -m xferlab.<name>` subprocess running this very xferlab."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true", **extra}
+    env["PYTHONPATH"] = os.pathsep.join([str(SRC_DIR), *filter(None, [os.environ.get("PYTHONPATH")])])
+    return env
+
+
+def kill_when_stalled(module: str, args: list[str], cwd: Path, stall_at: str, where: str = "",
+                      timeout: float = 300) -> str:
+    """Run `python -m <module> <args>` until it reaches the stall point `stall_at` (see
+    `xferlab.faults`), then SIGKILL it; returns its output. Fails if it exits before stalling."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    marker = cwd / f"stalled-{stall_at.replace('@', '-')}"
+    log = cwd / f"killed-{module.rsplit('.', 1)[-1]}.log"
+    env = xferlab_env(XFERLAB_STALL_AT=stall_at, XFERLAB_STALL_WHERE=where, XFERLAB_STALL_FILE=str(marker))
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=cwd, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        try:
+            while not marker.exists():
+                if proc.poll() is not None:
+                    raise AssertionError(f"exited ({proc.returncode}) before {stall_at}:\n{log.read_text()[-3000:]}")
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"never reached {stall_at}:\n{log.read_text()[-3000:]}")
+                time.sleep(0.05)
+            assert int(marker.read_text()) == proc.pid
+        finally:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    return log.read_text()

@@ -64,6 +64,36 @@ def temp_sibling(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
 
 
+def remove_stale_temp_siblings(path: Path) -> list[Path]:
+    """Remove the temporary siblings of `path` (see `temp_sibling`) left by writers that died.
+
+    Only safe while holding the lock that makes the caller `path`'s only live writer: then every
+    such sibling belongs to a dead one. Returns what was removed."""
+    path = Path(path)
+    stale = sorted(path.parent.glob(f".{glob_escape(path.name)}.tmp-*")) if path.parent.exists() else []
+    for tmp in stale:
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+    return stale
+
+
+def glob_escape(name: str) -> str:
+    import glob
+
+    return glob.escape(name)
+
+
+def discard_directory(path: Path) -> None:
+    """Remove a directory atomically as far as readers can tell: rename it to a temporary
+    sibling first (one step), then delete that."""
+    path = Path(path)
+    tmp = temp_sibling(path)
+    os.rename(path, tmp)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 @contextmanager
 def atomic_directory(path: str | Path, hint: str | None = None) -> Iterator[Path]:
     """Build a directory under a temporary name; rename it to `path` only if the block succeeds.

@@ -29,6 +29,8 @@ from xferlab.backbones.preprocess import Preprocessor
 from xferlab.backbones.registry import Backbone
 from xferlab.backbones.weights import state_dict_sha256
 from xferlab.building import build
+from xferlab.checkpointing import AtomicCheckpointIO
+from xferlab.integrity import verification
 from xferlab.data.splits import TEST, TRAIN, VAL, grouped_split
 from xferlab.data.store import ImageStore, StoreError
 from xferlab.embeddings.extractor import extract_embeddings
@@ -212,6 +214,11 @@ def load_inputs(cfg: DictConfig) -> JobInputs:
 
 def run_job(cfg: DictConfig) -> JobResult:
     average_over(cfg)  # a bad value fails before any work
+    with verification(cfg.get("verify")):
+        return _run_job(cfg)
+
+
+def _run_job(cfg: DictConfig) -> JobResult:
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -294,7 +301,7 @@ def run_finetune(cfg: DictConfig, backbone: Backbone, images: np.ndarray, labels
     stopper = EarlyStopping(monitor="val/macro_f1", mode="max", patience=cfg.finetune.patience)
     trainer = make_trainer(max_epochs=cfg.finetune.max_epochs, callbacks=[checkpoint, stopper], logger=loggers,
                            enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1,
-                           default_root_dir=str(run_dir))
+                           default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()])
     trainer.fit(model, datamodule=data)
     fit_seconds = time.perf_counter() - started
     tested = trainer.test(model, datamodule=data, ckpt_path="best", verbose=False)[0]

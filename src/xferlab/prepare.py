@@ -13,8 +13,10 @@ import xferlab.resolvers  # noqa: F401 - registers the resolvers the configs use
 @hydra.main(version_base="1.3", config_path="conf", config_name="prepare")
 def main(cfg: DictConfig) -> None:
     from xferlab.building import build
+    from xferlab.integrity import verification
 
-    store = build(cfg.dataset).open(cfg.paths.data_dir)
+    with verification(cfg.get("verify")):
+        store = build(cfg.dataset).open(cfg.paths.data_dir)
     counts = store.samples["label"].value_counts().sort_index()
     print(store)
     print(f"fingerprint {store.fingerprint}")

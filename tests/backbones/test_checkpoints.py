@@ -129,6 +129,17 @@ def test_truncated_empty_and_non_checkpoint_files_are_clear_errors(tmp_path):
         ["good.pth", "truncated.pth", "empty.pth", "text.pth", "bad.safetensors", "nostate.pth"])
 
 
+def test_a_flipped_byte_in_a_weights_file_is_refused(tmp_path):
+    """torch.load does not check the zip members' CRCs: without the check this loads a wrong weight."""
+    torch.save(random_vit_state(), tmp_path / "w.pth")
+    data = bytearray((tmp_path / "w.pth").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (tmp_path / "w.pth").write_bytes(bytes(data))
+    assert torch.load(tmp_path / "w.pth", weights_only=True)  # loads silently
+    with pytest.raises(WeightsError, match=r"w.pth is damaged \(member .* fails its CRC check"):
+        build(tmp_path / "w.pth")
+
+
 def test_architecture_or_channels_that_disagree_with_the_checkpoint_are_errors(tmp_path):
     torch.save(random_vit_state(in_chans=2, patch=8), tmp_path / "w.pth")
     with pytest.raises(WeightsError, match="patch_size: config 16 vs checkpoint 8"):

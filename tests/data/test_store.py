@@ -6,6 +6,7 @@ import zarr
 
 from tests.conftest import write_store
 from xferlab.data.store import COMPLETE_MARKER, ImageStore, StoreError, StoreWriter
+from xferlab.integrity import write_manifest
 
 
 def test_round_trip_keeps_images_table_and_attributes(tmp_path):
@@ -119,6 +120,7 @@ def test_store_from_a_newer_format_is_refused(tmp_path):
     store = write_store(tmp_path / "s.zarr")
     group = zarr.open_group(store.path, mode="r+")
     group.attrs["xferlab_store_version"] = 99
+    write_manifest(store.path)  # as the newer xferlab would have
     with pytest.raises(StoreError, match="newer xferlab") as err:
         ImageStore(store.path)
     assert str(store.path) in str(err.value) and "store format 99" in str(err.value)
@@ -148,3 +150,48 @@ def test_label_sets_round_trip(tmp_path):
     store = ImageStore(tmp_path / "s.zarr")
     assert store.label_rule == "multilabel"
     np.testing.assert_array_equal(store.label_sets, sets)
+
+
+def chunk_files(store):
+    return sorted(p for p in (store.path / "images" / "c").rglob("*") if p.is_file())
+
+
+def test_a_store_records_a_manifest_and_opens_checked(tmp_path):
+    from xferlab.integrity import manifest_problems
+
+    store = write_store(tmp_path / "s.zarr", chunk_rows=4)
+    assert (store.path / "MANIFEST.json").exists() and len(chunk_files(store)) == 4
+    assert manifest_problems(store.path, "full") == []
+    assert ImageStore(store.path, verify="full").fingerprint == store.fingerprint
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate", "flip"])
+def test_a_damaged_chunk_is_refused_on_open_naming_it(tmp_path, damage):
+    from xferlab.data.store import StoreDamagedError
+    from xferlab.integrity import verification
+
+    store = write_store(tmp_path / "s.zarr", chunk_rows=4)
+    chunk = chunk_files(store)[1]
+    name = chunk.relative_to(store.path).as_posix()
+    data = chunk.read_bytes()
+    if damage == "delete":  # zarr would read the missing chunk as zeros, silently
+        chunk.unlink()
+    elif damage == "truncate":
+        chunk.write_bytes(data[:-3])
+    else:
+        chunk.write_bytes(data[:10] + bytes([data[10] ^ 0xFF]) + data[11:])
+        ImageStore(store.path)  # same size: the quick check on open passes; the full one does not
+        with pytest.raises(StoreDamagedError, match=f"{name}: content changed"):
+            ImageStore(store.path, verify="full")
+    with pytest.raises(StoreDamagedError, match=f"damaged image store: {name}"):
+        with verification("full"):
+            ImageStore(store.path)
+
+
+def test_a_store_written_before_manifests_opens_unchecked(tmp_path, caplog):
+    store = write_store(tmp_path / "s.zarr", chunk_rows=4)
+    (store.path / "MANIFEST.json").unlink()
+    with caplog.at_level("INFO", logger="xferlab.integrity"):
+        assert ImageStore(store.path, verify="full").fingerprint == store.fingerprint
+        ImageStore(store.path)
+    assert sum("no MANIFEST.json" in r.message for r in caplog.records) == 1  # said once

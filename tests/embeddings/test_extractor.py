@@ -1,3 +1,6 @@
+import json
+from pathlib import Path
+
 import lightning as L
 import numpy as np
 import pytest
@@ -75,9 +78,11 @@ def test_nan_pixels_in_a_store_are_refused_at_extraction_naming_store_and_row(tm
     import zarr
 
     from xferlab.data.store import ImageStore, StoreError
+    from xferlab.integrity import write_manifest
 
     store = write_store(tmp_path / "f.zarr", n_per_class=5, size=16, dtype="float32")
     zarr.open_array(store.path / "images", mode="r+")[13, 1, 2, 3] = np.nan
+    write_manifest(store.path)  # as a writer that let NaN through would have recorded it
     store = ImageStore(store.path)
     backbone = tiny_backbone()
     adapter = NaturalMapping("natural", store.channel_names, backbone.in_channels)
@@ -224,3 +229,51 @@ def test_concurrent_builders_extract_an_entry_once_and_the_others_wait_for_it(tm
     assert len({info["cache_key"] for info in infos}) == 1 and len({s for _, s in got}) == 1
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [f"{infos[0]['cache_key']}.zarr",
                                                                       f"{infos[0]['cache_key']}.zarr.lock"]
+
+
+def test_two_extractions_into_different_caches_are_bit_identical(setup, tmp_path):
+    from xferlab.integrity import write_manifest
+
+    store, backbone, adapter, pre = setup
+    first, a = extract_embeddings(store, backbone, adapter, pre, tmp_path / "a", make_trainer, batch_size=6)
+    second, b = extract_embeddings(store, backbone, adapter, pre, tmp_path / "b", make_trainer, batch_size=6)
+    assert a["cache_hit"] is b["cache_hit"] is False and a["cache_path"] != b["cache_path"]
+    assert first.tobytes() == second.tobytes()
+    # every file of the two entries, chunks and metadata, has the same sha256
+    manifests = [json.loads((Path(i["cache_path"]) / "MANIFEST.json").read_text()) for i in (a, b)]
+    assert manifests[0] == manifests[1] == write_manifest(Path(a["cache_path"]))
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "delete", "no_marker", "unreadable_without_manifest"])
+def test_a_damaged_cache_entry_is_rebuilt_with_a_warning_naming_it(setup, tmp_path, caplog, damage):
+    store, backbone, adapter, pre = setup
+    good, info = extract_embeddings(store, backbone, adapter, pre, tmp_path, make_trainer, batch_size=6)
+    entry = Path(info["cache_path"])
+    chunk = sorted(p for p in (entry / "embeddings" / "c").rglob("*") if p.is_file())[1]
+    data = chunk.read_bytes()
+    if damage == "flip":
+        chunk.write_bytes(data[:20] + bytes([data[20] ^ 0xFF]) + data[21:])
+    elif damage == "truncate":
+        chunk.write_bytes(data[: len(data) // 2])
+    elif damage == "delete":  # zarr would read it as zeros
+        chunk.unlink()
+    elif damage == "no_marker":  # e.g. left by an older xferlab or by hand: never used as complete
+        (entry / "COMPLETE").unlink()
+    else:  # an entry from before manifests: used unchecked, but one that cannot be read is rebuilt
+        (entry / "MANIFEST.json").unlink()
+        chunk.write_bytes(b"\0garbage" * 3)
+    with caplog.at_level("WARNING", logger="xferlab.embeddings.cache"):
+        again, info2 = extract_embeddings(store, backbone, adapter, pre, tmp_path, make_trainer, batch_size=6)
+    assert f"embedding cache entry {entry} is damaged" in caplog.text
+    assert info2["cache_hit"] is False and again.tobytes() == good.tobytes()
+    assert (entry / "MANIFEST.json").exists() and not list(tmp_path.glob(".*tmp*"))
+    third, info3 = extract_embeddings(store, backbone, adapter, pre, tmp_path, make_trainer, batch_size=6)
+    assert info3["cache_hit"] is True and third.tobytes() == good.tobytes()
+
+
+def test_an_entry_written_before_manifests_is_used_unchecked(setup, tmp_path):
+    store, backbone, adapter, pre = setup
+    good, info = extract_embeddings(store, backbone, adapter, pre, tmp_path, make_trainer, batch_size=6)
+    (Path(info["cache_path"]) / "MANIFEST.json").unlink()
+    again, info2 = extract_embeddings(store, backbone, adapter, pre, tmp_path, make_trainer, batch_size=6)
+    assert info2["cache_hit"] is True and again.tobytes() == good.tobytes()

@@ -2,10 +2,12 @@
 strict loading as a backbone, resumption."""
 
 import json
+from pathlib import Path
 
+import pytest
 import torch
 
-from tests.conftest import compose_config
+from tests.conftest import compose_config, kill_when_stalled
 from xferlab.building import build
 from xferlab.ssl.run import run_pretraining
 
@@ -46,14 +48,94 @@ def test_pretraining_writes_a_dino_checkpoint_that_loads_as_a_backbone(tmp_path)
     assert metrics["data_fingerprint"] == store.fingerprint
 
 
-def test_pretraining_resumes_from_its_last_checkpoint(tmp_path):
-    run_pretraining(pretrain_cfg(tmp_path, "ssl.epochs=1", "name=r"))
+# A few steps on ToyCell: enough to prove determinism and exact resumption, cheap enough to run twice.
+FEW = [o for o in TINY if not o.startswith("dataset")] + [
+    "dataset=toycell_tiny", "max_images=16", "ssl.batch_size=8", "ssl.global_size=16", "ssl.local_size=8",
+    "ssl.knn_max_images=16", "ssl.epochs=2", "name=few"]
+
+
+def few_cfg(root, data_dir, *overrides):
+    return compose_config(FEW + [f"paths.output_root={root}", f"paths.data_dir={data_dir}", "paths.output_dir=/tmp/unused",
+                                 *overrides], config_name="pretrain")
+
+
+def assert_same_result(a: dict, b: dict) -> None:
+    """Bit-identical teacher, student, loss centre and optimizer state, and equal metrics."""
+    from xferlab.backbones.checkpoints import read_file
+
+    ca, cb = read_file(a["checkpoint"]), read_file(b["checkpoint"])
+    assert ca["epoch"] == cb["epoch"]
+    for part in ("teacher", "student"):
+        assert ca[part].keys() == cb[part].keys()
+        for key in ca[part]:
+            assert torch.equal(ca[part][key], cb[part][key]), (part, key)
+    assert torch.equal(ca["dino_loss"]["center"], cb["dino_loss"]["center"])
+    sa, sb = ca["optimizer"]["state"], cb["optimizer"]["state"]
+    assert sa.keys() == sb.keys()
+    assert all(torch.equal(sa[i][k], sb[i][k]) for i in sa for k in sa[i])
+    ignore = ("seconds", "checkpoint")
+    assert {k: v for k, v in a.items() if k not in ignore} == {k: v for k, v in b.items() if k not in ignore}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, shared_root):
+    return run_pretraining(few_cfg(tmp_path_factory.mktemp("uninterrupted"), shared_root / "data"))
+
+
+def test_two_pretraining_runs_give_identical_weights_and_metrics(uninterrupted, tmp_path, shared_root):
+    again = run_pretraining(few_cfg(tmp_path, shared_root / "data"))
+    assert_same_result(again, uninterrupted)
+    assert "val/knn_accuracy" in again and again["epochs"] == 2
+
+
+def test_pretraining_killed_while_writing_a_checkpoint_resumes_to_the_same_weights(uninterrupted, tmp_path,
+                                                                                  shared_root, caplog):
+    """Killed after writing epoch 2's `last.ckpt` under its temporary name, before the rename: the
+    file in place is still epoch 1's, intact. The rerun removes the temporary file, resumes from
+    epoch 1 and ends bit-identical to the run that never stopped (the data order of epoch 2 is drawn
+    from (seed, epoch), not from a generator the checkpoint does not hold)."""
+    out = tmp_path / "pretrain" / "few"
+    args = [*FEW, f"paths.output_root={tmp_path}", f"paths.data_dir={shared_root / 'data'}"]
+    kill_when_stalled("xferlab.pretrain", args, cwd=tmp_path, stall_at="checkpoint.before_replace@2")
+    (partial,) = out.glob(".last.ckpt.tmp-*")
+    assert torch.load(out / "last.ckpt", weights_only=False, map_location="cpu")["epoch"] == 0  # epoch 1's
+    assert not (out / "metrics.json").exists()
+    with caplog.at_level("INFO"):
+        resumed = run_pretraining(few_cfg(tmp_path, shared_root / "data"))
+    assert f"removing {partial}" in caplog.text and f"resuming from {out / 'last.ckpt'}" in caplog.text
+    assert not partial.exists()
+    assert_same_result(resumed, uninterrupted)
+
+
+def test_a_run_killed_after_its_last_checkpoint_writes_the_same_metrics_when_rerun(uninterrupted, shared_root):
+    """What a kill between the final `last.ckpt` and `metrics.json` leaves; the rerun has no epoch
+    left to train and takes the final epoch's metrics from the checkpoint."""
+    out = Path(uninterrupted["checkpoint"]).parent
+    (out / "metrics.json").unlink()
+    rerun = run_pretraining(few_cfg(out.parents[1], shared_root / "data"))
+    assert json.loads((out / "metrics.json").read_text())["train/loss"] == uninterrupted["train/loss"]
+    assert_same_result(rerun, uninterrupted)
+
+
+def test_pretraining_resumes_from_its_last_checkpoint(tmp_path, shared_root):
+    run_pretraining(few_cfg(tmp_path, shared_root / "data", "ssl.epochs=1", "name=r"))
     from xferlab.backbones.checkpoints import read_file
 
     first = read_file(tmp_path / "pretrain" / "r" / "checkpoint.pth")
-    result = run_pretraining(pretrain_cfg(tmp_path, "ssl.epochs=2", "name=r"))
+    result = run_pretraining(few_cfg(tmp_path, shared_root / "data", "ssl.epochs=2", "name=r"))
     second = read_file(result["checkpoint"])
     assert first["epoch"] == 1 and second["epoch"] == 2
     assert (tmp_path / "pretrain" / "r" / "last.ckpt").exists()
     for attempt in ("attempt0", "attempt1"):  # the resumed run keeps the first run's log
         assert (tmp_path / "pretrain" / "r" / "csv" / attempt / "metrics.csv").exists(), attempt
+
+
+def test_a_second_run_into_the_same_folder_is_refused(tmp_path):
+    from filelock import FileLock
+
+    out = tmp_path / "pretrain" / "few"
+    out.mkdir(parents=True)
+    with FileLock(str(out / ".pretrain.lock")):  # as a live run holds it
+        with pytest.raises(RuntimeError, match=f"another pretraining run is writing to {out}"):
+            run_pretraining(few_cfg(tmp_path, tmp_path / "data"))
+    assert not (tmp_path / "data").exists()  # refused before any work

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 import pickle
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 import torch
 
 from xferlab.backbones.weights import WeightsError, file_sha256
+from xferlab.integrity import checkpoint_problems
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,10 @@ def read_file(path: str | Path, trust: bool = False) -> Any:
             return load_file(str(path))
         except Exception as err:  # noqa: BLE001
             raise WeightsError(f"{path} is not a readable safetensors file ({err}): download it again") from err
+    if zipfile.is_zipfile(path):  # torch.load does not check the members' CRCs: a flipped byte loads silently
+        damaged = checkpoint_problems(path, load=False)
+        if damaged:
+            raise WeightsError(f"weights file {path} is damaged ({damaged[0]}): download it again")
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)

@@ -9,7 +9,8 @@ from typing import Callable
 from filelock import FileLock
 
 from xferlab.data import toycell
-from xferlab.data.store import ImageStore, StoreWriter
+from xferlab.data.store import ImageStore, StoreDamagedError, StoreWriter
+from xferlab.io import remove_stale_temp_siblings
 from xferlab.provenance import digest
 
 log = logging.getLogger(__name__)
@@ -17,13 +18,23 @@ log = logging.getLogger(__name__)
 
 def build_once(path: Path, build: Callable[[Path], None]) -> ImageStore:
     """Open the store at `path`, building it first if it is absent: one process builds (file lock)
-    while others wait, then all open the same complete store."""
+    while others wait, then all open the same complete store.
+
+    The builder first removes temporary folders left next to `path` by builders that were killed
+    (it holds the lock, so they are dead). A damaged store is refused, not rebuilt: other jobs may be
+    reading it, and damage on disk is worth a look; the error says to delete it to rebuild it."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(path) + ".lock"):
             if not path.exists():
+                for stale in remove_stale_temp_siblings(path):
+                    log.warning("removed %s, left by an interrupted build of %s", stale, path.name)
                 build(path)
-    return ImageStore(path)
+    try:
+        return ImageStore(path)
+    except StoreDamagedError as err:
+        raise StoreDamagedError(f"{err} xferlab builds this store from the dataset config: delete {path} "
+                                "and run again to rebuild it.") from err
 
 
 class BuiltSource:
@@ -96,4 +107,8 @@ class StoreSource:
                 f"dataset.path={self.path}: no image store there. Check the path, or build the store "
                 "with `python -m xferlab.prepare dataset=<name>` and point dataset.path at it."
             )
-        return ImageStore(path)
+        try:
+            return ImageStore(path)
+        except StoreDamagedError as err:
+            raise StoreDamagedError(f"{err} It was given as dataset.path, so xferlab cannot rebuild it: restore "
+                                    "it, or rebuild it with the importer that wrote it.") from err

@@ -8,6 +8,10 @@ Layout of `<name>.zarr/`:
 - attributes: format version, channel names, class names, source description, label rule,
   per-channel intensity statistics, a content fingerprint (everything) and an images fingerprint
   (pixels, channel names and sample ids: what embeddings depend on; labels are not part of it);
+- `MANIFEST.json`: size and sha256 of every file, recorded when the store is published (see
+  `xferlab.integrity`); checked on every open (sizes; sha256 with `verify="full"`). A damaged
+  store is refused, naming the files at fault. Stores written before manifests existed open
+  unchecked;
 - `COMPLETE`: written last; a store without it is incomplete and is refused.
 
 A store is written by `StoreWriter` under a temporary name and renamed into place when complete.
@@ -26,6 +30,8 @@ import numpy as np
 import pandas as pd
 import zarr
 
+from xferlab import faults
+from xferlab.integrity import default_level, describe, manifest_problems, write_manifest
 from xferlab.io import atomic_directory
 
 FORMAT_VERSION = 1
@@ -45,6 +51,10 @@ def _marker_not_a_node():
 
 class StoreError(RuntimeError):
     """An image store is missing, incomplete, or not in a format this xferlab can read."""
+
+
+class StoreDamagedError(StoreError):
+    """An image store's files do not match the sizes / checksums recorded when it was written."""
 
 
 class StoreWriter:
@@ -144,6 +154,7 @@ class StoreWriter:
         rest = block[cut - self._flushed :]
         self._pending = [rest] if len(rest) else []
         self._flushed = cut
+        faults.stall_point("store.chunk_written", str(self.path))
 
     def write_samples(self, samples: pd.DataFrame) -> None:
         missing = [c for c in REQUIRED_COLUMNS if c not in samples.columns]
@@ -216,13 +227,15 @@ class StoreWriter:
                 **self.attrs,
             }
         )
+        write_manifest(self._tmp)
         (self._tmp / COMPLETE_MARKER).write_text(self._hash.hexdigest() + "\n")
 
 
 class ImageStore:
-    """A complete image store, opened read-only."""
+    """A complete image store, opened read-only. Its files are checked against the manifest at
+    `verify` level (`quick`: sizes, `full`: sha256; None: `xferlab.integrity.default_level()`)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, verify: str | None = None):
         self.path = Path(path)
         if not self.path.exists():
             raise StoreError(f"no image store at {self.path}")
@@ -230,6 +243,12 @@ class ImageStore:
             raise StoreError(
                 f"{self.path} is an incomplete image store (no {COMPLETE_MARKER} marker): "
                 "its writer was interrupted. Delete it and build it again."
+            )
+        problems = manifest_problems(self.path, verify or default_level())
+        if problems:
+            raise StoreDamagedError(
+                f"{self.path} is a damaged image store: {describe(problems)} (checked against the sizes and "
+                f"checksums recorded when it was written, verify={verify or default_level()})."
             )
         with _marker_not_a_node():
             group = zarr.open_group(self.path, mode="r")

@@ -2,9 +2,15 @@
 preprocessing, precision, storage dtype, dataset content) and reused by every seed, head and
 experiment.
 
-Each entry is `<root>/<key>.zarr` with an `embeddings` array `(N, D)`, its spec in the attributes
-and a `COMPLETE` marker written last. The key is a digest of the spec, so any change of an input
-gives a new entry. Builders hold a file lock, so concurrent jobs build an entry once.
+Each entry is `<root>/<key>.zarr` with an `embeddings` array `(N, D)`, its spec in the attributes,
+a `MANIFEST.json` (size and sha256 of every file) and a `COMPLETE` marker written last. The key is a
+digest of the spec, so any change of an input gives a new entry. Builders hold a file lock, so
+concurrent jobs build an entry once.
+
+An entry is derived data: one whose files do not match its manifest (a damaged chunk), or that
+cannot be read, is discarded with a warning naming it and built again. Entries written before
+manifests existed are used unchecked. A builder holding the lock removes the temporary folders
+(`.<key>.zarr.tmp-*`) of builders that were killed.
 
 While an entry is built, rows may come from several writers (one per DDP rank), in any order: each
 writer fills whole chunks and records which ones it wrote, and the entry is published only when
@@ -23,7 +29,9 @@ import numpy as np
 import zarr
 from filelock import FileLock
 
-from xferlab.io import atomic_directory
+from xferlab import faults
+from xferlab.integrity import manifest_problems, write_manifest
+from xferlab.io import atomic_directory, discard_directory, remove_stale_temp_siblings
 from xferlab.provenance import digest
 
 log = logging.getLogger(__name__)
@@ -101,6 +109,7 @@ class ChunkWriter:
         start, stop = self._chunk_bounds(chunk)
         self._array[start:stop] = block
         self._written.append(chunk)
+        faults.stall_point("cache.chunk_written", str(self.path))
 
     def close(self) -> list[int]:
         """Record the chunks this writer wrote; a chunk left part-filled is an error."""
@@ -142,6 +151,29 @@ class EmbeddingCache:
     def is_complete(self) -> bool:
         return (self.path / COMPLETE_MARKER).exists()
 
+    def problems(self) -> list[str] | None:
+        """What is wrong with the entry: None when it is absent; else an empty list when it is
+        complete and its files match the manifest (sha256 of every file, or no manifest recorded)."""
+        if not self.path.exists():
+            return None
+        if not self.is_complete():
+            return [f"no {COMPLETE_MARKER} marker"]
+        return manifest_problems(self.path, "full") or []
+
+    def is_intact(self) -> bool:
+        return self.problems() == []
+
+    def discard(self, reason: str) -> None:
+        """Remove a damaged entry (under the lock), saying why."""
+        log.warning("embedding cache entry %s is damaged (%s): removing it; it will be built again",
+                    self.path, reason)
+        discard_directory(self.path)
+
+    def remove_stale_builds(self) -> None:
+        """Under the lock: temporary folders of this entry are left by builders that died."""
+        for stale in remove_stale_temp_siblings(self.path):
+            log.warning("removed %s, left by an interrupted build of this cache entry", stale)
+
     def load(self) -> np.ndarray:
         """All embeddings as float32 (whatever the storage dtype). An entry holding NaN or
         infinite values is refused (entries are checked when built; this catches older ones)."""
@@ -177,4 +209,5 @@ class EmbeddingCache:
             writer.close()
             check_all_chunks_written(tmp, n, chunk_rows)
             group.attrs.update({"key": self.key, "spec": self.spec})
+            write_manifest(tmp)
             (tmp / COMPLETE_MARKER).write_text(self.key + "\n")

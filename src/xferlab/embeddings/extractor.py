@@ -28,6 +28,7 @@ from xferlab.backbones.preprocess import Preprocessor
 from xferlab.backbones.registry import Backbone
 from xferlab.data.store import ImageStore, StoreError
 from xferlab.embeddings.cache import ChunkWriter, EmbeddingCache
+from xferlab.integrity import describe
 
 log = logging.getLogger(__name__)
 
@@ -214,12 +215,16 @@ def ensure_embeddings(
     """The cache entry for these embeddings, computed (once, under the entry's lock) if missing."""
     cache = EmbeddingCache(cache_root, cache_spec(backbone, adapter, preprocessor, store, precision, dtype, compile))
     info: dict[str, Any] = {"cache_key": cache.key, "cache_path": str(cache.path)}
-    if not cache.is_complete():
+    if not cache.is_intact():
         waiting = time.perf_counter()
         with cache.lock():
             # > 0 s in a job that then hits the cache: another job was building this entry
             info["lock_wait_seconds"] = time.perf_counter() - waiting
-            if not cache.is_complete():
+            cache.remove_stale_builds()
+            problems = cache.problems()
+            if problems != []:
+                if problems is not None:
+                    cache.discard(describe(problems))
                 info.update(cache_hit=False, **_extract(
                     cache, store, backbone, adapter, preprocessor, make_trainer, batch_size=batch_size,
                     num_workers=num_workers, precision=precision, compile=compile, devices=devices))
@@ -263,5 +268,20 @@ def extract_embeddings(store: ImageStore, backbone: Backbone, adapter: ChannelAd
                        cache_root, make_trainer: Callable[..., L.Trainer], **options) -> tuple[np.ndarray, dict[str, Any]]:
     """Embeddings of every image of `store` as float32, from the cache or computed once and cached.
     `options` are those of `ensure_embeddings`."""
+    cache, info = ensure_embeddings(store, backbone, adapter, preprocessor, cache_root, make_trainer, **options)
+    try:
+        return cache.load(), info
+    except MemoryError:
+        raise
+    except Exception:  # noqa: BLE001 - an entry that cannot be read is rebuilt (e.g. one without a manifest)
+        pass
+    with cache.lock():
+        try:  # another job may have rebuilt it meanwhile
+            return cache.load(), info
+        except MemoryError:
+            raise
+        except Exception as err:  # noqa: BLE001
+            if cache.path.exists():
+                cache.discard(f"reading it failed: {type(err).__name__}: {err}")
     cache, info = ensure_embeddings(store, backbone, adapter, preprocessor, cache_root, make_trainer, **options)
     return cache.load(), info

@@ -22,6 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig
 
 from xferlab.backbones.weights import state_dict_sha256
+from xferlab.checkpointing import StallPoint
 from xferlab.data.splits import TRAIN
 from xferlab.heads.datamodule import EmbeddingDataModule
 from xferlab.heads.grid import GridHeadClassifier, Setting
@@ -116,7 +117,7 @@ def _train_head(head_cfg: DictConfig, embeddings: np.ndarray, labels: np.ndarray
                                multilabel=multilabel, patience=int(head_cfg.patience), average_over=average_over)
     trainer = make_trainer(max_epochs=int(head_cfg.max_epochs), logger=logger,
                            enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-                           num_sanity_val_steps=0, log_every_n_steps=1,
+                           num_sanity_val_steps=0, log_every_n_steps=1, callbacks=[StallPoint("head", str(root_dir))],
                            default_root_dir=None if root_dir is None else str(root_dir))
     trainer.fit(model, datamodule=data)
     fit_seconds = time.perf_counter() - started

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from xferlab.data.splits import TRAIN, VAL, grouped_split
 from xferlab.data.store import ImageStore
@@ -54,3 +54,23 @@ class MultiCropDataset(Dataset):
     def __getitem__(self, index: int) -> list[torch.Tensor]:
         g = torch.Generator().manual_seed(hash((self.seed, self.epoch, int(index))) & 0x7FFFFFFF)
         return self.transform(self.images[index], g)
+
+
+class EpochShuffle(Sampler[int]):
+    """A fresh random order each epoch, drawn from (seed, epoch) alone. A DataLoader's own shuffle
+    draws from a generator whose state is not saved in checkpoints, so a resumed run would see other
+    orders than a run that never stopped; with this sampler it sees the same ones. Lightning calls
+    `set_epoch` before every epoch."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = int(n), int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        state = np.random.SeedSequence([self.seed, self.epoch, 0x5EED]).generate_state(1)[0]
+        return iter(torch.randperm(self.n, generator=torch.Generator().manual_seed(int(state))).tolist())

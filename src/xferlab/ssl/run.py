@@ -1,5 +1,12 @@
 """One pretraining run: the data it may see, the DINO module, checkpoints in DINO's layout,
-resumption after an interruption, and a record of what was done."""
+resumption after an interruption, and a record of what was done.
+
+Crash safety: one run per output folder at a time (a file lock); temporary files left there by a
+killed run are removed at the start; checkpoints are written atomically (`AtomicCheckpointIO`);
+`resume=true` continues from an intact `last.ckpt` (a damaged one is reported, moved aside and the
+run starts over), `resume=<file>` from that file or not at all. The data order of each epoch is drawn
+from (seed, epoch) and each sample's views from (seed, epoch, index), so a resumed run ends with the
+same weights as one that never stopped."""
 
 from __future__ import annotations
 
@@ -11,17 +18,20 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from filelock import FileLock, Timeout
+from lightning.pytorch.callbacks import Callback, Checkpoint
 from omegaconf import DictConfig, OmegaConf
 
 from xferlab import __version__
 from xferlab.backbones.registry import _create
 from xferlab.building import build
+from xferlab.checkpointing import AtomicCheckpointIO, resume_from
+from xferlab.integrity import verification
 from xferlab.io import atomic_write_json, atomic_write_text, temp_sibling
 from xferlab.loggers import build_loggers
 from xferlab.provenance import config_digest, git_revision, semantic_config
 from xferlab.ssl.augment import MultiCrop
-from xferlab.ssl.data import MultiCropDataset, load_rows, pretraining_rows, zscore
+from xferlab.ssl.data import EpochShuffle, MultiCropDataset, load_rows, pretraining_rows, zscore
 from xferlab.ssl.module import DINOModule
 
 log = logging.getLogger(__name__)
@@ -39,18 +49,71 @@ class DinoCheckpoint(Callback):
         tmp.replace(self.path)
 
 
+class LastCheckpoint(Checkpoint):
+    """After every epoch, `last.ckpt`: the whole training state, to resume from, written through the
+    trainer's checkpoint IO (atomic). (`ModelCheckpoint(save_top_k=0, save_last=True)` writes
+    `last.ckpt` only when it also writes a top-k file, so in Lightning 2.6 only at the very end: a
+    run killed midway had nothing to resume from.) A `Checkpoint`, so it runs after the module's own
+    epoch-end hook, like ModelCheckpoint."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.metrics: dict[str, float] = {}  # the last finished epoch's, saved in the checkpoint
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        self.metrics = epoch_metrics(trainer.callback_metrics)
+        trainer.save_checkpoint(self.path)
+
+    # A run killed after its last checkpoint but before metrics.json has no epoch left to train when
+    # resumed: it writes the metrics restored from the checkpoint.
+    def state_dict(self) -> dict[str, Any]:
+        return {"metrics": self.metrics}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.metrics = dict(state.get("metrics", {}))
+
+
+def epoch_metrics(callback_metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in callback_metrics.items() if not k.endswith("_step")}
+
+
 class EpochSeed(Callback):
-    def __init__(self, dataset: MultiCropDataset):
-        self.dataset = dataset
+    def __init__(self, dataset: MultiCropDataset, sampler: EpochShuffle | None = None):
+        self.dataset, self.sampler = dataset, sampler
 
     def on_train_epoch_start(self, trainer, module) -> None:
         self.dataset.epoch = int(trainer.current_epoch)
+        if self.sampler is not None:
+            self.sampler.set_epoch(int(trainer.current_epoch))
+
+
+def remove_stale_temp_files(out: Path) -> None:
+    """Temporary files of atomic writes (`.<name>.tmp-<id>`, `.<name>.<id>.tmp`) in the output
+    folder: the caller holds the folder's lock, so their writers are dead."""
+    for tmp in sorted({*out.glob(".*.tmp-*"), *out.glob(".*.tmp")}):
+        if tmp.is_file():
+            log.warning("removing %s, left by an interrupted run", tmp)
+            tmp.unlink(missing_ok=True)
 
 
 def run_pretraining(cfg: DictConfig) -> dict[str, Any]:
-    start = time.perf_counter()
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(out / ".pretrain.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise RuntimeError(f"another pretraining run is writing to {out}; wait for it, or choose another name=") from None
+    try:
+        with verification(cfg.get("verify")):
+            return _run_pretraining(cfg, out)
+    finally:
+        lock.release()
+
+
+def _run_pretraining(cfg: DictConfig, out: Path) -> dict[str, Any]:
+    start = time.perf_counter()
+    remove_stale_temp_files(out)
     store = build(cfg.dataset).open(cfg.paths.data_dir)
     bcfg = cfg.backbone
     if len(bcfg.in_channels) != len(store.channel_names):
@@ -66,8 +129,9 @@ def run_pretraining(cfg: DictConfig) -> dict[str, Any]:
     s = cfg.ssl
     transform = MultiCrop(s.global_size, s.local_size, s.n_local, s.global_scale, s.local_scale)
     dataset = MultiCropDataset(images, transform, cfg.seed)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=s.batch_size, shuffle=True, drop_last=True,
-                                         num_workers=s.num_workers, generator=torch.Generator().manual_seed(cfg.seed),
+    sampler = EpochShuffle(len(dataset), cfg.seed)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=s.batch_size, sampler=sampler, drop_last=True,
+                                         num_workers=s.num_workers,
                                          collate_fn=lambda items: [torch.stack(v) for v in zip(*items)])
     knn = None
     if len(val_rows):
@@ -97,21 +161,18 @@ def run_pretraining(cfg: DictConfig) -> dict[str, Any]:
                                        # one CSV log per attempt: a resumed run must not overwrite the first one's
                                        csv_version=f"attempt{len(list((out / 'csv').glob('attempt*')))}")
     try:
+        last = LastCheckpoint(out / "last.ckpt")
         trainer = build(cfg.trainer)(
             max_epochs=s.epochs, logger=loggers, gradient_clip_val=s.clip_grad, enable_progress_bar=False,
             enable_model_summary=False, log_every_n_steps=10, default_root_dir=str(out),
-            callbacks=[EpochSeed(dataset), DinoCheckpoint(out / "checkpoint.pth", args, meta),
-                       ModelCheckpoint(dirpath=out, filename="epoch{epoch}", save_last=True, save_top_k=0,
-                                       every_n_epochs=1, enable_version_counter=False)])
-        last = out / "last.ckpt"
-        resume = str(last) if cfg.resume and last.exists() else None
-        if resume:
-            log.info("resuming from %s", resume)
-        trainer.fit(module, loader, ckpt_path=resume)
+            callbacks=[EpochSeed(dataset, sampler), DinoCheckpoint(out / "checkpoint.pth", args, meta), last],
+            plugins=[AtomicCheckpointIO()])
+        trainer.fit(module, loader, ckpt_path=resume_from(cfg.resume, out / "last.ckpt"))
     finally:
         if wandb_run is not None:
             wandb_run.finish()
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if not k.endswith("_step")}
+    # resumed from the last epoch's checkpoint, nothing is left to train: that epoch's metrics come from it
+    metrics = {**last.metrics, **epoch_metrics(trainer.callback_metrics)}
     result = {**{k.removesuffix("_epoch"): v for k, v in metrics.items()}, "epochs": int(s.epochs),
               "seconds": time.perf_counter() - start, "checkpoint": str(out / "checkpoint.pth"), **meta}
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
