@@ -1,11 +1,9 @@
 """What several benchmarks share: synthetic image stores of a given size, configs composed as the
-CLI would, the extraction Trainer a job uses, and best-of timing."""
+CLI would, and the extraction Trainer a job uses."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Callable
 
 import lightning as L
 import numpy as np
@@ -54,12 +52,3 @@ def extract_trainer(accelerator: str = "cpu", **kwargs) -> L.Trainer:
     return L.Trainer(accelerator=accelerator, deterministic=True, logger=False, enable_progress_bar=False,
                      enable_model_summary=False, enable_checkpointing=False, **kwargs)
 
-
-def best_of(rounds: int, fn: Callable[[], None]) -> float:
-    """The shortest of `rounds` timed calls: the figure least disturbed by other work."""
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)

@@ -27,16 +27,9 @@ DEMO = ("dataset=synthcell", "backbone=synth_opencell")
 
 def compose(overrides: Sequence[str]):
     """The `train` config with these overrides (as `python -m xferlab.train` would compose it)."""
-    from pathlib import Path
+    from xferlab.benchmarks.common import compose_config
 
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    import xferlab
-    import xferlab.resolvers  # noqa: F401 - registers the resolvers the configs use
-
-    with initialize_config_dir(config_dir=str(Path(xferlab.__file__).parent / "conf"), version_base="1.3"):
-        return hydra_compose("train", overrides=["paths.output_dir=outputs/bench/heads", *overrides])
+    return compose_config(["paths.output_dir=outputs/bench/heads", *overrides])
 
 
 @contextmanager

@@ -28,17 +28,10 @@ def default_data_dir() -> Path:
 
 def build_store(overrides: Sequence[str], data_dir: Path) -> tuple[str, int]:
     """Build (or open) the store the jobs will read; returns its name and size."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    import xferlab
-    import xferlab.resolvers  # noqa: F401
+    from xferlab.benchmarks.common import compose_config
     from xferlab.building import build
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(Path(xferlab.__file__).parent / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[*overrides, "paths.output_dir=unused"])
-    GlobalHydra.instance().clear()
+    cfg = compose_config([*overrides, "paths.output_dir=unused"])
     store = build(cfg.dataset).open(data_dir)
     return cfg.dataset.name, len(store)
 
