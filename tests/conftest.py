@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.core.global_hydra import GlobalHydra  # noqa: E402
 
 import xferlab  # noqa: E402
-import xferlab.resolvers  # noqa: E402,F401
+import xferlab.runtime.resolvers  # noqa: E402,F401
 from xferlab.data.store import ImageStore, StoreWriter  # noqa: E402
 
 CONF_DIR = Path(xferlab.__file__).parent / "conf"
@@ -80,7 +80,7 @@ def xferlab_env(**extra: str) -> dict[str, str]:
 def kill_when_stalled(module: str, args: list[str], cwd: Path, stall_at: str, where: str = "",
                       timeout: float = 300) -> str:
     """Run `python -m <module> <args>` until it reaches the stall point `stall_at` (see
-    `xferlab.faults`), then SIGKILL it; returns its output. Fails if it exits before stalling."""
+    `xferlab.runtime.faults`), then SIGKILL it; returns its output. Fails if it exits before stalling."""
     import signal
     import subprocess
     import sys

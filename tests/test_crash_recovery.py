@@ -1,5 +1,5 @@
 """`python -m xferlab.train` killed with SIGKILL at a well-defined moment (a stall point, see
-`xferlab.faults`), then run again: nothing partial is used as complete, the work is redone or
+`xferlab.runtime.faults`), then run again: nothing partial is used as complete, the work is redone or
 resumed, and the results equal an uninterrupted run's byte for byte."""
 
 from __future__ import annotations

@@ -394,7 +394,7 @@ def test_fine_tuning_inputs_refuse_nan_pixels_naming_the_rows(tmp_path):
     from xferlab.backbones.channels import NaturalMapping
     from xferlab.backbones.preprocess import Preprocessor
     from xferlab.data.store import ImageStore, StoreError
-    from xferlab.integrity import write_manifest
+    from xferlab.runtime.integrity import write_manifest
     from xferlab.job import preprocessed_images
 
     store = write_store(tmp_path / "f.zarr", dtype="float32")

@@ -17,8 +17,8 @@ from typing import Any, Callable
 import torch
 
 from xferlab import __version__
-from xferlab.io import atomic_write_json
-from xferlab.provenance import git_revision
+from xferlab.runtime.io import atomic_write_json
+from xferlab.runtime.provenance import git_revision
 
 
 def _lazy(module: str, function: str) -> Callable[[], list[dict[str, Any]]]:

@@ -28,9 +28,9 @@ from omegaconf import DictConfig, OmegaConf
 from xferlab.backbones.preprocess import Preprocessor
 from xferlab.backbones.registry import Backbone
 from xferlab.backbones.weights import state_dict_sha256
-from xferlab.building import build
-from xferlab.checkpointing import AtomicCheckpointIO
-from xferlab.integrity import verification
+from xferlab.runtime.building import build
+from xferlab.runtime.checkpointing import AtomicCheckpointIO
+from xferlab.runtime.integrity import verification
 from xferlab.data.splits import TEST, TRAIN, VAL, grouped_split
 from xferlab.data.store import ImageStore, StoreError
 from xferlab.embeddings.extractor import extract_embeddings
@@ -38,9 +38,9 @@ from xferlab.heads.datamodule import EmbeddingDataModule
 from xferlab.heads.finetune import FinetuneClassifier
 from xferlab.heads.scores import DEFAULT_AVERAGE_OVER, check_average_over, macro_f1_score
 from xferlab.heads.training import HeadFit, class_weights, train_head
-from xferlab.loggers import build_loggers
-from xferlab.results import mirror_to_wandb, predictions_table, provenance, write_results
-from xferlab.provenance import config_digest, semantic_config
+from xferlab.runtime.loggers import build_loggers
+from xferlab.runtime.results import mirror_to_wandb, predictions_table, provenance, write_results
+from xferlab.runtime.provenance import config_digest, semantic_config
 
 log = logging.getLogger(__name__)
 

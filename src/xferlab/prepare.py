@@ -7,13 +7,13 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-import xferlab.resolvers  # noqa: F401 - registers the resolvers the configs use
+import xferlab.runtime.resolvers  # noqa: F401 - registers the resolvers the configs use
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="prepare")
 def main(cfg: DictConfig) -> None:
-    from xferlab.building import build
-    from xferlab.integrity import verification
+    from xferlab.runtime.building import build
+    from xferlab.runtime.integrity import verification
 
     with verification(cfg.get("verify")):
         store = build(cfg.dataset).open(cfg.paths.data_dir)

@@ -9,7 +9,7 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
-import xferlab.resolvers  # noqa: F401 - registers the resolvers the configs use
+import xferlab.runtime.resolvers  # noqa: F401 - registers the resolvers the configs use
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-import xferlab.resolvers  # noqa: F401 - registers the resolvers the configs use
+import xferlab.runtime.resolvers  # noqa: F401 - registers the resolvers the configs use
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-from xferlab.integrity import MANIFEST, checkpoint_problems, describe, manifest_problems
+from xferlab.runtime.integrity import MANIFEST, checkpoint_problems, describe, manifest_problems
 
 CHECKPOINT_SUFFIXES = (".ckpt", ".pth", ".pt")
 

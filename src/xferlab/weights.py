@@ -16,7 +16,7 @@ from pathlib import Path
 
 from xferlab.backbones.locations import KNOWN_CHECKPOINTS, weights_dir
 from xferlab.backbones.weights import WeightsError, file_sha256
-from xferlab.io import atomic_write_json, temp_sibling
+from xferlab.runtime.io import atomic_write_json, temp_sibling
 
 BACKBONE_OF = {"dino_deitsmall16_pretrain.pth": "imagenet", "dino_deitsmall16_pretrain_full_checkpoint.pth": "imagenet",
                "dino_vitbase8_pretrain.pth": "imagenet_vitb8", "DINO_FOV_checkpoint.pth": "hpa",
@@ -38,7 +38,7 @@ def verify(path: Path, backbone: str) -> str:
     from hydra import compose, initialize_config_dir
 
     import xferlab
-    from xferlab.building import build
+    from xferlab.runtime.building import build
 
     conf = Path(xferlab.__file__).parent / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):

@@ -154,7 +154,7 @@ def test_architecture_or_channels_that_disagree_with_the_checkpoint_are_errors(t
 
 def test_missing_public_checkpoint_names_file_source_and_destination_fast(tmp_path, monkeypatch):
     from tests.conftest import compose_config
-    from xferlab.building import build as instantiate
+    from xferlab.runtime.building import build as instantiate
 
     monkeypatch.setenv("XFERLAB_WEIGHTS", str(tmp_path / "weights"))
     for option, file, source in [("imagenet", "dino_deitsmall16_pretrain.pth", "dl.fbaipublicfiles.com"),

@@ -4,7 +4,7 @@ import pytest
 
 from tests.conftest import compose_config
 from xferlab.backbones.weights import file_sha256
-from xferlab.building import build
+from xferlab.runtime.building import build
 from xferlab.ssl.export import read_manifest, shipped_dir
 
 SHIPPED = ("synth_opencell", "synth_hpa", "synth_photos")

@@ -6,7 +6,7 @@ import zarr
 
 from tests.conftest import write_store
 from xferlab.data.store import COMPLETE_MARKER, ImageStore, StoreError, StoreWriter
-from xferlab.integrity import write_manifest
+from xferlab.runtime.integrity import write_manifest
 
 
 def test_round_trip_keeps_images_table_and_attributes(tmp_path):
@@ -79,7 +79,7 @@ def test_a_pixel_dtype_that_is_not_numeric_is_refused(tmp_path):
 def test_a_full_disk_while_writing_leaves_nothing_and_names_the_store(tmp_path, monkeypatch):
     import errno
 
-    from xferlab.io import DiskFullError
+    from xferlab.runtime.io import DiskFullError
 
     def no_space(self, key, value):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -157,7 +157,7 @@ def chunk_files(store):
 
 
 def test_a_store_records_a_manifest_and_opens_checked(tmp_path):
-    from xferlab.integrity import manifest_problems
+    from xferlab.runtime.integrity import manifest_problems
 
     store = write_store(tmp_path / "s.zarr", chunk_rows=4)
     assert (store.path / "MANIFEST.json").exists() and len(chunk_files(store)) == 4
@@ -168,7 +168,7 @@ def test_a_store_records_a_manifest_and_opens_checked(tmp_path):
 @pytest.mark.parametrize("damage", ["delete", "truncate", "flip"])
 def test_a_damaged_chunk_is_refused_on_open_naming_it(tmp_path, damage):
     from xferlab.data.store import StoreDamagedError
-    from xferlab.integrity import verification
+    from xferlab.runtime.integrity import verification
 
     store = write_store(tmp_path / "s.zarr", chunk_rows=4)
     chunk = chunk_files(store)[1]
@@ -191,7 +191,7 @@ def test_a_damaged_chunk_is_refused_on_open_naming_it(tmp_path, damage):
 def test_a_store_written_before_manifests_opens_unchecked(tmp_path, caplog):
     store = write_store(tmp_path / "s.zarr", chunk_rows=4)
     (store.path / "MANIFEST.json").unlink()
-    with caplog.at_level("INFO", logger="xferlab.integrity"):
+    with caplog.at_level("INFO", logger="xferlab.runtime.integrity"):
         assert ImageStore(store.path, verify="full").fingerprint == store.fingerprint
         ImageStore(store.path)
     assert sum("no MANIFEST.json" in r.message for r in caplog.records) == 1  # said once

@@ -93,7 +93,7 @@ def test_a_full_disk_while_building_leaves_nothing_and_a_later_build_succeeds(tm
 
     import zarr
 
-    from xferlab.io import DiskFullError
+    from xferlab.runtime.io import DiskFullError
 
     cache = EmbeddingCache(tmp_path, SPEC)
     values = np.arange(15, dtype=np.float32).reshape(5, 3)
@@ -111,7 +111,7 @@ def test_a_full_disk_while_building_leaves_nothing_and_a_later_build_succeeds(tm
     assert not cache.is_complete() and list(tmp_path.iterdir()) == []  # no entry, no temporary folder
 
     with monkeypatch.context() as patch:  # the disk fills up while the finished entry is published
-        patch.setattr("xferlab.io.os.rename", lambda *a: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
+        patch.setattr("xferlab.runtime.io.os.rename", lambda *a: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
         with pytest.raises(DiskFullError, match=str(cache.path)):
             with cache.build(5, 3, chunk_rows=2) as writer:
                 writer.write(np.arange(5), values)

@@ -78,7 +78,7 @@ def test_nan_pixels_in_a_store_are_refused_at_extraction_naming_store_and_row(tm
     import zarr
 
     from xferlab.data.store import ImageStore, StoreError
-    from xferlab.integrity import write_manifest
+    from xferlab.runtime.integrity import write_manifest
 
     store = write_store(tmp_path / "f.zarr", n_per_class=5, size=16, dtype="float32")
     zarr.open_array(store.path / "images", mode="r+")[13, 1, 2, 3] = np.nan
@@ -232,7 +232,7 @@ def test_concurrent_builders_extract_an_entry_once_and_the_others_wait_for_it(tm
 
 
 def test_two_extractions_into_different_caches_are_bit_identical(setup, tmp_path):
-    from xferlab.integrity import write_manifest
+    from xferlab.runtime.integrity import write_manifest
 
     store, backbone, adapter, pre = setup
     first, a = extract_embeddings(store, backbone, adapter, pre, tmp_path / "a", make_trainer, batch_size=6)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.conftest import compose_config, kill_when_stalled
-from xferlab.building import build
+from xferlab.runtime.building import build
 from xferlab.ssl.run import run_pretraining
 
 TINY = ["dataset=synthcell_tiny", "dataset.workers=1", "experiment=smoke", "logger=csv", "ssl.batch_size=16",

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from xferlab.backbones.weights import WeightsError, file_sha256
-from xferlab.integrity import checkpoint_problems
+from xferlab.runtime.integrity import checkpoint_problems
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 import xferlab
-import xferlab.resolvers  # noqa: F401  (registers the config resolvers)
+import xferlab.runtime.resolvers  # noqa: F401  (registers the config resolvers)
 from xferlab.data.store import ImageStore, StoreWriter
 
 CONF_DIR = Path(xferlab.__file__).parent / "conf"

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from xferlab.backbones.preprocess import Preprocessor
 from xferlab.benchmarks.common import compose_config, extract_trainer, synthetic_store
-from xferlab.building import build
+from xferlab.runtime.building import build
 from xferlab.embeddings.extractor import ensure_embeddings
 
 TARGET = 0.90

@@ -25,7 +25,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from xferlab.backbones.preprocess import Preprocessor
 from xferlab.benchmarks.common import compose_config, extract_trainer
-from xferlab.building import build
+from xferlab.runtime.building import build
 from xferlab.data.store import ImageStore
 from xferlab.embeddings.extractor import ensure_embeddings
 logging.disable(logging.WARNING)

@@ -29,7 +29,7 @@ def default_data_dir() -> Path:
 def build_store(overrides: Sequence[str], data_dir: Path) -> tuple[str, int]:
     """Build (or open) the store the jobs will read; returns its name and size."""
     from xferlab.benchmarks.common import compose_config
-    from xferlab.building import build
+    from xferlab.runtime.building import build
 
     cfg = compose_config([*overrides, "paths.output_dir=unused"])
     store = build(cfg.dataset).open(data_dir)

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from xferlab.data.store import ImageStore
-from xferlab.io import temp_sibling
+from xferlab.runtime.io import temp_sibling
 
 # channel -> RGB colour of the composite
 COLOURS = {"nucleus": (0.2, 0.4, 1.0), "protein": (0.1, 1.0, 0.2), "microtubules": (1.0, 0.2, 0.2),

@@ -10,8 +10,8 @@ from filelock import FileLock
 
 from xferlab.data import toycell
 from xferlab.data.store import ImageStore, StoreDamagedError, StoreWriter
-from xferlab.io import remove_stale_temp_siblings
-from xferlab.provenance import digest
+from xferlab.runtime.io import remove_stale_temp_siblings
+from xferlab.runtime.provenance import digest
 
 log = logging.getLogger(__name__)
 

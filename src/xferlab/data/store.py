@@ -9,7 +9,7 @@ Layout of `<name>.zarr/`:
   per-channel intensity statistics, a content fingerprint (everything) and an images fingerprint
   (pixels, channel names and sample ids: what embeddings depend on; labels are not part of it);
 - `MANIFEST.json`: size and sha256 of every file, recorded when the store is published (see
-  `xferlab.integrity`); checked on every open (sizes; sha256 with `verify="full"`). A damaged
+  `xferlab.runtime.integrity`); checked on every open (sizes; sha256 with `verify="full"`). A damaged
   store is refused, naming the files at fault. Stores written before manifests existed open
   unchecked;
 - `COMPLETE`: written last; a store without it is incomplete and is refused.
@@ -30,9 +30,9 @@ import numpy as np
 import pandas as pd
 import zarr
 
-from xferlab import faults
-from xferlab.integrity import default_level, describe, manifest_problems, write_manifest
-from xferlab.io import atomic_directory
+from xferlab.runtime import faults
+from xferlab.runtime.integrity import default_level, describe, manifest_problems, write_manifest
+from xferlab.runtime.io import atomic_directory
 
 FORMAT_VERSION = 1
 COMPLETE_MARKER = "COMPLETE"
@@ -233,7 +233,7 @@ class StoreWriter:
 
 class ImageStore:
     """A complete image store, opened read-only. Its files are checked against the manifest at
-    `verify` level (`quick`: sizes, `full`: sha256; None: `xferlab.integrity.default_level()`)."""
+    `verify` level (`quick`: sizes, `full`: sha256; None: `xferlab.runtime.integrity.default_level()`)."""
 
     def __init__(self, path: str | Path, verify: str | None = None):
         self.path = Path(path)

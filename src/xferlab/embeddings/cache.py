@@ -29,10 +29,10 @@ import numpy as np
 import zarr
 from filelock import FileLock
 
-from xferlab import faults
-from xferlab.integrity import manifest_problems, write_manifest
-from xferlab.io import atomic_directory, discard_directory, remove_stale_temp_siblings
-from xferlab.provenance import digest
+from xferlab.runtime import faults
+from xferlab.runtime.integrity import manifest_problems, write_manifest
+from xferlab.runtime.io import atomic_directory, discard_directory, remove_stale_temp_siblings
+from xferlab.runtime.provenance import digest
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from xferlab.backbones.preprocess import Preprocessor
 from xferlab.backbones.registry import Backbone
 from xferlab.data.store import ImageStore, StoreError
 from xferlab.embeddings.cache import ChunkWriter, EmbeddingCache
-from xferlab.integrity import describe
+from xferlab.runtime.integrity import describe
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig
 
 from xferlab.backbones.weights import state_dict_sha256
-from xferlab.checkpointing import StallPoint
+from xferlab.runtime.checkpointing import StallPoint
 from xferlab.data.splits import TRAIN
 from xferlab.heads.datamodule import EmbeddingDataModule
 from xferlab.heads.grid import GridHeadClassifier, Setting

@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from xferlab.io import atomic_write_text
+from xferlab.runtime.io import atomic_write_text
 from xferlab.reporting import plots
 from xferlab.reporting.aggregate import METRICS, scan_runs
 from xferlab.reporting.confusion import confusion_from_runs, top_confusions

@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from xferlab.loggers import flatten
-from xferlab.provenance import ADDED_KEYS, NON_SEMANTIC_KEYS, digest
+from xferlab.runtime.loggers import flatten
+from xferlab.runtime.provenance import ADDED_KEYS, NON_SEMANTIC_KEYS, digest
 
 IGNORED = set(NON_SEMANTIC_KEYS) | {"extract.num_workers"}
 

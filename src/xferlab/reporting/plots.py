@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from xferlab.io import temp_sibling  # noqa: E402
+from xferlab.runtime.io import temp_sibling  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:

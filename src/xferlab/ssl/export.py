@@ -15,7 +15,7 @@ import torch
 
 from xferlab.backbones.checkpoints import load_backbone_state
 from xferlab.backbones.weights import file_sha256
-from xferlab.io import atomic_write_json, temp_sibling
+from xferlab.runtime.io import atomic_write_json, temp_sibling
 
 MANIFEST = "manifest.json"
 

@@ -24,12 +24,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from xferlab import __version__
 from xferlab.backbones.registry import _create
-from xferlab.building import build
-from xferlab.checkpointing import AtomicCheckpointIO, resume_from
-from xferlab.integrity import verification
-from xferlab.io import atomic_write_json, atomic_write_text, temp_sibling
-from xferlab.loggers import build_loggers
-from xferlab.provenance import config_digest, git_revision, semantic_config
+from xferlab.runtime.building import build
+from xferlab.runtime.checkpointing import AtomicCheckpointIO, resume_from
+from xferlab.runtime.integrity import verification
+from xferlab.runtime.io import atomic_write_json, atomic_write_text, temp_sibling
+from xferlab.runtime.loggers import build_loggers
+from xferlab.runtime.provenance import config_digest, git_revision, semantic_config
 from xferlab.ssl.augment import MultiCrop
 from xferlab.ssl.data import EpochShuffle, MultiCropDataset, load_rows, pretraining_rows, zscore
 from xferlab.ssl.module import DINOModule

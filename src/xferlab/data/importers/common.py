@@ -16,7 +16,7 @@ from skimage.transform import resize
 from xferlab.data.labels import ANNOTATIONS_FILE, RULES, TargetLabels, opencell_annotations, target_labels
 from xferlab.data.sources import build_once
 from xferlab.data.store import ImageStore, StoreError, StoreWriter
-from xferlab.provenance import digest
+from xferlab.runtime.provenance import digest
 
 log = logging.getLogger(__name__)
 

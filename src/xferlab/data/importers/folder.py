@@ -41,7 +41,7 @@ from xferlab.data.importers.common import (
 )
 from xferlab.data.splits import TEST, TRAIN, UNUSED, VAL
 from xferlab.data.store import StoreWriter
-from xferlab.provenance import digest
+from xferlab.runtime.provenance import digest
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from xferlab.io import atomic_write_json
+from xferlab.runtime.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from tests.conftest import SMOKE, compose_config, write_store
-from xferlab.io import DiskFullError
-from xferlab.results import write_results
+from xferlab.runtime.io import DiskFullError
+from xferlab.runtime.results import write_results
 
 
 def test_a_failure_part_way_leaves_no_metrics_json_and_no_temporary_files(tmp_path, monkeypatch):
@@ -35,7 +35,7 @@ def test_a_failure_part_way_leaves_no_metrics_json_and_no_temporary_files(tmp_pa
         return fake
 
     for name in ("predictions.csv", "metrics.json"):
-        monkeypatch.setattr("xferlab.io.os.replace", full_disk_at(name))
+        monkeypatch.setattr("xferlab.runtime.io.os.replace", full_disk_at(name))
         with pytest.raises(DiskFullError, match="disk full") as err:
             write({"test/macro_f1": 0.7})
         assert str(run / name) in str(err.value)

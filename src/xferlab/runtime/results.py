@@ -14,8 +14,8 @@ from xferlab import __version__
 from xferlab.backbones.registry import Backbone
 from xferlab.data.splits import TEST, TRAIN, VAL
 from xferlab.data.store import ImageStore
-from xferlab.io import atomic_write_json, atomic_write_text
-from xferlab.provenance import config_digest, git_revision
+from xferlab.runtime.io import atomic_write_json, atomic_write_text
+from xferlab.runtime.provenance import config_digest, git_revision
 
 def provenance(cfg: DictConfig, names: dict[str, Any], store: ImageStore, backbone: Backbone, split: np.ndarray,
                extract_info: dict[str, Any]) -> dict[str, Any]:

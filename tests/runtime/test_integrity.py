@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from xferlab.integrity import (MANIFEST, checkpoint_problems, manifest_problems, verification, default_level,
+from xferlab.runtime.integrity import (MANIFEST, checkpoint_problems, manifest_problems, verification, default_level,
                                write_manifest)
 
 

@@ -1,6 +1,6 @@
 from omegaconf import OmegaConf
 
-from xferlab.resolvers import job_dirname
+from xferlab.runtime.resolvers import job_dirname
 
 
 def test_job_dirname_is_safe_and_distinct():

@@ -7,8 +7,8 @@ import threading
 import pytest
 import torch
 
-from xferlab.checkpointing import AtomicCheckpointIO, resume_from
-from xferlab.integrity import CheckpointError
+from xferlab.runtime.checkpointing import AtomicCheckpointIO, resume_from
+from xferlab.runtime.integrity import CheckpointError
 
 
 def test_a_failed_save_leaves_the_previous_checkpoint_and_no_temporary_file(tmp_path):
@@ -32,7 +32,7 @@ def test_a_damaged_last_checkpoint_is_reported_moved_aside_and_the_run_starts_ov
     last = tmp_path / "last.ckpt"
     AtomicCheckpointIO().save_checkpoint({"epoch": 1, "w": torch.ones(1000)}, last)
     last.write_bytes(last.read_bytes()[:-100])  # truncated, as a non-atomic write killed midway leaves it
-    with caplog.at_level("WARNING", logger="xferlab.checkpointing"):
+    with caplog.at_level("WARNING", logger="xferlab.runtime.checkpointing"):
         assert resume_from(True, last) is None
     assert f"{last} is damaged" in caplog.text and "starting from scratch" in caplog.text
     assert not last.exists() and (tmp_path / "last.ckpt.corrupt").exists()

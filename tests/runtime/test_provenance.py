@@ -5,7 +5,7 @@ from __future__ import annotations
 from omegaconf import OmegaConf, open_dict
 
 from tests.conftest import SMOKE, compose_config
-from xferlab.provenance import config_digest
+from xferlab.runtime.provenance import config_digest
 
 
 def test_average_over_at_its_default_keeps_the_config_digest_of_earlier_runs():

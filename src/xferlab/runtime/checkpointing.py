@@ -16,9 +16,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from xferlab import faults
-from xferlab.integrity import CheckpointError, checkpoint_problems, describe
-from xferlab.io import temp_sibling
+from xferlab.runtime import faults
+from xferlab.runtime.integrity import CheckpointError, checkpoint_problems, describe
+from xferlab.runtime.io import temp_sibling
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class StallPoint(Callback):
-    """Calls `xferlab.faults.stall_point(<name>.epoch_end)` after each training epoch (crash tests)."""
+    """Calls `xferlab.runtime.faults.stall_point(<name>.epoch_end)` after each training epoch (crash tests)."""
 
     def __init__(self, name: str, where: str = ""):
         self.name, self.where = name, where

@@ -1,7 +1,7 @@
 
 import pytest
 
-from xferlab.loggers import flatten, start_wandb_run
+from xferlab.runtime.loggers import flatten, start_wandb_run
 
 
 def test_flatten():
