@@ -28,8 +28,10 @@ def test_every_option_composes(group, option):
         assert cfg[group] is not None
     if group in ("dataset", "backbone", "channels", "trainer"):
         assert "_target_" in cfg[group]
-    if group == "head" and option != "knn":
-        assert "_target_" in cfg.head.module and cfg.head.optimizer._partial_
+    if group == "head":
+        assert "_target_" in cfg.head and cfg.head.name == option
+    if group == "head" and "module" in cfg.head:
+        assert "_target_" in cfg.head.module and cfg.head.optimizer._partial_ and not cfg.head._recursive_
     if group == "head" and option == "knn":
         assert list(cfg.head.ks) == [1, 5, 10, 20, 50]
 

@@ -37,7 +37,7 @@ def test_run_writes_metrics_predictions_and_config(first_run):
     for key in ("test/macro_f1", "test/accuracy", "val/macro_f1", "seed", "split_seed", "backbone", "channels",
                 "dataset", "head", "config_digest", "git_revision", "data_fingerprint", "embedding_cache_key"):
         assert key in metrics, key
-    assert metrics["seed"] == 0 and metrics["backbone"] == "random" and metrics["channels"] == "natural"
+    assert metrics["seed"] == 0 and metrics["backbone"] == "random_tiny" and metrics["channels"] == "natural"
     assert {f"test/f1/{c}" for c in ("nucleoplasm", "vesicles")} <= set(metrics)
     assert (run_dir / "config.yaml").read_text().startswith("experiment_name: smoke")
     assert (run_dir / "csv" / "metrics.csv").exists()
@@ -213,14 +213,14 @@ def test_channelwise_and_last4_run_end_to_end(job_config):
 def test_label_fractions_are_nested_per_class_and_keep_val_and_test(tmp_path):
     from tests.conftest import write_store
     from xferlab.data.splits import TEST, TRAIN, VAL, grouped_split
-    from xferlab.job import subsample_training
+    from xferlab.data.splits import subsample_training
 
     store = write_store(tmp_path / "s.zarr", n_per_class=20, classes=("a", "b", "c"), size=8)
     split = grouped_split(store.samples["target"].to_numpy(), store.labels, seed=0)
     targets = store.samples["target"].to_numpy()
     kept = {}
     for f in (0.01, 0.1, 0.5, 1.0):
-        sub = subsample_training(split, store, f, seed=0)
+        sub = subsample_training(split, targets, store.labels, f, seed=0)
         assert np.array_equal(sub == VAL, split == VAL) and np.array_equal(sub == TEST, split == TEST)
         kept[f] = set(targets[sub == TRAIN])
         for cls in range(3):
@@ -228,7 +228,7 @@ def test_label_fractions_are_nested_per_class_and_keep_val_and_test(tmp_path):
     assert kept[0.01] <= kept[0.1] <= kept[0.5] <= kept[1.0]
     assert len(kept[0.01]) == 3 and len(kept[1.0]) == len(set(targets[split == TRAIN]))
     with pytest.raises(ValueError, match="label_fraction"):
-        subsample_training(split, store, 0.0, seed=0)
+        subsample_training(split, targets, store.labels, 0.0, seed=0)
 
 
 def test_mlp_grid_with_class_weights_and_a_label_fraction(job_config):
@@ -280,8 +280,8 @@ def test_knn_votes_by_hand():
 
 
 def test_finetuning_trains_a_copy_of_the_backbone(job_config):
-    result = run_job(job_config("finetune.enabled=true", "finetune.max_epochs=2", "finetune.batch_size=32"))
-    assert result.metrics["finetune"] is True and result.metrics["embedding_cache_key"] is None
+    result = run_job(job_config("head=finetune", "head.max_epochs=2", "head.batch_size=32"))
+    assert result.metrics["head"] == "finetune" and result.metrics["embedding_cache_key"] is None
     info = json.loads((result.run_dir / "run_info.json").read_text())
     assert info["backbone_sha256_after"] == result.metrics["weights_sha256"]  # the job's backbone stays frozen
     ckpt = torch.load(info["best_checkpoint"], map_location="cpu", weights_only=False)
@@ -395,7 +395,7 @@ def test_fine_tuning_inputs_refuse_nan_pixels_naming_the_rows(tmp_path):
     from xferlab.backbones.preprocess import Preprocessor
     from xferlab.data.store import ImageStore, StoreError
     from xferlab.runtime.integrity import write_manifest
-    from xferlab.job import preprocessed_images
+    from xferlab.embeddings.inputs import preprocessed_images
 
     store = write_store(tmp_path / "f.zarr", dtype="float32")
     zarr.open_array(store.path / "images", mode="r+")[5, 0, 0, 0] = np.inf

@@ -66,9 +66,37 @@ def test_unknown_architecture_is_an_error():
 
 
 def test_pixel_baseline_pools_pixels():
-    bb = build_backbone(name="pixels", arch="pixels", in_channels=["a", "b"], init="none",
-                        preprocess=PRE, model_kwargs={"grid": 4})
+    from xferlab.backbones.pixels import PixelBackbone
+
+    bb = PixelBackbone(name="pixels", in_channels=["a", "b"], grid=4, preprocess=PRE)
     x = torch.arange(2 * 2 * 8 * 8, dtype=torch.float32).view(2, 2, 8, 8)
     out = bb(x)
     assert out.shape == (2, 32) == (2, bb.embed_dim)
     assert out[0, 0] == x[0, 0, :2, :2].mean()
+    assert bb.features == "pixels" and bb.identity()["model_kwargs"] == {"grid": 4}
+
+
+def test_weight_sources_and_poolings_are_tables_with_clear_errors():
+    from xferlab.backbones.pooling import POOLINGS
+    from xferlab.backbones.registry import WEIGHT_SOURCES
+
+    assert set(WEIGHT_SOURCES) == {"random", "weights", "hub"} and set(POOLINGS) == {"cls", "cls_avg", "last4"}
+    with pytest.raises(ValueError, match="backbone.init='none'; choose one of"):
+        tiny(init="none")
+    with pytest.raises(ValueError, match="backbone.features='mean'; choose one of"):
+        tiny(features="mean")
+
+
+def test_last4_is_the_normed_class_token_of_each_of_the_last_four_blocks():
+    bb = tiny(features="last4", model_kwargs={**TINY, "depth": 5})
+    x = torch.randn(2, 2, 32, 32)
+    m, seen = bb.model, []
+    hooks = [m.blocks[i].register_forward_hook(lambda mod, inp, out: seen.append(m.norm(out)[:, 0]))
+             for i in range(1, 5)]
+    out = bb(x)
+    for h in hooks:
+        h.remove()
+    assert out.shape == (2, 4 * 192) == (2, bb.embed_dim)
+    torch.testing.assert_close(out, torch.cat(seen, dim=1))
+    with pytest.raises(ValueError, match="last4 needs at least 4 blocks"):
+        tiny(features="last4")(x)

@@ -9,7 +9,8 @@ from xferlab.data.splits import TEST, TRAIN, VAL
 from xferlab.heads.classifier import HeadClassifier
 from xferlab.heads.datamodule import EmbeddingDataModule
 from xferlab.heads.modules import FeatureNorm, HeadGrid, LinearHead, MLPHead
-from xferlab.job import class_weights
+from xferlab.metrics import score
+from xferlab.heads.base import class_weights
 
 
 def blobs(n=300, k=3, d=8, seed=0):
@@ -31,7 +32,10 @@ def test_linear_and_mlp_heads_learn_separable_data():
         trainer = L.Trainer(max_epochs=20, logger=False, enable_progress_bar=False, enable_checkpointing=False,
                             enable_model_summary=False)
         trainer.fit(model, datamodule=data)
-        result = trainer.test(model, datamodule=data, verbose=False)[0]
+        trainer.test(model, datamodule=data, verbose=False)
+        rows = torch.cat(model.test_rows).numpy()
+        result = score(y[rows], torch.cat(model.test_scores).numpy(), classes=["a", "b", "c"], multilabel=False)
+        assert np.array_equal(np.sort(rows), np.nonzero(split == TEST)[0])
         assert result["test/macro_f1"] > 0.9
         assert {"test/f1/a", "test/f1/b", "test/f1/c", "test/accuracy"} <= set(result)
 

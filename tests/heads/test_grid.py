@@ -19,6 +19,7 @@ from xferlab.heads.datamodule import EmbeddingDataModule
 from xferlab.heads.grid import GridHeadClassifier, setting_name
 from xferlab.heads.modules import HeadGrid, LinearHead, MLPHead
 from xferlab.heads.training import grid_settings, train_head
+from xferlab.metrics import score
 
 CLASSES = ["a", "b", "c"]
 make_trainer = partial(L.Trainer, accelerator="cpu", devices=1, deterministic=True)
@@ -129,7 +130,7 @@ def test_train_head_records_the_choice_and_every_heads_best(tmp_path):
     x, y, split = blobs()
     cfg = head_config("head.grid.lr=[0.01,0.1]", "head.grid.weight_decay=[0.0,0.001]", "head.max_epochs=8")
     result = train_head(cfg, x, y, split, CLASSES, multilabel=False, seed=0, make_trainer=make_trainer)
-    m = result.metrics
+    m = {**score(y[result.rows], result.scores, classes=CLASSES, multilabel=False), **result.selection}
     names = ["lr=0.01,wd=0", "lr=0.01,wd=0.001", "lr=0.1,wd=0", "lr=0.1,wd=0.001"]
     assert {f"grid/{n}/val/macro_f1" for n in names} <= set(m)
     assert {"test/macro_f1", "test/accuracy", "test/f1/a", "test/f1/b", "test/f1/c", "val/macro_f1", "head/lr",
@@ -140,7 +141,7 @@ def test_train_head_records_the_choice_and_every_heads_best(tmp_path):
     assert m["test/macro_f1"] > 0.9
     # the returned head works on raw embeddings and gives the test scores
     with torch.no_grad():
-        scores = result.head(torch.from_numpy(x[result.rows])).softmax(dim=1).numpy()
+        scores = result.module(torch.from_numpy(x[result.rows])).softmax(dim=1).numpy()
     np.testing.assert_allclose(scores, result.scores, atol=1e-5)
     assert result.info["head_sha256_before"] != result.info["head_sha256_after"]
 
@@ -149,7 +150,7 @@ def test_train_head_is_deterministic_and_follows_the_seed():
     x, y, split = blobs()
     cfg = head_config("head=mlp", "head.max_epochs=4")
     runs = [train_head(cfg, x, y, split, CLASSES, multilabel=False, seed=s, make_trainer=make_trainer) for s in (0, 0, 1)]
-    assert runs[0].metrics == runs[1].metrics
+    assert runs[0].selection == runs[1].selection
     assert runs[0].info["head_sha256_after"] == runs[1].info["head_sha256_after"]
     np.testing.assert_array_equal(runs[0].scores, runs[1].scores)
     assert runs[0].info["head_sha256_before"] != runs[2].info["head_sha256_before"]
@@ -162,9 +163,10 @@ def test_multilabel_grid_with_class_weights():
     cfg = head_config("head.class_weights=balanced", "head.max_epochs=10")
     result = train_head(cfg, x, multi, split, CLASSES, multilabel=True, seed=0, make_trainer=make_trainer)
     truth, pred = multi[result.rows], result.scores > 0.5
-    assert result.metrics["test/macro_f1"] == pytest.approx(f1_score(truth, pred, average="macro", zero_division=0))
-    assert result.metrics["test/accuracy"] == pytest.approx((truth == pred).all(axis=1).mean())
-    assert result.metrics["test/macro_f1"] > 0.7
+    m = score(truth, result.scores, classes=CLASSES, multilabel=True)
+    assert m["test/macro_f1"] == pytest.approx(f1_score(truth, pred, average="macro", zero_division=0))
+    assert m["test/accuracy"] == pytest.approx((truth == pred).all(axis=1).mean())
+    assert m["test/macro_f1"] > 0.7
 
 
 def test_losses_are_each_heads_own_weighted_mean():

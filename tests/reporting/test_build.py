@@ -158,3 +158,21 @@ def test_runs_from_before_average_over_existed_match_runs_that_hold_its_default(
     (new / "config.yaml").write_text(yaml.safe_dump({**config, "metrics": {"average_over": "all"}}))
     kept, flagged = flag_inconsistent(collect_runs([tmp_path]))
     assert list(flagged["run_dir"]) == [str(new)] and "metrics.average_over" in flagged["reason"].iloc[0]
+
+
+def test_a_key_that_another_condition_key_determines_does_not_name_conditions(tmp_path):
+    """`features` differs only with the backbone (pixels has its own): conditions are named by
+    backbone alone; a key that varies on its own (label_fraction) still names them."""
+    import json as _json
+
+    for backbone, features in (("vit", "cls"), ("pixels", "pixels")):
+        for fraction in (0.5, 1.0):
+            d = tmp_path / f"{backbone}-{fraction}"
+            d.mkdir()
+            (d / "metrics.json").write_text(_json.dumps({
+                "experiment": "e", "backbone": backbone, "features": features, "label_fraction": fraction,
+                "seed": 0, "test/macro_f1": 0.5}))
+    from xferlab.reporting.build import experiment_table
+
+    table = experiment_table(collect_runs([tmp_path]), n_boot=0)
+    assert sorted(table["condition"]) == ["pixels-0.5", "pixels-1.0", "vit-0.5", "vit-1.0"]

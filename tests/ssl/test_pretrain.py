@@ -139,3 +139,11 @@ def test_a_second_run_into_the_same_folder_is_refused(tmp_path):
         with pytest.raises(RuntimeError, match=f"another pretraining run is writing to {out}"):
             run_pretraining(few_cfg(tmp_path, tmp_path / "data"))
     assert not (tmp_path / "data").exists()  # refused before any work
+
+
+@pytest.mark.parametrize("override", ["backbone=synth_opencell", "backbone.weights=some.pth"])
+def test_a_backbone_config_that_names_weights_is_refused_before_any_work(tmp_path, override):
+    """Pretraining starts from random weights: a config naming weights would be silently ignored."""
+    with pytest.raises(ValueError, match="pretraining starts from random weights"):
+        run_pretraining(pretrain_cfg(tmp_path, override))
+    assert not (tmp_path / "data").exists()

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 class ChannelAdapter:
     strategy = "base"
+    multi_view = False  # True: more than one backbone input per image (`views`), embeddings concatenated
 
     def __init__(self, name: str, dataset_channels: Sequence[str], model_channels: Sequence[str]):
         self.name = name
@@ -139,6 +140,7 @@ class Channelwise(ChannelAdapter):
     embeddings are concatenated (dimension D x C, in dataset channel order)."""
 
     strategy = "channelwise"
+    multi_view = True
 
     def __init__(self, name, dataset_channels, model_channels):
         super().__init__(name, dataset_channels, model_channels)

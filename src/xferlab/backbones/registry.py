@@ -1,36 +1,24 @@
-"""Build a backbone from its config: a timm model (random or from a weights file) or raw pixels."""
+"""Build a backbone from its config: a timm model whose weights come from one of the weight
+sources in `WEIGHT_SOURCES` (random, a file, the hub), pooled by `backbone.features`
+(`backbones.pooling`). The raw-pixel baseline is its own class (`backbones.pixels`)."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import timm
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from xferlab.backbones.architecture import check_against_config, vit_kwargs_from_state
 from xferlab.backbones.checkpoints import load_backbone_state
 from xferlab.backbones.locations import resolve_weights
+from xferlab.backbones.pooling import get_pooling
 from xferlab.backbones.weights import WeightsError, file_sha256, load_strict, state_dict_sha256
 
 log = logging.getLogger(__name__)
-
-FEATURES = ("cls", "cls_avg", "last4")
-
-
-class PixelFeatures(nn.Module):
-    """Raw pixels average-pooled to `grid x grid` per channel: the no-learning baseline."""
-
-    def __init__(self, in_chans: int, grid: int):
-        super().__init__()
-        self.grid = grid
-        self.num_features = in_chans * grid * grid
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.adaptive_avg_pool2d(x, self.grid).flatten(1)
-
 
 class Backbone(nn.Module):
     """A frozen feature extractor: images `(B, K, S, S)` in its input slots -> embeddings `(B, D)`."""
@@ -49,8 +37,6 @@ class Backbone(nn.Module):
         file_sha256: str | None = None,
     ):
         super().__init__()
-        if features not in FEATURES:
-            raise ValueError(f"backbone.features={features!r}; choose one of {FEATURES}")
         self.model = model
         self.name = name
         self.arch = arch
@@ -66,34 +52,10 @@ class Backbone(nn.Module):
 
     @property
     def embed_dim(self) -> int:
-        base = int(self.model.num_features)
-        return {"cls": 1, "cls_avg": 2, "last4": 4}[self.features] * base
+        return get_pooling(self.features).width * int(self.model.num_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.model, PixelFeatures):
-            return self.model(x)
-        if self.features == "last4":
-            return self._last4(x)
-        tokens = self.model.forward_features(x)
-        cls = tokens[:, 0]
-        if self.features == "cls":
-            return cls
-        patches = tokens[:, getattr(self.model, "num_prefix_tokens", 1) :]
-        return torch.cat([cls, patches.mean(dim=1)], dim=1)
-
-    def _last4(self, x: torch.Tensor) -> torch.Tensor:
-        """CLS tokens of the last four blocks, each after the final norm, concatenated (DINO's
-        linear-evaluation features)."""
-        m = self.model
-        x = m.norm_pre(m.patch_drop(m._pos_embed(m.patch_embed(x))))
-        outs = []
-        for i, block in enumerate(m.blocks):
-            x = block(x)
-            if i >= len(m.blocks) - 4:
-                outs.append(m.norm(x)[:, 0])
-        if len(outs) < 4:
-            raise ValueError(f"backbone.features=last4 needs at least 4 blocks; {self.arch} has {len(m.blocks)}")
-        return torch.cat(outs, dim=1)
+        return get_pooling(self.features).fn(self.model, x)
 
     def current_sha256(self) -> str:
         """Digest of the weights now (equals `weights_sha256` as long as nothing changed them)."""
@@ -111,6 +73,76 @@ class Backbone(nn.Module):
 
 
 
+@dataclass(frozen=True)
+class WeightsRequest:
+    """What a weight source needs to know: the backbone's name (for messages), architecture and
+    input slots, and the config keys of the source that reads them."""
+
+    name: str
+    arch: str
+    in_channels: list[str]
+    model_kwargs: dict[str, Any]
+    input_size: int | None
+    weights: str | None
+    init_seed: int
+    checkpoint_key: str
+    trust_checkpoint: bool
+    hub_id: str | None
+
+
+@dataclass
+class Loaded:
+    model: nn.Module
+    model_kwargs: dict[str, Any]
+    source: str  # where the weights came from, in words
+    file_sha256: str | None = None
+
+
+def random_weights(req: WeightsRequest) -> Loaded:
+    """`init=random`: the control, initialised from `init_seed`."""
+    if req.weights:
+        raise ValueError(f"backbone.init=random but backbone.weights={req.weights} is set; "
+                         "use backbone.init=weights to load the file")
+    model = create_model(req.arch, len(req.in_channels), req.model_kwargs, seed=req.init_seed)
+    return Loaded(model, req.model_kwargs, f"random (init_seed={req.init_seed})")
+
+
+def file_weights(req: WeightsRequest) -> Loaded:
+    """`init=weights`: the file `backbone.weights` names, in any format `backbones.checkpoints` reads."""
+    path = resolve_weights(req.weights, req.name)
+    loaded = load_backbone_state(path, checkpoint_key=req.checkpoint_key, trust=req.trust_checkpoint)
+    return model_from_state(req, loaded.state, f"{path} ({loaded.format})", loaded.file_sha256)
+
+
+def hub_weights(req: WeightsRequest) -> Loaded:
+    """`init=hub`: timm's copy on the Hugging Face hub (`hub_id`), downloaded only when online."""
+    path, state = hub_state(req.hub_id, req.name)
+    return model_from_state(req, state, f"hub {req.hub_id} ({path})", file_sha256(path))
+
+
+WEIGHT_SOURCES: dict[str, Callable[[WeightsRequest], Loaded]] = {
+    "random": random_weights, "weights": file_weights, "hub": hub_weights}
+
+
+def model_from_state(req: WeightsRequest, state: dict[str, torch.Tensor], source: str, digest: str | None) -> Loaded:
+    """A model built for `state` and loaded strictly. For ViTs the architecture is read from the
+    tensor shapes and checked against the config (a mismatch is an error, not a resize)."""
+    model_kwargs = dict(req.model_kwargs)
+    if "patch_embed.proj.weight" in state:
+        found = vit_kwargs_from_state(state)
+        configured = {**model_kwargs, "in_chans": len(req.in_channels)}
+        check_against_config({k: v for k, v in found.items() if k != "num_heads"}, configured, source)
+        model_kwargs = {**found, **{k: v for k, v in model_kwargs.items() if k == "num_heads"}}
+        if req.input_size not in (None, found.get("img_size")):
+            model_kwargs["dynamic_img_size"] = True
+        model = create_model(req.arch, model_kwargs.pop("in_chans"), model_kwargs, seed=0)
+        model_kwargs["in_chans"] = len(req.in_channels)
+    else:
+        model = create_model(req.arch, len(req.in_channels), model_kwargs, seed=0)
+    load_strict(model, state, source)
+    return Loaded(model, model_kwargs, source, digest)
+
+
 def build_backbone(
     name: str,
     arch: str,
@@ -125,60 +157,32 @@ def build_backbone(
     trust_checkpoint: bool = False,
     hub_id: str | None = None,
 ) -> Backbone:
-    """Build the backbone a config names.
-
-    `init` says where the weights come from, explicitly: `random` (seeded by `init_seed`, the
-    control), `weights` (the file `weights` names, loaded strictly; for ViTs the architecture is
-    read from its tensor shapes and checked against the config), `hub` (timm's copy on the Hugging
-    Face hub, `hub_id`, downloaded only when online and loaded strictly), or `none` (a model without
-    parameters, such as `pixels`). There is no fallback from one to another.
-    """
-    model_kwargs = dict(model_kwargs or {})
-    in_channels = list(in_channels)
-    file_digest = None
-    if arch == "pixels":
-        model: nn.Module = PixelFeatures(len(in_channels), int(model_kwargs.get("grid", 16)))
-        source = "none (raw pixels)"
-    elif init == "random":
-        if weights:
-            raise ValueError(f"backbone.init=random but backbone.weights={weights} is set; "
-                             "use backbone.init=weights to load the file")
-        model = _create(arch, len(in_channels), model_kwargs, seed=init_seed)
-        source = f"random (init_seed={init_seed})"
-    elif init in ("weights", "hub"):
-        if init == "weights":
-            path = resolve_weights(weights, name)
-            loaded = load_backbone_state(path, checkpoint_key=checkpoint_key, trust=trust_checkpoint)
-            state, source, file_digest = loaded.state, f"{path} ({loaded.format})", loaded.file_sha256
-        else:
-            path, state = hub_state(hub_id, name)
-            source, file_digest = f"hub {hub_id} ({path})", file_sha256(path)
-        if "patch_embed.proj.weight" in state:
-            found = vit_kwargs_from_state(state)
-            configured = {**model_kwargs, "in_chans": len(in_channels)}
-            check_against_config({k: v for k, v in found.items() if k != "num_heads"}, configured, str(source))
-            model_kwargs = {**found, **{k: v for k, v in model_kwargs.items() if k == "num_heads"}}
-            if preprocess.get("input_size") not in (None, found.get("img_size")):
-                model_kwargs["dynamic_img_size"] = True
-            model = _create(arch, model_kwargs.pop("in_chans"), model_kwargs, seed=0)
-            model_kwargs["in_chans"] = len(in_channels)
-        else:
-            model = _create(arch, len(in_channels), model_kwargs, seed=0)
-        load_strict(model, state, str(source))
-    else:
-        raise ValueError(f"backbone.init={init!r}; choose 'random', 'weights', 'hub' or 'none' (pixels)")
+    """Build the backbone a config names. `init` says where the weights come from, explicitly,
+    as a key of `WEIGHT_SOURCES`: `random` (seeded by `init_seed`, the control), `weights` (the
+    file `weights` names, loaded strictly), `hub` (timm's copy on the Hugging Face hub, `hub_id`).
+    There is no fallback from one to another."""
+    get_pooling(features)  # a bad value fails before any weights are read
+    if init not in WEIGHT_SOURCES:
+        raise ValueError(f"backbone.init={init!r}; choose one of {tuple(WEIGHT_SOURCES)} "
+                         "(backbone=pixels is the baseline without weights)")
+    request = WeightsRequest(name=name, arch=arch, in_channels=list(in_channels),
+                             model_kwargs=dict(model_kwargs or {}), input_size=preprocess.get("input_size"),
+                             weights=weights, init_seed=int(init_seed), checkpoint_key=checkpoint_key,
+                             trust_checkpoint=bool(trust_checkpoint), hub_id=hub_id)
+    loaded = WEIGHT_SOURCES[init](request)
     backbone = Backbone(
-        model, name=name, arch=arch, in_channels=in_channels, features=features,
-        preprocess=preprocess, model_kwargs=model_kwargs, weights_source=source, file_sha256=file_digest,
+        loaded.model, name=name, arch=arch, in_channels=in_channels, features=features, preprocess=preprocess,
+        model_kwargs=loaded.model_kwargs, weights_source=loaded.source, file_sha256=loaded.file_sha256,
     )
-    log.info("backbone %s (%s): weights %s, weights sha256 %s%s", name, arch, source, backbone.weights_sha256[:16],
-             f", file sha256 {file_digest[:16]}" if file_digest else "")
+    log.info("backbone %s (%s): weights %s, weights sha256 %s%s", name, arch, loaded.source,
+             backbone.weights_sha256[:16], f", file sha256 {loaded.file_sha256[:16]}" if loaded.file_sha256 else "")
     return backbone
 
 
-def _create(arch: str, in_chans: int, model_kwargs: dict[str, Any], seed: int) -> nn.Module:
+def create_model(arch: str, in_chans: int, model_kwargs: dict[str, Any], seed: int) -> nn.Module:
     """A timm model with no classifier, initialised from `seed`; never with timm's own pretrained
-    loading (which is non-strict when `num_classes=0`)."""
+    loading (which is non-strict when `num_classes=0`). Evaluation and pretraining both build
+    their models here."""
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))

@@ -1,5 +1,6 @@
-"""A single-head LightningModule: cross-entropy, scored by macro F1 (`heads.scores`, as the grid
-is). Fine-tuning builds on it; head training on cached embeddings uses the grid (`heads.grid`)."""
+"""A single-head LightningModule: cross-entropy, chosen on validation macro F1 (`xferlab.metrics`,
+as the grid is). Fine-tuning builds on it; head training on cached embeddings uses the grid
+(`heads.grid`)."""
 
 from __future__ import annotations
 
@@ -9,18 +10,19 @@ import lightning as L
 import torch
 from torch import nn
 
-from xferlab.heads.scores import DEFAULT_AVERAGE_OVER, GridCounts, check_average_over
+from xferlab import metrics
+from xferlab.metrics import DEFAULT_AVERAGE_OVER, GridCounts, check_average_over
 
 
 class HeadClassifier(L.LightningModule):
-    """Trains an injected head module. Logs `train/loss`, `val/macro_f1`, `val/accuracy` and, on
-    test, `test/macro_f1`, `test/accuracy` and `test/f1/<class>`; keeps the test scores for the
-    predictions file.
+    """Trains an injected head module. Logs `train/loss`, `val/loss`, `val/macro_f1` and
+    `val/accuracy`; on test it keeps the rows and their scores (`test_rows`, `test_scores`), which
+    the job scores with `xferlab.metrics`.
 
     Single-label: softmax cross-entropy, accuracy = fraction correct. Multilabel (targets are
     multi-hot): per-class sigmoid with binary cross-entropy, a class is predicted when its score
     exceeds 0.5, accuracy = exact-set match. Macro F1 averages the per-class F1 over the classes
-    `average_over` names (`heads.scores`).
+    `average_over` names (`xferlab.metrics`).
     """
 
     def __init__(
@@ -74,25 +76,17 @@ class HeadClassifier(L.LightningModule):
         self._val.update(self.scores(logits)[None], y)
 
     def on_validation_epoch_end(self):
-        self.log("val/macro_f1", self._val.macro_f1()[0].float())
-        self.log("val/accuracy", self._val.accuracy()[0].float())
+        counts = self._val.counts()
+        self.log("val/macro_f1", float(metrics.macro_f1(counts)[0]))
+        self.log("val/accuracy", float(metrics.accuracy(counts)[0]))
 
     def on_test_epoch_start(self):
         self.test_rows, self.test_scores = [], []
-        self._test = self.counts()
 
     def test_step(self, batch, batch_idx):
-        rows, x, y = batch
-        scores = self.scores(self(x))
-        self._test.update(scores[None], y)
+        rows, x, _ = batch
         self.test_rows.append(rows.cpu())
-        self.test_scores.append(scores.cpu())
-
-    def on_test_epoch_end(self):
-        self.log("test/macro_f1", self._test.macro_f1()[0].float())
-        self.log("test/accuracy", self._test.accuracy()[0].float())
-        for name, value in zip(self.class_names, self._test.f1_per_class()[0].float()):
-            self.log(f"test/f1/{name}", value)
+        self.test_scores.append(self.scores(self(x)).cpu())
 
     def configure_optimizers(self):
         return self.optimizer_factory(self.head.parameters())

@@ -14,8 +14,9 @@ import lightning as L
 import torch
 from torch import nn
 
+from xferlab import metrics
 from xferlab.heads.modules import HeadGrid
-from xferlab.heads.scores import DEFAULT_AVERAGE_OVER, GridCounts, check_average_over
+from xferlab.metrics import DEFAULT_AVERAGE_OVER, GridCounts, check_average_over
 
 Setting = tuple[float, float]  # (learning rate, weight decay)
 
@@ -47,12 +48,12 @@ class GridHeadClassifier(L.LightningModule):
     stops once no head has beaten it for `patience` epochs (or at the Trainer's `max_epochs`).
     After fitting, `best_member` holds the chosen parameters and `best_head` is that head as a
     standalone module of raw embeddings (with the grid's input normalisation). `test` scores the
-    chosen head alone (`test_metrics`: `test/macro_f1`, `test/accuracy`, `test/f1/<class>`) and
-    keeps its scores for the predictions file.
+    chosen head alone and keeps its scores (`test_rows`, `test_scores`; `test_metrics` has every
+    metric of `xferlab.metrics` on them, for inspection: the job computes and logs its own).
 
     Single-label: softmax cross-entropy. Multilabel (multi-hot targets): per-class sigmoid with
     binary cross-entropy (`class_weights` as `pos_weight`), threshold 0.5. Macro F1 (validation
-    and test) averages over the classes `average_over` names (see `heads.scores`).
+    and test) averages over the classes `average_over` names (see `xferlab.metrics`).
     """
 
     def __init__(
@@ -137,7 +138,8 @@ class GridHeadClassifier(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
             return
-        f1, accuracy = self._val.macro_f1().cpu(), self._val.accuracy().cpu()
+        counts = self._val.counts()
+        f1, accuracy = torch.from_numpy(metrics.macro_f1(counts)), torch.from_numpy(metrics.accuracy(counts))
         epoch = int(self.current_epoch)
         for g, value in enumerate(f1.tolist()):
             if value > self.member_best[g]:
@@ -152,10 +154,10 @@ class GridHeadClassifier(L.LightningModule):
                                **{f"grid/{name}/val/macro_f1": v for name, v in zip(self.names, f1.tolist())}}
 
     def on_train_epoch_end(self) -> None:
-        metrics = dict(getattr(self, "_epoch_metrics", {}))
+        row = dict(getattr(self, "_epoch_metrics", {}))
         if self._loss_batches:
-            metrics["train/loss"] = (self._loss_sum / self._loss_batches).item()
-        self.write_metrics({"epoch": int(self.current_epoch), **metrics})
+            row["train/loss"] = (self._loss_sum / self._loss_batches).item()
+        self.write_metrics({"epoch": int(self.current_epoch), **row})
         self._epoch_metrics = {}
 
     def write_metrics(self, metrics: dict[str, float]) -> None:
@@ -177,24 +179,19 @@ class GridHeadClassifier(L.LightningModule):
             raise RuntimeError("fit the head grid before testing: the best head is chosen on validation")
         self.test_runs += 1
         self.best_member.to(self.device).eval()
-        self._test = GridCounts(1, len(self.class_names), self.multilabel, device=self.device,
-                                average_over=self.average_over)
-        self.test_rows, self.test_scores = [], []
+        self.test_rows, self.test_scores, self._test_labels = [], [], []
 
     def test_step(self, batch, batch_idx):
         rows, x, y = batch
         scores = self.scores(self.best_member(x))
-        self._test.update(scores[None], y)
         self.test_rows.append(rows.cpu())
         self.test_scores.append(scores.cpu())
+        self._test_labels.append(y.cpu())
 
     def on_test_epoch_end(self) -> None:
-        self.test_metrics = {
-            "test/macro_f1": self._test.macro_f1()[0].item(),
-            "test/accuracy": self._test.accuracy()[0].item(),
-            **{f"test/f1/{name}": v for name, v in zip(self.class_names, self._test.f1_per_class()[0].tolist())},
-        }
-        self.write_metrics(self.test_metrics)
+        self.test_metrics = metrics.score(torch.cat(self._test_labels).numpy(), torch.cat(self.test_scores).numpy(),
+                                          classes=self.class_names, multilabel=self.multilabel,
+                                          average_over=self.average_over)
 
     # -- what metrics.json records about the grid ---------------------------------------------
     def selection(self) -> dict[str, float | int]:

@@ -1,5 +1,5 @@
-"""Training a head grid on frozen embeddings: what `run_job` does for `head=linear` / `head=mlp`,
-and what the head benchmark times.
+"""Training a head grid on frozen embeddings: the `linear` and `mlp` heads (`GridHead`), and what
+the head benchmark times (`train_head`).
 
 `head.grid.lr` and `head.grid.weight_decay` (a value or a list each) span the grid: one head per
 (lr, weight decay) pair, in that order (lr-major), each with its own initialisation drawn, one
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -22,37 +21,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig
 
 from xferlab.backbones.weights import state_dict_sha256
-from xferlab.runtime.checkpointing import StallPoint
 from xferlab.data.splits import TRAIN
+from xferlab.heads.base import EMBEDDINGS, HeadData, HeadResult, check_class_weights, class_weights
 from xferlab.heads.datamodule import EmbeddingDataModule
 from xferlab.heads.grid import GridHeadClassifier, Setting
 from xferlab.heads.modules import HeadGrid
-from xferlab.heads.scores import DEFAULT_AVERAGE_OVER
-
-
-@dataclass
-class HeadFit:
-    model: L.LightningModule
-    head: torch.nn.Module  # the tested head: the best on validation, with its input normalisation
-    metrics: dict[str, Any]  # test/*, val/macro_f1, head/*, grid/*
-    rows: np.ndarray  # test rows (store indices) and their class scores, for the predictions file
-    scores: np.ndarray
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-def class_weights(labels: np.ndarray, num_classes: int, rule: str) -> torch.Tensor | None:
-    """`balanced`: inverse class frequency on the training labels (single-label), or the ratio of
-    negatives to positives per class (multilabel `pos_weight`); 0 for a class absent from training."""
-    if rule == "none":
-        return None
-    if rule != "balanced":
-        raise ValueError(f"head.class_weights={rule!r}; choose 'none' or 'balanced'")
-    if labels.ndim == 2:
-        pos = labels.sum(axis=0).astype(np.float64)
-        return torch.tensor(np.where(pos > 0, (len(labels) - pos) / np.maximum(pos, 1), 0.0), dtype=torch.float32)
-    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
-    weights = np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1)), 0.0)
-    return torch.tensor(weights, dtype=torch.float32)
+from xferlab.metrics import DEFAULT_AVERAGE_OVER
+from xferlab.runtime.checkpointing import StallPoint
 
 
 def grid_settings(grid: Any) -> list[Setting]:
@@ -88,7 +63,7 @@ def torch_threads(n: int | None) -> Iterator[None]:
 def train_head(head_cfg: DictConfig, embeddings: np.ndarray, labels: np.ndarray, split: np.ndarray,
                class_names: list[str], *, multilabel: bool, seed: int, make_trainer: Callable[..., L.Trainer],
                logger: Any = False, root_dir: Path | None = None,
-               average_over: str = DEFAULT_AVERAGE_OVER) -> HeadFit:
+               average_over: str = DEFAULT_AVERAGE_OVER) -> HeadResult:
     """Build the grid of `head_cfg.module` heads, fit its input normalisation on the training
     rows, train it with early stopping on validation macro F1 (averaged over the classes
     `average_over` names, as on test), and test the best head once; on `head_cfg.threads` CPU
@@ -100,7 +75,7 @@ def train_head(head_cfg: DictConfig, embeddings: np.ndarray, labels: np.ndarray,
 
 def _train_head(head_cfg: DictConfig, embeddings: np.ndarray, labels: np.ndarray, split: np.ndarray,
                 class_names: list[str], *, multilabel: bool, seed: int, make_trainer: Callable[..., L.Trainer],
-                logger: Any, root_dir: Path | None, average_over: str) -> HeadFit:
+                logger: Any, root_dir: Path | None, average_over: str) -> HeadResult:
     started = time.perf_counter()
     settings = grid_settings(head_cfg.get("grid"))
     L.seed_everything(int(seed), workers=True, verbose=False)
@@ -122,7 +97,6 @@ def _train_head(head_cfg: DictConfig, embeddings: np.ndarray, labels: np.ndarray
     trainer.fit(model, datamodule=data)
     fit_seconds = time.perf_counter() - started
     trainer.test(model, datamodule=data, verbose=False)
-    metrics = {**model.test_metrics, **model.selection()}
     head = model.best_head
     info = {
         "fit_seconds": fit_seconds,
@@ -131,5 +105,28 @@ def _train_head(head_cfg: DictConfig, embeddings: np.ndarray, labels: np.ndarray
         "head_sha256_before": state_dict_sha256(grid.head(model.best.member, initial[model.best.member])),
         "head_sha256_after": state_dict_sha256(head),
     }
-    return HeadFit(model=model, head=head, metrics=metrics, rows=torch.cat(model.test_rows).numpy(),
-                   scores=torch.cat(model.test_scores).numpy(), info=info)
+    return HeadResult(rows=torch.cat(model.test_rows).numpy(), scores=torch.cat(model.test_scores).numpy(),
+                      selection=model.selection(), info=info, module=head)
+
+
+class GridHead:
+    """`head=linear` / `head=mlp`: a grid of `module` heads, one per (lr, weight decay) of `grid`,
+    trained in one pass on the cached embeddings (see `train_head` and `heads.grid`)."""
+
+    inputs = EMBEDDINGS
+
+    def __init__(self, name: str, module: Any, optimizer: Any, grid: Any, class_weights: str = "none",
+                 batch_size: int = 1024, max_epochs: int = 100, patience: int = 5, threads: int | None = 1):
+        self.name = name
+        self.config = DictConfig({"module": module, "optimizer": optimizer, "grid": grid,
+                                  "class_weights": check_class_weights(class_weights), "batch_size": batch_size,
+                                  "max_epochs": max_epochs, "patience": patience, "threads": threads})
+        grid_settings(grid)  # a bad grid fails before any work
+
+    def check(self, *, multilabel: bool, multi_view: bool) -> None:
+        """Every label rule and channel strategy works with a grid."""
+
+    def fit(self, data: HeadData) -> HeadResult:
+        return train_head(self.config, data.features, data.labels, data.split, data.classes,
+                          multilabel=data.multilabel, seed=data.seed, make_trainer=data.make_trainer,
+                          logger=data.loggers, root_dir=data.run_dir, average_over=data.average_over)

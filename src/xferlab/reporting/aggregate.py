@@ -1,7 +1,8 @@
-"""Collect the `metrics.json` of finished jobs and summarise them per condition over seeds.
+"""Collect the `metrics.json` of finished jobs, and the keys that tell conditions apart.
 
 A job folder (one holding Hydra's `.hydra/` or a `metrics.json`) whose `metrics.json` is missing,
-unreadable or incomplete is left out and listed with the reason; the other jobs are reported.
+unreadable or lacks its primary score is left out and listed with the reason; the other jobs are
+reported. A run from before a metric existed is kept: the metric shows as missing for it.
 """
 
 from __future__ import annotations
@@ -9,16 +10,19 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable
 
-import numpy as np
 import pandas as pd
 
-from xferlab.heads.scores import DEFAULT_AVERAGE_OVER
+from xferlab.metrics import DEFAULT_AVERAGE_OVER, reported
 
-CONDITION_KEYS = ("experiment", "dataset", "backbone", "channels", "head")
-METRICS = ("test/macro_f1", "test/accuracy")
-REQUIRED_KEYS = ("experiment", "seed", *METRICS)
+# What tells two conditions of one experiment apart (runs differing only in `seed` are repeats);
+# `finetune` is in runs from before fine-tuning became `head=finetune`.
+CONDITION_KEYS = ("dataset", "backbone", "channels", "head", "features", "label_fraction", "finetune",
+                  "macro_f1_average_over")
+PRIMARY = "test/macro_f1"
+METRICS = tuple(reported("test/"))  # every single-number test metric, in `xferlab.metrics` order
+REQUIRED_KEYS = ("experiment", "seed", PRIMARY)
 PREDICTION_COLUMNS = ("target", "label", "pred")
 RERUN = "rerun the sweep into the same folder (hydra.sweep.dir=<sweep dir>) to redo it"
 
@@ -45,7 +49,8 @@ def read_metrics(run_dir: Path) -> tuple[dict | None, str | None]:
     missing = [k for k in REQUIRED_KEYS if k not in metrics]
     if missing:
         return None, f"metrics.json lacks {missing}; {RERUN}"
-    bad = [k for k in METRICS if not isinstance(metrics[k], (int, float)) or not math.isfinite(metrics[k])]
+    bad = [k for k in METRICS if k in metrics
+           and (not isinstance(metrics[k], (int, float)) or not math.isfinite(metrics[k]))]
     if bad:
         return None, f"metrics.json holds no finite number for {bad}; {RERUN}"
     return metrics, None
@@ -100,33 +105,3 @@ def collect_runs(dirs: Iterable[str | Path]) -> pd.DataFrame:
         listed = "".join(f"\n  {d}: {why}" for d, why in problems)
         raise FileNotFoundError(f"no metrics.json under {[str(d) for d in dirs]}: no finished job there{listed}")
     return runs
-
-
-def summarize(runs: pd.DataFrame, by: Sequence[str] = CONDITION_KEYS, metrics: Sequence[str] = METRICS) -> pd.DataFrame:
-    """Mean, sample standard deviation and seed count of each metric per condition, best first."""
-    by = [k for k in by if k in runs.columns]
-    rows = []
-    for key, group in runs.groupby(by, sort=False, dropna=False):
-        key = key if isinstance(key, tuple) else (key,)
-        row = dict(zip(by, key))
-        row["n_seeds"] = int(group["seed"].nunique()) if "seed" in group else len(group)
-        for m in metrics:
-            values = group[m].to_numpy(dtype=np.float64)
-            row[f"{m}/mean"] = float(values.mean())
-            row[f"{m}/std"] = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
-        rows.append(row)
-    table = pd.DataFrame(rows)
-    return table.sort_values(f"{metrics[0]}/mean", ascending=False, kind="stable").reset_index(drop=True)
-
-
-def to_markdown(table: pd.DataFrame, metrics: Sequence[str] = METRICS) -> str:
-    keys = [c for c in table.columns if c in CONDITION_KEYS]
-    header = keys + ["n"] + [m.split("/", 1)[1] for m in metrics]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for _, row in table.iterrows():
-        cells = [str(row[k]) for k in keys] + [str(row["n_seeds"])]
-        for m in metrics:
-            std = row[f"{m}/std"]
-            cells.append(f"{row[f'{m}/mean']:.4f} ± {std:.4f}" if np.isfinite(std) else f"{row[f'{m}/mean']:.4f}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)

@@ -11,31 +11,41 @@ import pandas as pd
 
 from xferlab.runtime.io import atomic_write_text
 from xferlab.reporting import plots
-from xferlab.reporting.aggregate import METRICS, scan_runs
+from xferlab.reporting.aggregate import CONDITION_KEYS, METRICS, scan_runs
 from xferlab.reporting.confusion import confusion_from_runs, top_confusions
 from xferlab.reporting.consistency import flag_inconsistent
 from xferlab.reporting.stats import bootstrap_targets, mean_ci, paired_tests
 
-CONDITION_COLUMNS = ("dataset", "backbone", "channels", "head", "features", "label_fraction", "finetune",
-                     "macro_f1_average_over")
 
 
 def condition_columns(runs: pd.DataFrame) -> list[str]:
-    return [c for c in CONDITION_COLUMNS if c in runs.columns and runs[c].notna().any()]
+    return [c for c in CONDITION_KEYS if c in runs.columns and runs[c].notna().any()]
+
+
+def naming_keys(runs: pd.DataFrame, keys: list[str]) -> list[str]:
+    """The condition keys that name a condition: those that vary, less any that another naming key
+    already determines (e.g. `features` when only `pixels` differs in it from the other backbones)."""
+    varying = [k for k in keys if runs[k].nunique(dropna=False) > 1]
+    for k in reversed(list(varying)):  # the keys listed first (backbone before features) are kept
+        others = [o for o in varying if o != k]
+        if others and (runs.groupby(others, dropna=False)[k].nunique(dropna=False) <= 1).all():
+            varying.remove(k)
+    return varying or ["backbone"]
 
 
 def experiment_table(runs: pd.DataFrame, n_boot: int) -> pd.DataFrame:
     keys = condition_columns(runs)
-    varying = [k for k in keys if runs[k].nunique(dropna=False) > 1] or ["backbone"]
+    varying = naming_keys(runs, keys)
     rows = []
     for key, group in runs.groupby(keys, sort=False, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
         row = dict(zip(keys, key))
         row["condition"] = "-".join(str(row[k]) for k in varying if pd.notna(row[k]) and row[k] != "")
         row["n_seeds"] = int(group["seed"].nunique())
-        for m in METRICS:
-            v = group[m].to_numpy(float)
-            row[f"{m}/mean"], row[f"{m}/std"] = float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan")
+        for m in METRICS:  # a metric a run predates is missing for it (NaN), not a reason to drop the run
+            v = group[m].dropna().to_numpy(float) if m in group else np.array([])
+            row[f"{m}/mean"] = float(v.mean()) if len(v) else float("nan")
+            row[f"{m}/std"] = float(v.std(ddof=1)) if len(v) > 1 else float("nan")
             row[f"{m}/ci_low"], row[f"{m}/ci_high"] = mean_ci(v)
         if n_boot and usable_predictions(group).all():
             row["test/macro_f1/boot_low"], row["test/macro_f1/boot_high"] = bootstrap_targets(
@@ -59,12 +69,22 @@ def usable_predictions(runs: pd.DataFrame) -> pd.Series:
 
 
 def fmt(mean: float, std: float) -> str:
+    if not np.isfinite(mean):
+        return "–"  # runs from before the metric existed
     return f"{mean:.4f} ± {std:.4f}" if np.isfinite(std) else f"{mean:.4f}"
 
 
+def label(metric: str) -> str:
+    """`test/balanced_accuracy` -> `balanced accuracy`."""
+    return metric.split("/", 1)[1].replace("_", " ")
+
+
+OTHER_METRICS = [m for m in METRICS if m != "test/macro_f1"]
+
+
 def markdown(table: pd.DataFrame) -> str:
-    head = ["condition", "n", "macro F1", "95% CI (seeds)", "95% CI (test targets)", "accuracy", "Δ vs best",
-            "p (t / Wilcoxon)"]
+    head = ["condition", "n", "macro F1", "95% CI (seeds)", "95% CI (test targets)",
+            *(label(m) for m in OTHER_METRICS), "Δ vs best", "p (t / Wilcoxon)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, r in table.iterrows():
         boot = (f"[{r['test/macro_f1/boot_low']:.4f}, {r['test/macro_f1/boot_high']:.4f}]"
@@ -76,16 +96,23 @@ def markdown(table: pd.DataFrame) -> str:
         p = "" if untested else f"{r['vs_best/t_test_p']:.3g} / {r['vs_best/wilcoxon_p']:.3g}"  # blank: < 2 paired seeds
         lines.append("| " + " | ".join([r["condition"], str(r["n_seeds"]),
                                         fmt(r["test/macro_f1/mean"], r["test/macro_f1/std"]), ci, boot,
-                                        fmt(r["test/accuracy/mean"], r["test/accuracy/std"]), diff, p]) + " |")
+                                        *(fmt(r[f"{m}/mean"], r[f"{m}/std"]) for m in OTHER_METRICS),
+                                        diff, p]) + " |")
     return "\n".join(lines)
 
 
 def latex(table: pd.DataFrame, experiment: str) -> str:
-    lines = [r"\begin{tabular}{lrrr}", r"\toprule", r"Condition & $n$ & Macro F1 & Accuracy \\", r"\midrule"]
+    def cell(r, m: str) -> str:
+        if not np.isfinite(r[f"{m}/mean"]):
+            return "--"
+        return f"${r[f'{m}/mean']:.4f} \\pm {np.nan_to_num(r[f'{m}/std']):.4f}$"
+
+    columns = ["Macro F1", *(label(m).capitalize() for m in OTHER_METRICS)]
+    lines = [r"\begin{tabular}{lr" + "r" * len(columns) + "}", r"\toprule",
+             "Condition & $n$ & " + " & ".join(columns) + r" \\", r"\midrule"]
     for _, r in table.iterrows():
         name = r["condition"].replace("_", r"\_")
-        lines.append(f"{name} & {r['n_seeds']} & ${r['test/macro_f1/mean']:.4f} \\pm {np.nan_to_num(r['test/macro_f1/std']):.4f}$"
-                     f" & ${r['test/accuracy/mean']:.4f} \\pm {np.nan_to_num(r['test/accuracy/std']):.4f}$ \\\\")
+        lines.append(f"{name} & {r['n_seeds']} & " + " & ".join(cell(r, m) for m in METRICS) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", f"% experiment: {experiment.replace('_', ' ')}"]
     return "\n".join(lines) + "\n"
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from xferlab.heads.scores import DEFAULT_AVERAGE_OVER, macro_f1_score
+from xferlab.metrics import DEFAULT_AVERAGE_OVER, macro_f1_score
 
 
 def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:

@@ -77,12 +77,21 @@ def start_wandb_run(*, mode: str, project: str, entity: str | None, group: str, 
 
 def build_loggers(logger_cfg, *, run_dir: Path, group: str, name: str, job_type: str,
                   tags: list[str], config: dict[str, Any], csv_version: str = "") -> tuple[list[Logger], Any]:
-    """The job's Lightning loggers and its W&B run (None when W&B is disabled)."""
+    """The job's Lightning loggers and its W&B run (None when W&B is disabled). The run's tags are
+    `tags` followed by the configured `logger.tags`."""
     loggers: list[Logger] = [CSVLogger(save_dir=str(run_dir), name="csv", version=csv_version)]
     run = None
     if logger_cfg.mode != "disabled":
         run = start_wandb_run(mode=logger_cfg.mode, project=logger_cfg.project, entity=logger_cfg.entity,
-                              group=group, name=name, job_type=job_type, tags=tags,
+                              group=group, name=name, job_type=job_type,
+                              tags=[*tags, *(str(t) for t in logger_cfg.get("tags") or [])],
                               config=flatten(config), save_dir=run_dir)
         loggers.append(WandbLogger(experiment=run))
     return loggers, run
+
+
+def log_final(loggers: list[Logger], metrics: dict[str, float]) -> None:
+    """One last row of metrics (the test scores) in every logger, written out at once."""
+    for logger in loggers:
+        logger.log_metrics(metrics)
+        logger.save()

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from xferlab.backbones.locations import resolve_weights
 from xferlab.backbones.weights import WeightsError
 
-CONF = Path(__file__).parent / "conf"
+CONF = Path(__file__).parents[1] / "conf"
 
 
 def missing_files(cfg: DictConfig) -> list[str]:

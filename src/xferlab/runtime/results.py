@@ -4,18 +4,21 @@ config and run info (each file written atomically, metrics.json last), and the W
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from xferlab import __version__
-from xferlab.backbones.registry import Backbone
 from xferlab.data.splits import TEST, TRAIN, VAL
-from xferlab.data.store import ImageStore
 from xferlab.runtime.io import atomic_write_json, atomic_write_text
 from xferlab.runtime.provenance import config_digest, git_revision
+
+if TYPE_CHECKING:
+    from xferlab.backbones.registry import Backbone
+    from xferlab.data.store import ImageStore
+
 
 def provenance(cfg: DictConfig, names: dict[str, Any], store: ImageStore, backbone: Backbone, split: np.ndarray,
                extract_info: dict[str, Any]) -> dict[str, Any]:
@@ -25,8 +28,7 @@ def provenance(cfg: DictConfig, names: dict[str, Any], store: ImageStore, backbo
         "seed": int(cfg.seed),
         "split_seed": int(cfg.split_seed),
         "label_fraction": float(cfg.get("label_fraction", 1.0)),
-        "macro_f1_average_over": str(OmegaConf.select(cfg, "metrics.average_over", default="present")),
-        "finetune": bool(OmegaConf.select(cfg, "finetune.enabled", default=False)),
+        "macro_f1_average_over": str(cfg.metrics.average_over),
         "features": backbone.features,
         "num_classes": len(store.classes),
         "n_train": int((split == TRAIN).sum()),

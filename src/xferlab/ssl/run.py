@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import Callback, Checkpoint
 from omegaconf import DictConfig, OmegaConf
 
 from xferlab import __version__
-from xferlab.backbones.registry import _create
+from xferlab.backbones.registry import create_model
 from xferlab.runtime.building import build
 from xferlab.runtime.checkpointing import AtomicCheckpointIO, resume_from
 from xferlab.runtime.integrity import verification
@@ -96,6 +96,16 @@ def remove_stale_temp_files(out: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
+def check_pretraining_backbone(bcfg: DictConfig) -> None:
+    """Pretraining starts from the architecture's random initialisation (`init_seed`): a backbone
+    config that names weights (`init=weights` / `hub`, or a `weights` file) would be ignored, so it
+    is refused rather than silently dropped."""
+    if bcfg.get("init") != "random" or bcfg.get("weights"):
+        raise ValueError(f"backbone={bcfg.name} has init={bcfg.get('init')} and weights={bcfg.get('weights')}; "
+                         "pretraining starts from random weights of the architecture (backbone.init=random, "
+                         "backbone.weights=null): pick backbone=random, random_hpa, random_rgb or random_vits16")
+
+
 def run_pretraining(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -114,8 +124,9 @@ def run_pretraining(cfg: DictConfig) -> dict[str, Any]:
 def _run_pretraining(cfg: DictConfig, out: Path) -> dict[str, Any]:
     start = time.perf_counter()
     remove_stale_temp_files(out)
-    store = build(cfg.dataset).open(cfg.paths.data_dir)
     bcfg = cfg.backbone
+    check_pretraining_backbone(bcfg)
+    store = build(cfg.dataset).open(cfg.paths.data_dir)
     if len(bcfg.in_channels) != len(store.channel_names):
         raise ValueError(f"backbone.in_channels {list(bcfg.in_channels)} does not match the store's channels "
                          f"{store.channel_names}: pretraining feeds the store's channels as they are")
@@ -141,7 +152,7 @@ def _run_pretraining(cfg: DictConfig, out: Path) -> dict[str, Any]:
         knn = {"train_images": zscore(load_rows(store, keep)), "train_labels": torch.from_numpy(labels[keep]),
                "val_images": zscore(load_rows(store, val_rows)), "val_labels": torch.from_numpy(labels[val_rows])}
     model_kwargs = {**OmegaConf.to_container(bcfg.model_kwargs), "dynamic_img_size": True}
-    backbone = _create(bcfg.arch, len(bcfg.in_channels), model_kwargs, seed=bcfg.get("init_seed", 0))
+    backbone = create_model(bcfg.arch, len(bcfg.in_channels), model_kwargs, seed=bcfg.get("init_seed", 0))
     module = DINOModule(backbone, steps_per_epoch=len(loader), epochs=s.epochs, out_dim=s.out_dim,
                         head_hidden=s.head_hidden, bottleneck=s.bottleneck, lr=s.lr, min_lr=s.min_lr,
                         warmup_epochs=s.warmup_epochs, weight_decay=s.weight_decay,
