@@ -405,3 +405,20 @@ def test_fine_tuning_inputs_refuse_nan_pixels_naming_the_rows(tmp_path):
     split = np.zeros(len(store), dtype=np.int8)
     with pytest.raises(StoreError, match=r"row\(s\) \[5\] \(sample id\(s\) \['a2_1'\]\) give NaN or infinite"):
         preprocessed_images(store, split, Preprocessor(None, "zscore"), adapter)
+
+
+@pytest.mark.parametrize("overrides,match", [
+    (["seed=null"], "seed=None: every job needs an integer seed"),
+    (["head=finetune", "dataset=synthcell_tiny", "dataset.labels.rule=multilabel"], "head=finetune trains on single-label"),
+    (["head=knn", "dataset=synthcell_tiny", "dataset.labels.rule=multilabel"], "head=knn votes for one class"),
+    (["head=centroid", "dataset=synthcell_tiny", "dataset.labels.rule=multilabel"], "head=centroid assigns one class"),
+    (["head=finetune", "channels=channelwise"], "head=finetune needs one backbone input per image"),
+    (["label_fraction=0"], "label_fraction=0"),
+    (["head=knn", "head.ks=[0,5]"], "head.ks=\\[0, 5\\]"),
+    (["head.grid.lr=[0.1,0.1]"], "lists a value twice"),
+])
+def test_incompatible_configs_fail_before_any_store_is_built(job_config, tmp_path, overrides, match):
+    root = tmp_path / "fresh"
+    with pytest.raises(ValueError, match=match):
+        run_job(job_config(*overrides, root=root))
+    assert not root.exists() and not (tmp_path / "run").exists()  # no store, no cache, no run folder
