@@ -148,7 +148,8 @@ def _run_job(cfg: DictConfig, head: Head) -> JobResult:
                                 multilabel=multilabel, seed=int(cfg.seed), average_over=str(cfg.metrics.average_over),
                                 make_trainer=inputs.make_trainer, loggers=loggers, run_dir=run_dir, backbone=backbone))
         scores = metrics.score(labels[fit.rows], fit.scores, classes=store.classes, multilabel=multilabel,
-                               average_over=str(cfg.metrics.average_over))
+                               average_over=str(cfg.metrics.average_over),
+                               groups=store.samples["target"].to_numpy()[fit.rows])
         log_final(loggers, scores)
         results = {**scores, **fit.selection, **provenance(cfg, names, store, backbone, split, inputs.extract_info)}
         predictions = predictions_table(store, fit.rows, fit.scores, multilabel=multilabel)

@@ -130,7 +130,7 @@ def macro_f1(c: Counts) -> np.ndarray:
 @metric("accuracy")
 def accuracy(c: Counts) -> np.ndarray:
     """Single-label: fraction correct. Multilabel: exact-set match."""
-    return np.asarray(c.correct, dtype=np.float64) / max(c.n, 1)
+    return np.asarray(c.correct, dtype=np.float64) / np.maximum(c.n, 1)
 
 
 @metric("balanced_accuracy")
@@ -145,10 +145,28 @@ def balanced_accuracy(c: Counts) -> np.ndarray:
     return (recall * labelled).sum(axis=-1) / np.maximum(labelled.sum(axis=-1), 1)
 
 
+PROTEIN = "protein_"  # prefix of the protein-level metrics (one prediction per target)
+
+
+def per_group(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One row per group (target): its mean class scores and its label (the label of its first
+    row; a grouped split keeps a target's rows together and they share a label). Returns
+    (group names, labels, scores), groups sorted by name."""
+    names, inverse = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+    sums = np.zeros((len(names), scores.shape[1]))
+    np.add.at(sums, inverse, scores)
+    first = np.full(len(names), -1)
+    first[inverse[::-1]] = np.arange(len(inverse))[::-1]
+    return names, np.asarray(labels)[first], sums / np.bincount(inverse)[:, None]
+
+
 def score(labels: np.ndarray, scores: np.ndarray, *, classes: list[str], multilabel: bool,
-          average_over: str = DEFAULT_AVERAGE_OVER, prefix: str = "test/") -> dict[str, float]:
+          average_over: str = DEFAULT_AVERAGE_OVER, prefix: str = "test/",
+          groups: np.ndarray | None = None) -> dict[str, float]:
     """Every registered metric of one head's `scores` `(N, K)` against `labels`, as
-    `{prefix + name: value}` (per-class metrics as `prefix + name/<class>`)."""
+    `{prefix + name: value}` (per-class metrics as `prefix + name/<class>`). With `groups` (each
+    row's target), the same metrics once more per protein, as `prefix + protein_<name>`: each
+    target's crop scores averaged into one prediction (as OpenCell and cytoself evaluate)."""
     c = counts(labels, scores, multilabel=multilabel, average_over=average_over)
     out: dict[str, float] = {}
     for m in METRICS.values():
@@ -157,12 +175,18 @@ def score(labels: np.ndarray, scores: np.ndarray, *, classes: list[str], multila
             out.update({f"{prefix}{m.name}/{name}": float(v) for name, v in zip(classes, value)})
         else:
             out[f"{prefix}{m.name}"] = float(value)
+    if groups is not None:
+        _, group_labels, group_scores = per_group(labels, scores, groups)
+        out.update(score(group_labels, group_scores, classes=classes, multilabel=multilabel,
+                         average_over=average_over, prefix=prefix + PROTEIN))
     return out
 
 
 def reported(prefix: str = "test/") -> list[str]:
-    """The names of the single-number metrics, in registration order (what the report tables show)."""
-    return [f"{prefix}{m.name}" for m in METRICS.values() if not m.per_class]
+    """The names of the single-number metrics, in registration order, per crop then per protein
+    (what the report tables show)."""
+    names = [m.name for m in METRICS.values() if not m.per_class]
+    return [f"{prefix}{n}" for n in names] + [f"{prefix}{PROTEIN}{n}" for n in names]
 
 
 def macro_f1_score(labels: np.ndarray, pred: np.ndarray, num_classes: int,

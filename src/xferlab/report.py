@@ -1,7 +1,7 @@
-"""`python -m xferlab.report <sweep dir> [<sweep dir> ...]`: one table per experiment (mean ± std,
-n seeds, 95% confidence intervals over seeds and over test targets, paired tests against the best
-condition), as Markdown (printed), CSV and LaTeX, plus figures; written to `--out` (default
-`<first dir>/report`)."""
+"""`python -m xferlab.report <sweep dir> [<sweep dir> ...]`: one table per experiment (mean ± std
+over (split, seed) units, per crop and per protein, with 95% intervals over test proteins), the
+planned paired comparisons (Holm-corrected) with their verdicts, per-class intervals, as Markdown
+(printed), CSV and LaTeX, plus figures; written to `--out` (default `<first dir>/report`)."""
 
 from __future__ import annotations
 
@@ -14,14 +14,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m xferlab.report", description=__doc__.splitlines()[0])
     parser.add_argument("dirs", nargs="+", type=Path, help="run or sweep directories holding metrics.json files")
     parser.add_argument("--out", type=Path, default=None, help="where to write tables and figures")
-    parser.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples of test targets (0: off)")
+    parser.add_argument("--bootstrap", type=int, default=2000,
+                        help="bootstrap draws of the test proteins (0: no intervals and no comparisons)")
+    parser.add_argument("--reference", default=None,
+                        help="compare every condition with this one (default: the experiment's report.reference)")
+    parser.add_argument("--pairs", choices=("all", "none"), default=None,
+                        help="also compare every pair of conditions (default: the experiment's report.pairs)")
     args = parser.parse_args(argv)
     from xferlab.reporting.build import build_report
 
     out = args.out or args.dirs[0] / "report"
     try:
-        text = build_report(args.dirs, out, n_boot=args.bootstrap)
-    except FileNotFoundError as err:
+        text = build_report(args.dirs, out, n_boot=args.bootstrap, reference=args.reference, pairs=args.pairs)
+    except (FileNotFoundError, ValueError) as err:
         print(f"xferlab.report: {err}", file=sys.stderr)
         return 2
     print(text)

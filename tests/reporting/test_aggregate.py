@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from xferlab.reporting.aggregate import collect_runs, scan_runs
-from xferlab.reporting.build import experiment_table, markdown
+from xferlab.reporting.tables import experiment_table, markdown
 
 
 def write(dir, backbone, seed, f1, **extra):
@@ -19,9 +19,9 @@ def test_mean_std_per_condition_best_first(tmp_path):
         write(tmp_path / f"a{seed}", "weak", seed, f1)
     for seed, f1 in enumerate([0.8, 0.9]):
         write(tmp_path / f"b{seed}", "strong", seed, f1)
-    table = experiment_table(collect_runs([tmp_path]), n_boot=0)
+    table = experiment_table(collect_runs([tmp_path]))
     assert table["backbone"].tolist() == ["strong", "weak"]
-    assert table["n_seeds"].tolist() == [2, 3]
+    assert table["n_units"].tolist() == [2, 3]
     assert table.loc[1, "test/macro_f1/mean"] == pytest.approx(0.6)
     assert table.loc[1, "test/macro_f1/std"] == pytest.approx(np.std([0.5, 0.6, 0.7], ddof=1))
     md = markdown(table)
@@ -35,10 +35,10 @@ def test_runs_from_before_a_metric_existed_are_kept_and_show_it_as_missing(tmp_p
         write(tmp_path / f"new{seed}", "new", seed, 0.6 + 0.1 * seed, **{"test/balanced_accuracy": 0.4})
     runs, problems = scan_runs([tmp_path])
     assert len(runs) == 4 and not problems
-    table = experiment_table(runs, n_boot=0).set_index("backbone")
+    table = experiment_table(runs).set_index("backbone")
     assert np.isnan(table.loc["old", "test/balanced_accuracy/mean"])
     assert table.loc["new", "test/balanced_accuracy/mean"] == pytest.approx(0.4)
-    header, _, *rows = markdown(experiment_table(runs, n_boot=0)).splitlines()
+    header, _, *rows = markdown(experiment_table(runs)).splitlines()
     column = header.split(" | ").index("balanced accuracy")
     assert {r.split(" | ")[0].strip("| "): r.split(" | ")[column] for r in rows} == {
         "new": "0.4000 ± 0.0000", "old": "–"}

@@ -5,49 +5,31 @@ import pandas as pd
 import pytest
 import yaml
 
+from xferlab.reporting.aggregate import collect_runs
 from xferlab.reporting.build import build_report
 from xferlab.reporting.consistency import flag_inconsistent
-from xferlab.reporting.aggregate import collect_runs
-from xferlab.reporting.stats import bootstrap_targets, mean_ci, paired_tests
 
 
-def write_run(root, name, backbone, seed, f1, lr=0.001, rng=None):
+def write_run(root, name, backbone, seed, f1, lr=0.001, rng=None, split_seed=0, extra=None):
     d = root / name
     (d / ".hydra").mkdir(parents=True)
-    (d / "metrics.json").write_text(json.dumps({
-        "experiment": "e", "dataset": "d", "backbone": backbone, "channels": "natural", "head": "linear",
-        "seed": seed, "test/macro_f1": f1, "test/accuracy": f1, "test/f1/a": f1, "test/f1/b": f1}))
-    (d / "config.yaml").write_text(yaml.safe_dump({"seed": seed, "backbone": {"name": backbone},
-                                                   "head": {"optimizer": {"lr": lr}}, "paths": {"x": str(d)}}))
-    (d / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"backbone={backbone}", f"seed={seed}"]))
     rng = rng or np.random.default_rng(seed)
     labels = np.repeat([0, 1], 20)
     pred = np.where(rng.random(40) < f1, labels, 1 - labels)
-    pd.DataFrame({"target": [f"t{i // 2}" for i in range(40)], "label": labels, "pred": pred,
+    from sklearn.metrics import accuracy_score, f1_score
+
+    observed = f1_score(labels, pred, average="macro")
+    (d / "metrics.json").write_text(json.dumps({
+        "experiment": "e", "dataset": "d", "backbone": backbone, "channels": "natural", "head": "linear",
+        "seed": seed, "split_seed": split_seed, "test/macro_f1": observed, "test/accuracy": accuracy_score(labels, pred),
+        "test/f1/a": observed, "test/f1/b": observed, **(extra or {})}))
+    (d / "config.yaml").write_text(yaml.safe_dump({"seed": seed, "split_seed": split_seed, "backbone": {"name": backbone},
+                                                   "head": {"optimizer": {"lr": lr}}, "paths": {"x": str(d)}}))
+    (d / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"backbone={backbone}", f"seed={seed}"]))
+    pd.DataFrame({"target": [f"s{split_seed}t{i // 2}" for i in range(40)], "label": labels, "pred": pred,
                   "label_name": np.array(["a", "b"])[labels], "pred_name": np.array(["a", "b"])[pred]}
                  ).to_csv(d / "predictions.csv", index=False)
     return d
-
-
-def test_mean_ci_and_paired_tests():
-    lo, hi = mean_ci([0.5, 0.6, 0.7])
-    assert lo < 0.6 < hi and hi - 0.6 == pytest.approx(0.6 - lo)
-    assert np.isnan(mean_ci([0.5])[0])
-    best = pd.Series([0.8, 0.82, 0.81, 0.83, 0.79], index=range(5))
-    worse = best - np.array([0.1, 0.12, 0.09, 0.11, 0.1])
-    out = paired_tests(best, worse)
-    assert out["n_pairs"] == 5 and out["mean_diff"] == pytest.approx(-0.104)
-    assert out["t_test_p"] < 0.001 and 0 < out["wilcoxon_p"] <= 0.0625
-
-
-def test_bootstrap_over_targets_brackets_the_observed_score(tmp_path):
-    d = write_run(tmp_path, "r", "x", 0, 0.8)
-    lo, hi = bootstrap_targets([d], n_boot=200)
-    from sklearn.metrics import f1_score
-
-    table = pd.read_csv(d / "predictions.csv")
-    observed = f1_score(table["label"], table["pred"], average="macro")
-    assert lo <= observed <= hi and hi - lo > 0
 
 
 def test_a_run_differing_beyond_the_swept_keys_is_flagged(tmp_path):
@@ -64,13 +46,17 @@ def test_report_writes_tables_and_figures(tmp_path):
     for s in range(3):
         write_run(tmp_path / "sweep", f"a{s}", "x", s, 0.6 + 0.01 * s)
         write_run(tmp_path / "sweep", f"b{s}", "y", s, 0.8 + 0.01 * s)
-    text = build_report([tmp_path / "sweep"], tmp_path / "out", n_boot=20)
+    text = build_report([tmp_path / "sweep"], tmp_path / "out", n_boot=200, reference="x")
     assert text.index("| y |") < text.index("| x |")  # best first
-    for name in ("summary.csv", "summary.md", "summary.tex", "bar_macro_f1.png", "per_class_f1.png", "confusion_best.png"):
+    for name in ("summary.csv", "summary.md", "summary.tex", "macro_f1.png", "per_class_f1.png",
+                 "per_class_f1_forest.png", "per_class_f1.csv", "comparisons.csv", "verdicts.md", "confusion_best.png"):
         assert (tmp_path / "out" / "e" / name).exists(), name
     summary = pd.read_csv(tmp_path / "out" / "e" / "summary.csv")
     assert summary["condition"].tolist() == ["y", "x"]
-    assert summary.loc[1, "vs_best/mean_diff"] == pytest.approx(-0.2)
+    compared = pd.read_csv(tmp_path / "out" / "e" / "comparisons.csv")
+    row = compared[compared["level"] == "crop"].iloc[0]
+    assert (row["a"], row["b"]) == ("y", "x") and row["diff"] > 0.1 and row["ci_low"] > 0
+    assert row["verdict"].startswith("y > x: +") and row["verdict"] in text
 
 
 def test_report_draws_the_knn_curve(tmp_path):
@@ -80,7 +66,7 @@ def test_report_draws_the_knn_curve(tmp_path):
         metrics.update({f"knn/k={k}/test/macro_f1": 0.5 + 0.01 * k for k in (1, 5)})
         (d / "metrics.json").write_text(json.dumps(metrics))
     text = build_report([tmp_path / "sweep"], tmp_path / "out", n_boot=0)
-    assert "kNN test macro F1 by k" in text
+    assert "kNN test macro F1 by k" in text and "no intervals over test proteins" in text
     assert (tmp_path / "out" / "e" / "macro_f1_vs_k.png").exists()
     curve = pd.read_csv(tmp_path / "out" / "e" / "knn_macro_f1_by_k.csv", index_col=0)
     assert curve.loc["x", "5"] == pytest.approx(0.55)
@@ -113,8 +99,10 @@ def test_report_names_missing_and_broken_jobs_and_reports_the_rest(tmp_path, cap
     assert "hydra.sweep.dir" in left_out  # the fix
     assert (tmp_path / "out" / "left_out.txt").read_text().count("\n") == 2
     summary = pd.read_csv(tmp_path / "out" / "e" / "summary.csv").set_index("condition")
-    assert summary.loc["y", "n_seeds"] == 2 and summary.loc["x", "n_seeds"] == 2
-    assert summary.loc["y", "test/macro_f1/mean"] == pytest.approx(0.81)  # seeds 0 and 2
+    assert summary.loc["y", "n_units"] == 2 and summary.loc["x", "n_units"] == 2
+    runs = collect_runs([sweep]).set_index("run_dir")
+    assert summary.loc["y", "test/macro_f1/mean"] == pytest.approx(np.mean(  # seeds 0 and 2
+        [runs.loc[str(sweep / f"backbone=y,seed={s}"), "test/macro_f1"] for s in (0, 2)]))
     assert np.isnan(summary.loc["y", "test/macro_f1/boot_low"])  # no interval from incomplete predictions
     assert np.isfinite(summary.loc["x", "test/macro_f1/boot_low"])
     assert (tmp_path / "out" / "e" / "confusion_best.png").exists()  # from the best condition's usable runs
@@ -126,27 +114,29 @@ def test_report_names_missing_and_broken_jobs_and_reports_the_rest(tmp_path, cap
     assert f"{sweep / 'backbone=x,seed=0'}: metrics.json lacks ['experiment'" in err
 
 
-def test_the_bootstrap_and_conditions_follow_each_runs_macro_f1_averaging(tmp_path):
-    from sklearn.metrics import f1_score
-
-    runs = []
+def test_conditions_with_different_macro_f1_averaging_are_never_averaged_together(tmp_path):
     for average_over in ("present", "all"):
         d = write_run(tmp_path / "sweep", f"avg={average_over}", "x", 0, 0.8)
         metrics = json.loads((d / "metrics.json").read_text())
         (d / "metrics.json").write_text(json.dumps({**metrics, "macro_f1_average_over": average_over}))
-        table = pd.read_csv(d / "predictions.csv")  # two classes in the labels, a third one in the scores
-        table.assign(**{"score/a": 0.5, "score/b": 0.5, "score/c": 0.0}).to_csv(d / "predictions.csv", index=False)
-        runs.append(d)
-    table = pd.read_csv(runs[0] / "predictions.csv")
-    observed = f1_score(table["label"], table["pred"], average="macro")
-    lo, hi = bootstrap_targets([runs[0]], n_boot=50, average_over="present")
-    lo_all, hi_all = bootstrap_targets([runs[1]], n_boot=50, average_over="all")
-    assert lo <= observed <= hi and (lo_all, hi_all) == pytest.approx((lo * 2 / 3, hi * 2 / 3))
     build_report([tmp_path / "sweep"], tmp_path / "out", n_boot=0)
     summary = pd.read_csv(tmp_path / "out" / "e" / "summary.csv")
-    assert sorted(summary["macro_f1_average_over"]) == ["all", "present"]  # never averaged together
+    assert sorted(summary["macro_f1_average_over"]) == ["all", "present"]
 
 
+def test_a_split_seed_sweep_pairs_runs_by_split_and_seed(tmp_path):
+    """`backbone=x,y split_seed=0,1 seed=0`: each (split_seed, seed) is one unit, paired between
+    conditions; the bootstrap draws each split's own test proteins."""
+    for backbone, f1 in (("x", 0.6), ("y", 0.9)):
+        for split in (0, 1):
+            write_run(tmp_path / "sweep", f"b={backbone},split={split}", backbone, 0, f1, split_seed=split,
+                      rng=np.random.default_rng([split, int(f1 * 10)]))
+    text = build_report([tmp_path / "sweep"], tmp_path / "out", n_boot=100, reference="x")
+    summary = pd.read_csv(tmp_path / "out" / "e" / "summary.csv").set_index("condition")
+    assert summary.loc["y", "n_units"] == 2 and summary.loc["y", "n_splits"] == 2
+    assert "2 (2 splits)" in text
+    compared = pd.read_csv(tmp_path / "out" / "e" / "comparisons.csv")
+    assert compared.loc[0, "n_units"] == 2 and compared.loc[0, "ci_low"] > 0
 def test_runs_from_before_average_over_existed_match_runs_that_hold_its_default(tmp_path):
     for s in range(2):
         write_run(tmp_path, f"old{s}", "x", s, 0.7)
@@ -172,7 +162,7 @@ def test_a_key_that_another_condition_key_determines_does_not_name_conditions(tm
             (d / "metrics.json").write_text(_json.dumps({
                 "experiment": "e", "backbone": backbone, "features": features, "label_fraction": fraction,
                 "seed": 0, "test/macro_f1": 0.5}))
-    from xferlab.reporting.build import experiment_table
+    from xferlab.reporting.tables import experiment_table
 
-    table = experiment_table(collect_runs([tmp_path]), n_boot=0)
+    table = experiment_table(collect_runs([tmp_path]))
     assert sorted(table["condition"]) == ["pixels-0.5", "pixels-1.0", "vit-0.5", "vit-1.0"]

@@ -1,127 +1,44 @@
-"""Build a report from sweep directories: tables (Markdown, CSV, LaTeX), paired tests against the
-best condition, a bootstrap over test targets, confusion summary and figures."""
+"""Build a report from sweep directories: per experiment, a table of every condition (mean ± std
+over (split, seed) units, per crop and per protein, with intervals over test proteins), the
+planned paired comparisons with Holm-corrected p-values and their verdict lines, per-class F1
+with intervals, the confusion of the best condition, and figures."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import pandas as pd
+import yaml
 
-from xferlab.runtime.io import atomic_write_text
 from xferlab.reporting import plots
-from xferlab.reporting.aggregate import CONDITION_KEYS, METRICS, scan_runs
+from xferlab.reporting.aggregate import scan_runs
+from xferlab.reporting.compare import classes_of, comparisons, per_class_intervals, prepare
 from xferlab.reporting.confusion import confusion_from_runs, top_confusions
 from xferlab.reporting.consistency import flag_inconsistent
-from xferlab.reporting.stats import bootstrap_targets, mean_ci, paired_tests
+from xferlab.reporting.tables import experiment_table, latex, markdown, usable_predictions
+from xferlab.runtime.io import atomic_write_text
+
+DEFAULT_BOOTSTRAP = 2000
 
 
-
-def condition_columns(runs: pd.DataFrame) -> list[str]:
-    return [c for c in CONDITION_KEYS if c in runs.columns and runs[c].notna().any()]
-
-
-def naming_keys(runs: pd.DataFrame, keys: list[str]) -> list[str]:
-    """The condition keys that name a condition: those that vary, less any that another naming key
-    already determines (e.g. `features` when only `pixels` differs in it from the other backbones)."""
-    varying = [k for k in keys if runs[k].nunique(dropna=False) > 1]
-    for k in reversed(list(varying)):  # the keys listed first (backbone before features) are kept
-        others = [o for o in varying if o != k]
-        if others and (runs.groupby(others, dropna=False)[k].nunique(dropna=False) <= 1).all():
-            varying.remove(k)
-    return varying or ["backbone"]
+def report_settings(runs: pd.DataFrame, reference: str | None, pairs: str | None) -> tuple[str | None, str]:
+    """The comparisons an experiment planned (`report.reference`, `report.pairs` in its runs'
+    config), unless given here."""
+    planned: dict = {}
+    config = Path(runs["run_dir"].iloc[0]) / "config.yaml"
+    if config.exists():
+        planned = (yaml.safe_load(config.read_text()) or {}).get("report") or {}
+    return (reference if reference is not None else planned.get("reference"),
+            pairs if pairs is not None else planned.get("pairs", "all"))
 
 
-def experiment_table(runs: pd.DataFrame, n_boot: int) -> pd.DataFrame:
-    keys = condition_columns(runs)
-    varying = naming_keys(runs, keys)
-    rows = []
-    for key, group in runs.groupby(keys, sort=False, dropna=False):
-        key = key if isinstance(key, tuple) else (key,)
-        row = dict(zip(keys, key))
-        row["condition"] = "-".join(str(row[k]) for k in varying if pd.notna(row[k]) and row[k] != "")
-        row["n_seeds"] = int(group["seed"].nunique())
-        for m in METRICS:  # a metric a run predates is missing for it (NaN), not a reason to drop the run
-            v = group[m].dropna().to_numpy(float) if m in group else np.array([])
-            row[f"{m}/mean"] = float(v.mean()) if len(v) else float("nan")
-            row[f"{m}/std"] = float(v.std(ddof=1)) if len(v) > 1 else float("nan")
-            row[f"{m}/ci_low"], row[f"{m}/ci_high"] = mean_ci(v)
-        if n_boot and usable_predictions(group).all():
-            row["test/macro_f1/boot_low"], row["test/macro_f1/boot_high"] = bootstrap_targets(
-                group["run_dir"], n_boot, average_over=str(group["macro_f1_average_over"].iloc[0]))
-        row["_runs"] = group
-        rows.append(row)
-    table = pd.DataFrame(rows).sort_values("test/macro_f1/mean", ascending=False, kind="stable").reset_index(drop=True)
-    best = table.loc[0, "_runs"].set_index("seed")["test/macro_f1"]
-    for i, r in table.iterrows():
-        tests = paired_tests(best, r["_runs"].set_index("seed")["test/macro_f1"]) if i else {}
-        for k in ("mean_diff", "t_test_p", "wilcoxon_p"):
-            table.loc[i, f"vs_best/{k}"] = tests.get(k, np.nan)
-    return table
-
-
-def usable_predictions(runs: pd.DataFrame) -> pd.Series:
-    """Which runs have a usable predictions.csv (see `aggregate.predictions_problem`)."""
-    if "predictions_problem" not in runs.columns:
-        return runs["run_dir"].map(lambda d: (Path(d) / "predictions.csv").exists())
-    return runs["predictions_problem"].isna()
-
-
-def fmt(mean: float, std: float) -> str:
-    if not np.isfinite(mean):
-        return "–"  # runs from before the metric existed
-    return f"{mean:.4f} ± {std:.4f}" if np.isfinite(std) else f"{mean:.4f}"
-
-
-def label(metric: str) -> str:
-    """`test/balanced_accuracy` -> `balanced accuracy`."""
-    return metric.split("/", 1)[1].replace("_", " ")
-
-
-OTHER_METRICS = [m for m in METRICS if m != "test/macro_f1"]
-
-
-def markdown(table: pd.DataFrame) -> str:
-    head = ["condition", "n", "macro F1", "95% CI (seeds)", "95% CI (test targets)",
-            *(label(m) for m in OTHER_METRICS), "Δ vs best", "p (t / Wilcoxon)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for i, r in table.iterrows():
-        boot = (f"[{r['test/macro_f1/boot_low']:.4f}, {r['test/macro_f1/boot_high']:.4f}]"
-                if "test/macro_f1/boot_low" in r and pd.notna(r.get("test/macro_f1/boot_low")) else "")
-        ci = (f"[{r['test/macro_f1/ci_low']:.4f}, {r['test/macro_f1/ci_high']:.4f}]"
-              if np.isfinite(r["test/macro_f1/ci_low"]) else "")
-        diff = "best" if i == 0 else f"{r['vs_best/mean_diff']:+.4f}"
-        untested = i == 0 or (np.isnan(r["vs_best/t_test_p"]) and np.isnan(r["vs_best/wilcoxon_p"]))
-        p = "" if untested else f"{r['vs_best/t_test_p']:.3g} / {r['vs_best/wilcoxon_p']:.3g}"  # blank: < 2 paired seeds
-        lines.append("| " + " | ".join([r["condition"], str(r["n_seeds"]),
-                                        fmt(r["test/macro_f1/mean"], r["test/macro_f1/std"]), ci, boot,
-                                        *(fmt(r[f"{m}/mean"], r[f"{m}/std"]) for m in OTHER_METRICS),
-                                        diff, p]) + " |")
-    return "\n".join(lines)
-
-
-def latex(table: pd.DataFrame, experiment: str) -> str:
-    def cell(r, m: str) -> str:
-        if not np.isfinite(r[f"{m}/mean"]):
-            return "--"
-        return f"${r[f'{m}/mean']:.4f} \\pm {np.nan_to_num(r[f'{m}/std']):.4f}$"
-
-    columns = ["Macro F1", *(label(m).capitalize() for m in OTHER_METRICS)]
-    lines = [r"\begin{tabular}{lr" + "r" * len(columns) + "}", r"\toprule",
-             "Condition & $n$ & " + " & ".join(columns) + r" \\", r"\midrule"]
-    for _, r in table.iterrows():
-        name = r["condition"].replace("_", r"\_")
-        lines.append(f"{name} & {r['n_seeds']} & " + " & ".join(cell(r, m) for m in METRICS) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", f"% experiment: {experiment.replace('_', ' ')}"]
-    return "\n".join(lines) + "\n"
-
-
-def build_report(dirs: Sequence[Path], out: Path, n_boot: int = 200) -> str:
+def build_report(dirs: Sequence[Path], out: Path, n_boot: int = DEFAULT_BOOTSTRAP, reference: str | None = None,
+                 pairs: str | None = None) -> str:
     """Tables and figures of every experiment under `dirs`. A job whose metrics.json is missing or
     broken is left out and named (with the reason, also in `<out>/left_out.txt`); one whose
-    predictions.csv is missing or broken counts in the tables but not in the interval over test
-    targets nor in the confusion matrix, and is named too."""
+    predictions.csv is missing or broken counts in the tables but leaves its condition without
+    intervals, comparisons and confusion matrix, and is named too."""
     runs, problems = scan_runs(dirs)
     text = []
     if problems:
@@ -133,45 +50,14 @@ def build_report(dirs: Sequence[Path], out: Path, n_boot: int = 200) -> str:
                                 ("".join(f"\n  {d}: {why}" for d, why in problems) or ": no metrics.json there"))
     broken = runs[~usable_predictions(runs)]
     if len(broken):
-        lines = [f"- {d}: {why}; its scores count in the tables, but not in the 95% CI over test targets "
-                 "(left empty for its condition) nor in the confusion matrix"
+        lines = [f"- {d}: {why}; its scores count in the tables, but its condition gets no interval over test "
+                 "proteins, no comparison and no confusion matrix"
                  for d, why in zip(broken["run_dir"], broken["predictions_problem"])]
         text.append("job(s) with unusable predictions:\n" + "\n".join(lines))
     runs, flagged = flag_inconsistent(runs)
     for experiment, group in runs.groupby("experiment", sort=False):
-        table = experiment_table(group, n_boot)
-        folder = out / str(experiment)
-        md = markdown(table)
-        export = table.drop(columns=["_runs"])
-        atomic_write_text(folder / "summary.csv", export.to_csv(index=False))
-        atomic_write_text(folder / "summary.md", md + "\n")
-        atomic_write_text(folder / "summary.tex", latex(table, str(experiment)))
-        plots.bar_chart(table, "condition", folder / "bar_macro_f1.png")
-        per_class = per_class_f1(table)
-        if per_class is not None:
-            plots.heat_map(per_class, folder / "per_class_f1.png", "test F1 per class (mean over seeds)")
-        averaging = ", ".join(f"{a} classes" for a in sorted(group["macro_f1_average_over"].unique()))
-        text.append(f"## {experiment}: test macro F1 over seeds ({len(group)} jobs; macro F1 over {averaging}, "
-                    f"metrics.average_over)\n\n{md}")
-        best = table.loc[0, "_runs"]
-        best_runs = best.loc[usable_predictions(best), "run_dir"]
-        if len(best_runs):
-            matrix = confusion_from_runs(best_runs)
-            atomic_write_text(folder / "confusion_best.csv", matrix.to_csv())
-            plots.heat_map(matrix, folder / "confusion_best.png", f"confusion, {table.loc[0, 'condition']} (rows: true)")
-            pairs = "\n".join(f"  {t:>18} -> {p:<18} {s:.2f}" for t, p, s in top_confusions(matrix))
-            text.append(f"most confused classes of the best condition ({table.loc[0, 'condition']}):\n{pairs}")
-        if "label_fraction" in group.columns and group["label_fraction"].nunique() > 1:
-            plots.curve(group, "label_fraction", "backbone", folder / "macro_f1_vs_label_fraction.png", log_x=True)
-        knn_cols = [c for c in group.columns if c.startswith("knn/k=") and c.endswith("/test/macro_f1")]
-        if knn_cols:
-            long = group[["backbone", *knn_cols]].melt(id_vars=["backbone"], value_vars=knn_cols, var_name="k",
-                                                       value_name="test/macro_f1")
-            long["k"] = long["k"].str.extract(r"k=(\d+)/")[0].astype(int)
-            plots.curve(long, "k", "backbone", folder / "macro_f1_vs_k.png", log_x=True)
-            curve = long.pivot_table(index="backbone", columns="k", values="test/macro_f1", aggfunc="mean")
-            atomic_write_text(folder / "knn_macro_f1_by_k.csv", curve.to_csv())
-            text.append("kNN test macro F1 by k:\n" + curve.round(4).to_string())
+        text += experiment_report(str(experiment), group, out / str(experiment), n_boot,
+                                  *report_settings(group, reference, pairs))
     if len(flagged):
         lines = [f"- {d}: {r}" for d, r in zip(flagged["run_dir"], flagged["reason"])]
         text.append("flagged and left out (their config differs beyond the swept keys):\n" + "\n".join(lines))
@@ -179,11 +65,61 @@ def build_report(dirs: Sequence[Path], out: Path, n_boot: int = 200) -> str:
     return "\n\n".join(text)
 
 
-def per_class_f1(table: pd.DataFrame) -> pd.DataFrame | None:
-    rows = {}
-    for _, r in table.iterrows():
-        cols = [c for c in r["_runs"].columns if c.startswith("test/f1/")]
-        if not cols:
-            return None
-        rows[r["condition"]] = r["_runs"][cols].mean().rename(lambda c: c.split("/", 2)[2])
-    return pd.DataFrame(rows).T
+def experiment_report(experiment: str, group: pd.DataFrame, folder: Path, n_boot: int, reference: str | None,
+                      pairs: str) -> list[str]:
+    averaging = sorted(group["macro_f1_average_over"].unique())
+    average_over = averaging[0]
+    table = experiment_table(group)
+    boot, conditions, why_not = prepare(table, n_boot)
+    if boot is not None:
+        table = experiment_table(group, boot, conditions)
+    md = markdown(table)
+    atomic_write_text(folder / "summary.csv", table.drop(columns=["_runs"]).to_csv(index=False))
+    atomic_write_text(folder / "summary.md", md + "\n")
+    atomic_write_text(folder / "summary.tex", latex(table, experiment))
+    plots.dot_chart(table, folder / "macro_f1.png")
+    n_units = ", ".join(sorted({str(n) for n in table["n_units"]}))
+    text = [f"## {experiment}: test macro F1, mean ± std over {n_units} (split, seed) unit(s) per condition "
+            f"({len(group)} jobs; macro F1 over {', '.join(averaging)} classes, metrics.average_over)\n\n{md}"]
+    if boot is None:
+        text.append(f"no intervals over test proteins and no comparisons: {why_not}")
+    else:
+        if reference is not None and reference not in conditions:
+            text.append(f"report.reference={reference!r} is not a condition of {experiment} "
+                        f"({sorted(conditions)}); comparisons against it are left out")
+            reference = None
+        compared = comparisons(table, boot, conditions, reference, pairs, average_over)
+        atomic_write_text(folder / "comparisons.csv", compared.to_csv(index=False))
+        if len(compared):
+            lines = [f"- {v}" for v in compared.loc[compared["level"] == "crop", "verdict"]]
+            protein = [f"- {v}" for v in compared.loc[compared["level"] == "protein", "verdict"]]
+            text.append(f"paired differences in macro F1, 95% bootstrap over test proteins ({boot.n_boot} draws, "
+                        f"shared by the conditions), Holm-corrected over the {len(lines)} planned comparisons:\n"
+                        "per crop:\n" + "\n".join(lines) + ("\nper protein:\n" + "\n".join(protein) if protein else ""))
+            atomic_write_text(folder / "verdicts.md", "\n".join(lines + protein) + "\n")
+        classes = classes_of(table.loc[0, "_runs"])
+        per_class = per_class_intervals(table, boot, conditions, classes, average_over)
+        atomic_write_text(folder / "per_class_f1.csv", per_class.to_csv(index=False))
+        plots.forest(per_class, folder / "per_class_f1_forest.png")
+        plots.heat_map(per_class.pivot(index="condition", columns="class", values="f1"),
+                       folder / "per_class_f1.png", "test F1 per class (mean over units)")
+    best = table.loc[0, "_runs"]
+    best_runs = best.loc[usable_predictions(best), "run_dir"]
+    if len(best_runs):
+        matrix = confusion_from_runs(best_runs)
+        atomic_write_text(folder / "confusion_best.csv", matrix.to_csv())
+        plots.heat_map(matrix, folder / "confusion_best.png", f"confusion, {table.loc[0, 'condition']} (rows: true)")
+        pairs_text = "\n".join(f"  {t:>18} -> {p:<18} {s:.2f}" for t, p, s in top_confusions(matrix))
+        text.append(f"most confused classes of the best condition ({table.loc[0, 'condition']}):\n{pairs_text}")
+    if "label_fraction" in group.columns and group["label_fraction"].nunique() > 1:
+        plots.curve(group, "label_fraction", "backbone", folder / "macro_f1_vs_label_fraction.png", log_x=True)
+    knn_cols = [c for c in group.columns if c.startswith("knn/k=") and c.endswith("/test/macro_f1")]
+    if knn_cols:
+        long = group[["backbone", *knn_cols]].melt(id_vars=["backbone"], value_vars=knn_cols, var_name="k",
+                                                   value_name="test/macro_f1")
+        long["k"] = long["k"].str.extract(r"k=(\d+)/")[0].astype(int)
+        plots.curve(long, "k", "backbone", folder / "macro_f1_vs_k.png", log_x=True)
+        curve = long.pivot_table(index="backbone", columns="k", values="test/macro_f1", aggfunc="mean")
+        atomic_write_text(folder / "knn_macro_f1_by_k.csv", curve.to_csv())
+        text.append("kNN test macro F1 by k:\n" + curve.round(4).to_string())
+    return text

@@ -11,7 +11,8 @@ import yaml
 from xferlab.runtime.loggers import flatten
 from xferlab.runtime.provenance import ADDED_KEYS, NON_SEMANTIC_KEYS, digest
 
-IGNORED = set(NON_SEMANTIC_KEYS) | {"extract.num_workers"}
+# seed and split_seed make a run's unit (repeats paired across conditions), not its condition
+IGNORED = set(NON_SEMANTIC_KEYS) | {"extract.num_workers", "seed", "split_seed"}
 
 
 def run_config(run_dir: Path) -> tuple[dict, set[str]]:

@@ -1,5 +1,6 @@
-"""Report figures (PNG): bar chart with error bars, per-class F1 heat map, confusion matrix, and
-F1 against a swept number (label fraction, k)."""
+"""Report figures (PNG): every run as a point over its condition's mean and interval, per-class F1
+(forest plot with intervals, heat map), confusion matrix, and F1 against a swept number (label
+fraction, k)."""
 
 from __future__ import annotations
 
@@ -24,13 +25,46 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def bar_chart(table: pd.DataFrame, label_col: str, path: Path, metric: str = "test/macro_f1") -> Path:
-    fig, ax = plt.subplots(figsize=(max(4, 0.9 * len(table) + 2), 3.5))
-    x = np.arange(len(table))
-    ax.bar(x, table[f"{metric}/mean"], yerr=table[f"{metric}/std"].fillna(0), capsize=4, color="#4C72B0")
-    ax.set_xticks(x, table[label_col], rotation=30, ha="right")
-    ax.set_ylabel(f"{metric} (mean ± std over seeds)")
-    ax.set_ylim(0, 1)
+def dot_chart(table: pd.DataFrame, path: Path, metric: str = "test/macro_f1") -> Path:
+    """Each condition's runs as points, its mean as a bar across them and its 95 % interval over test
+    proteins as a line; the axis fitted to the data (differences, not the 0-1 range, are the point)."""
+    fig, ax = plt.subplots(figsize=(5.5, 0.45 * len(table) + 1.2))
+    y = np.arange(len(table))[::-1]
+    for yi, (_, r) in zip(y, table.iterrows()):
+        values = r["_runs"][metric].dropna().to_numpy(float)
+        ax.scatter(values, np.full(len(values), yi) + np.linspace(-0.12, 0.12, len(values)), s=12, color="#4C72B0",
+                   alpha=0.7, zorder=3, label="runs" if yi == y[0] else None)
+        ax.plot([r[f"{metric}/mean"]] * 2, [yi - 0.3, yi + 0.3], color="black", lw=2, zorder=4,
+                label="mean" if yi == y[0] else None)
+        lo, hi = r.get(f"{metric}/boot_low"), r.get(f"{metric}/boot_high")
+        if lo is not None and pd.notna(lo):
+            ax.plot([lo, hi], [yi, yi], color="#DD8452", lw=1.5, zorder=2,
+                    label="95% interval over test proteins" if yi == y[0] else None)
+    ax.set_yticks(y, table["condition"])
+    ax.set_xlabel(metric.split("/", 1)[1].replace("_", " ") + " (test)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    return _save(fig, path)
+
+
+def forest(per_class: pd.DataFrame, path: Path) -> Path:
+    """Per-class test F1 with its 95 % interval over test proteins, one panel per condition; each
+    class labelled with its number of test proteins."""
+    names = list(dict.fromkeys(per_class["condition"]))
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names) + 1.5, 0.32 * per_class["class"].nunique() + 1.5),
+                             sharey=True, squeeze=False)
+    for ax, name in zip(axes[0], names):
+        rows = per_class[per_class["condition"] == name].reset_index(drop=True)
+        y = np.arange(len(rows))[::-1]
+        ax.errorbar(rows["f1"], y, xerr=[(rows["f1"] - rows["ci_low"]).clip(lower=0),
+                                         (rows["ci_high"] - rows["f1"]).clip(lower=0)],
+                    fmt="o", ms=3, capsize=2, color="#4C72B0")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("test F1")
+        ax.grid(axis="x", alpha=0.3)
+    labels = [f"{c} (n={n:g})" for c, n in zip(rows["class"], rows["test_proteins"])]
+    axes[0][0].set_yticks(np.arange(len(labels))[::-1], labels, fontsize=7)
     return _save(fig, path)
 
 
@@ -42,7 +76,7 @@ def heat_map(matrix: pd.DataFrame, path: Path, title: str, fmt: str = "{:.2f}") 
     for (i, j), v in np.ndenumerate(matrix.to_numpy(float)):
         ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=7, color="white" if v < 0.6 else "black")
     ax.set_title(title)
-    fig.colorbar(im, ax=ax, fraction=0.03)
+    fig.colorbar(im, ax=ax, fraction=0.03, label="F1" if "F1" in title else "share of the true class")
     return _save(fig, path)
 
 

@@ -13,9 +13,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from xferlab import __version__
 
-# Config keys that never change a result: where files go, how results are mirrored, whether to
-# rerun, how closely inputs are checked. Everything else is part of the config digest.
-NON_SEMANTIC_KEYS = ("paths", "output_dir", "logger", "hydra", "force", "verify")
+# Config keys that never change a result: where files go, how results are mirrored and reported,
+# whether to rerun, how closely inputs are checked. Everything else is part of the config digest.
+NON_SEMANTIC_KEYS = ("paths", "output_dir", "logger", "hydra", "force", "verify", "report")
 # Keys added after results existed, with the value that reproduces those results. At that value a
 # key stays out of the config digest, and a run's config.yaml without it counts as holding it, so
 # runs from before and after the key existed still match (resume, report).

@@ -1,0 +1,112 @@
+"""Paired differences between conditions and per-class intervals, from one shared bootstrap over
+test proteins (`reporting.stats`).
+
+Comparisons are chosen up front, never after looking at the results: every condition against a
+named reference (`report.reference`, e.g. the `random` control) and, with `report.pairs=all`,
+every pair of conditions. Each gives the difference in macro F1 with its 95 % paired interval and
+a bootstrap p-value; the p-values of one experiment and level (crops, proteins) are corrected
+together (Holm), and each comparison gets a verdict line the README can quote.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from xferlab.reporting.stats import (LEVELS, Bootstrap, Condition, bootstrap_p, condition_counts, holm, interval,
+                                     read_predictions, verdict)
+from xferlab.reporting.tables import units, usable_predictions
+
+PAIRS = ("all", "none")
+
+
+def classes_of(runs: pd.DataFrame) -> list[str]:
+    """The class names of the runs' predictions (their `score/<class>` columns; older files
+    without them: the class indices seen)."""
+    table = read_predictions(runs["run_dir"].iloc[0])
+    named = [c.split("/", 1)[1] for c in table.columns if c.startswith("score/")]
+    if named:
+        return named
+    return [str(k) for k in range(int(max(table["label"].max(), table["pred"].max())) + 1)]
+
+
+def prepare(table: pd.DataFrame, n_boot: int) -> tuple[Bootstrap | None, dict[str, Condition], str | None]:
+    """Per-target counts of every condition whose runs all have usable single-label predictions,
+    and the draws they share. Returns (bootstrap, conditions, why there is none)."""
+    if not n_boot:
+        return None, {}, "the bootstrap is off (--bootstrap 0)"
+    conditions = {}
+    for _, r in table.iterrows():
+        runs = r["_runs"]
+        if not usable_predictions(runs).all():
+            continue
+        if "preds" in read_predictions(runs["run_dir"].iloc[0]).columns:  # multilabel runs carry label sets
+            return None, {}, "the bootstrap over test proteins covers single-label runs; these are multilabel"
+        conditions[r["condition"]] = condition_counts(r["condition"], runs, len(classes_of(runs)))
+    if not conditions:
+        return None, {}, "no condition has usable predictions"
+    return Bootstrap(list(conditions.values()), n_boot), conditions, None
+
+
+def planned(names: Sequence[str], reference: str | None, pairs: str) -> list[tuple[str, str]]:
+    """The comparisons: (reference, other) for every other condition, then every remaining pair
+    (with `pairs=all`), in table order."""
+    if pairs not in PAIRS:
+        raise ValueError(f"report.pairs={pairs!r}; choose one of {PAIRS}")
+    chosen = [(other, reference) for other in names if reference is not None and other != reference]
+    if pairs == "all":
+        chosen += [(a, b) for a, b in combinations(names, 2) if (a, b) not in chosen and (b, a) not in chosen]
+    return chosen
+
+
+def comparisons(table: pd.DataFrame, boot: Bootstrap, conditions: dict[str, Condition], reference: str | None,
+                pairs: str, average_over: str) -> pd.DataFrame:
+    """One row per (comparison, level): the difference in macro F1 (first minus second) over the
+    units both have, its paired 95 % interval, bootstrap p and Holm-corrected p, and the verdict."""
+    names = [n for n in table["condition"] if n in conditions]
+    rows = []
+    for a, b in planned(names, reference, pairs):
+        runs = {n: table.set_index("condition").loc[n, "_runs"] for n in (a, b)}
+        common = sorted(set(units(runs[a])) & set(units(runs[b])))
+        if not common:
+            continue
+        for level in LEVELS:
+            if not (conditions[a].counts[level] and conditions[b].counts[level]):
+                continue
+            diff = (boot.values(conditions[a], "macro_f1", level, average_over, common)
+                    - boot.values(conditions[b], "macro_f1", level, average_over, common))
+            metric = "test/macro_f1" if level == "crop" else "test/protein_macro_f1"
+            observed = float(np.mean([_value(runs[a], u, metric) - _value(runs[b], u, metric) for u in common]))
+            lo, hi = interval(diff)
+            rows.append({"a": a, "b": b, "level": level, "n_units": len(common), "diff": observed,
+                         "ci_low": float(lo), "ci_high": float(hi), "p": bootstrap_p(diff)})
+    out = pd.DataFrame(rows, columns=["a", "b", "level", "n_units", "diff", "ci_low", "ci_high", "p"])
+    out["p_holm"] = np.nan
+    for level, group in out.groupby("level"):
+        out.loc[group.index, "p_holm"] = holm(group["p"].to_numpy())
+    out["verdict"] = [verdict(r.a, r.b, r.diff, r.ci_low, r.ci_high, r.p_holm) for r in out.itertuples()]
+    return out
+
+
+def _value(runs: pd.DataFrame, unit: tuple[int, int], metric: str) -> float:
+    return float(runs.loc[units(runs) == unit, metric].mean())
+
+
+def per_class_intervals(table: pd.DataFrame, boot: Bootstrap, conditions: dict[str, Condition], classes: list[str],
+                        average_over: str) -> pd.DataFrame:
+    """Per condition and class: mean test F1 over units (per crop), its 95 % interval over test
+    proteins, and the number of test proteins of the class (mean over splits)."""
+    rows = []
+    for name, c in conditions.items():
+        runs = table.set_index("condition").loc[name, "_runs"]
+        lo, hi = interval(boot.values(c, "f1", "crop", average_over))
+        proteins = np.mean([((tc.tp + tc.fn) > 0).sum(axis=0) for tc in c.counts["crop"].values()], axis=0)
+        for k, cls in enumerate(classes):
+            column = f"test/f1/{cls}"
+            rows.append({"condition": name, "class": cls,
+                         "f1": float(runs[column].mean()) if column in runs else float("nan"),
+                         "ci_low": float(lo[k]), "ci_high": float(hi[k]), "test_proteins": float(proteins[k])})
+    return pd.DataFrame(rows)

@@ -1,0 +1,127 @@
+"""One row per condition of an experiment: mean ± std over its units `(split_seed, seed)` of every
+test metric (per crop and per protein), with bootstrap intervals over test proteins for macro F1;
+as Markdown, CSV and LaTeX."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from xferlab.reporting.aggregate import CONDITION_KEYS, METRICS
+from xferlab.reporting.stats import Bootstrap, Condition, interval
+
+PRIMARY = {"crop": "test/macro_f1", "protein": "test/protein_macro_f1"}
+
+
+def condition_columns(runs: pd.DataFrame) -> list[str]:
+    return [c for c in CONDITION_KEYS if c in runs.columns and runs[c].notna().any()]
+
+
+def naming_keys(runs: pd.DataFrame, keys: list[str]) -> list[str]:
+    """The condition keys that name a condition: those that vary, less any that another naming key
+    already determines (e.g. `features` when only `pixels` differs in it from the other backbones)."""
+    varying = [k for k in keys if runs[k].nunique(dropna=False) > 1]
+    for k in reversed(list(varying)):  # the keys listed first (backbone before features) are kept
+        others = [o for o in varying if o != k]
+        if others and (runs.groupby(others, dropna=False)[k].nunique(dropna=False) <= 1).all():
+            varying.remove(k)
+    return varying or ["backbone"]
+
+
+def units(runs: pd.DataFrame) -> pd.Series:
+    """Each run's unit `(split_seed, seed)`: the pairing key between conditions."""
+    split = runs["split_seed"].fillna(0).astype(int) if "split_seed" in runs else pd.Series(0, index=runs.index)
+    return pd.Series(list(zip(split, runs["seed"].astype(int))), index=runs.index)
+
+
+def usable_predictions(runs: pd.DataFrame) -> pd.Series:
+    """Which runs have a usable predictions.csv (see `aggregate.predictions_problem`)."""
+    if "predictions_problem" not in runs.columns:
+        return runs["run_dir"].map(lambda d: (Path(d) / "predictions.csv").exists())
+    return runs["predictions_problem"].isna()
+
+
+def experiment_table(runs: pd.DataFrame, boot: Bootstrap | None = None,
+                     conditions: dict[str, Condition] | None = None) -> pd.DataFrame:
+    """Rows best first (by crop macro F1). `boot` and `conditions` (from `compare.prepare`) add
+    95 % intervals over test proteins (`<metric>/boot_low`, `/boot_high`)."""
+    keys = condition_columns(runs)
+    naming = naming_keys(runs, keys)
+    rows = []
+    for key, group in runs.groupby(keys, sort=False, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        row = dict(zip(keys, key))
+        row["condition"] = "-".join(str(row[k]) for k in naming if pd.notna(row[k]) and row[k] != "")
+        row["n_units"] = int(units(group).nunique())
+        row["n_splits"] = int(group["split_seed"].nunique()) if "split_seed" in group else 1
+        for m in METRICS:  # a metric a run predates is missing for it (NaN), not a reason to drop the run
+            v = group[m].dropna().to_numpy(float) if m in group else np.array([])
+            row[f"{m}/mean"] = float(v.mean()) if len(v) else float("nan")
+            row[f"{m}/std"] = float(v.std(ddof=1)) if len(v) > 1 else float("nan")
+        row["_runs"] = group
+        rows.append(row)
+    table = pd.DataFrame(rows).sort_values("test/macro_f1/mean", ascending=False, kind="stable").reset_index(drop=True)
+    if boot is not None and conditions:
+        for i, r in table.iterrows():
+            c = conditions.get(r["condition"])
+            for level, m in PRIMARY.items():
+                if c is not None and c.counts[level]:
+                    lo, hi = interval(boot.values(c, "macro_f1", level, str(r.get("macro_f1_average_over", "present"))))
+                    table.loc[i, f"{m}/boot_low"], table.loc[i, f"{m}/boot_high"] = float(lo), float(hi)
+    return table
+
+
+def fmt(mean: float, std: float) -> str:
+    if not np.isfinite(mean):
+        return "–"  # runs from before the metric existed
+    return f"{mean:.4f} ± {std:.4f}" if np.isfinite(std) else f"{mean:.4f}"
+
+
+def label(metric: str) -> str:
+    """`test/protein_balanced_accuracy` -> `protein balanced accuracy`."""
+    return metric.split("/", 1)[1].replace("_", " ")
+
+
+def ci(r: pd.Series, metric: str) -> str:
+    lo, hi = r.get(f"{metric}/boot_low"), r.get(f"{metric}/boot_high")
+    return f"[{lo:.4f}, {hi:.4f}]" if lo is not None and pd.notna(lo) else ""
+
+
+OTHER = [m for m in METRICS if m not in PRIMARY.values()]
+
+
+def markdown(table: pd.DataFrame) -> str:
+    head = ["condition", "n", "macro F1 (crops)", "95% CI (test proteins)", "macro F1 (proteins)",
+            "95% CI (test proteins)", *(label(m) for m in OTHER)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in table.iterrows():
+        n = f"{r['n_units']}" + (f" ({r['n_splits']} splits)" if r["n_splits"] > 1 else "")
+        cells = [r["condition"], n]
+        for m in PRIMARY.values():
+            cells += [fmt(r[f"{m}/mean"], r[f"{m}/std"]), ci(r, m)]
+        cells += [fmt(r[f"{m}/mean"], r[f"{m}/std"]) for m in OTHER]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def latex(table: pd.DataFrame, experiment: str) -> str:
+    def cell(r, m: str) -> str:
+        if not np.isfinite(r[f"{m}/mean"]):
+            return "--"
+        text = f"${r[f'{m}/mean']:.4f} \\pm {np.nan_to_num(r[f'{m}/std']):.4f}$"
+        lo, hi = r.get(f"{m}/boot_low"), r.get(f"{m}/boot_high")
+        return text + (f" [{lo:.3f}, {hi:.3f}]" if lo is not None and pd.notna(lo) else "")
+
+    shown = [*PRIMARY.values(), "test/accuracy", "test/balanced_accuracy"]
+    columns = ["Macro F1 (crops)", "Macro F1 (proteins)", "Accuracy", "Balanced accuracy"]
+    lines = [r"\begin{tabular}{lr" + "r" * len(columns) + "}", r"\toprule",
+             "Condition & $n$ & " + " & ".join(columns) + r" \\", r"\midrule"]
+    for _, r in table.iterrows():
+        name = r["condition"].replace("_", r"\_")
+        lines.append(f"{name} & {r['n_units']} & " + " & ".join(cell(r, m) for m in shown) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}",
+              f"% experiment: {experiment.replace('_', ' ')}; mean $\\pm$ std over (split, seed) units, "
+              "[95% bootstrap interval over test proteins]"]
+    return "\n".join(lines) + "\n"
