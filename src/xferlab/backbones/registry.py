@@ -124,6 +124,7 @@ def build_backbone(
     checkpoint_key: str = "teacher",
     trust_checkpoint: bool = False,
     hub_id: str | None = None,
+    download: str = "auto",
 ) -> Backbone:
     """Build the backbone a config names.
 
@@ -131,7 +132,8 @@ def build_backbone(
     control), `weights` (the file `weights` names, loaded strictly; for ViTs the architecture is
     read from its tensor shapes and checked against the config), `hub` (timm's copy on the Hugging
     Face hub, `hub_id`, downloaded only when online and loaded strictly), or `none` (a model without
-    parameters, such as `pixels`). There is no fallback from one to another.
+    parameters, such as `pixels`). There is no fallback from one to another. `download: auto`
+    fetches a missing public checkpoint into the weights folder first (online only; `never`: not).
     """
     model_kwargs = dict(model_kwargs or {})
     in_channels = list(in_channels)
@@ -147,7 +149,7 @@ def build_backbone(
         source = f"random (init_seed={init_seed})"
     elif init in ("weights", "hub"):
         if init == "weights":
-            path = resolve_weights(weights, name)
+            path = resolve_weights(weights, name, download)
             loaded = load_backbone_state(path, checkpoint_key=checkpoint_key, trust=trust_checkpoint)
             state, source, file_digest = loaded.state, f"{path} ({loaded.format})", loaded.file_sha256
         else:
