@@ -303,11 +303,15 @@ def fetch(release: Release, root: str | Path, selection: str | Sequence[str] = "
             finally:
                 bar.file_done(max(0, fov.size - streamed))
 
+        pool = ThreadPoolExecutor(max_workers=max(1, workers))
         try:
-            with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-                for _ in pool.map(one, todo):
-                    pass
+            for _ in pool.map(one, todo):
+                pass
+        except BaseException:  # Ctrl-C: files being written finish or vanish; queued ones never start
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
         finally:
+            pool.shutdown(wait=True)
             bar.close()
     summary.seconds = time.monotonic() - started
     return summary
