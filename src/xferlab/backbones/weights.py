@@ -9,11 +9,13 @@ where weight files live and where the public ones come from is `locations`; down
 from __future__ import annotations
 
 import hashlib
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from xferlab.runtime.integrity import file_sha256
+
+if TYPE_CHECKING:  # torch is imported where it is used, so the preflight starts without it
+    import torch
+    from torch import nn
 
 __all__ = ["WeightsError", "file_sha256", "load_strict", "state_dict_sha256"]
 
@@ -24,6 +26,8 @@ class WeightsError(RuntimeError):
 
 def state_dict_sha256(module: nn.Module) -> str:
     """sha256 over every tensor of a module's state dict (names, dtypes, shapes and bytes)."""
+    import torch
+
     h = hashlib.sha256()
     for name, tensor in sorted(module.state_dict().items()):
         t = tensor.detach().cpu().contiguous()

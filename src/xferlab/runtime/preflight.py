@@ -3,7 +3,8 @@
 A Hydra callback (`hydra.callbacks.preflight`, set in conf/hydra/default.yaml, so for every run
 and every sweep of `train`, `pretrain` and `prepare`). For a sweep it expands the sweep the way
 Hydra's basic sweeper does (the experiment's `hydra.sweeper.params`, then the command line) and
-composes each job's config, so command-line overrides such as `backbone.weights=...` count.
+composes the config of each job that differs in its inputs (not once per seed), so command-line
+overrides such as `backbone.weights=...` count.
 
 Per distinct backbone and dataset: a weights file that is missing is downloaded now when it is a
 public checkpoint, `backbone.download=auto` and downloads are allowed (once, before the jobs,
@@ -23,11 +24,13 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 DATASET_INPUTS = ("root", "csv", "path")
+INPUT_NODES = ("backbone", "dataset", "paths")
 
 
 def job_overrides(config: DictConfig) -> list[list[str]]:
     """The override list of every job of a multirun: the cartesian product of the sweep's
-    parameters (`hydra.sweeper.params` first, the command line after and winning)."""
+    parameters (`hydra.sweeper.params` first, the command line after and winning), as Hydra's
+    basic sweeper forms them."""
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -45,13 +48,28 @@ def job_overrides(config: DictConfig) -> list[list[str]]:
     return [list(combo) for combo in itertools.product(*choices.values())]
 
 
-def job_configs(config: DictConfig, multirun: bool) -> list[DictConfig]:
+def input_overrides(overrides: list[list[str]], groups: set[str]) -> list[list[str]]:
+    """The distinct job override lists after dropping what cannot change a job's inputs: plain
+    values outside `backbone`, `dataset` and `paths` (a seed, a learning rate). Config group
+    choices are kept (an experiment may change the dataset)."""
+    def matters(override: str) -> bool:
+        key = override.split("=", 1)[0].lstrip("+~")
+        top = key.split(".", 1)[0].split("@", 1)[0]
+        return top in groups or top in INPUT_NODES
+
+    return [list(o) for o in dict.fromkeys(tuple(o for o in job if matters(o)) for job in overrides)]
+
+
+def job_configs(config: DictConfig, multirun: bool) -> tuple[list[DictConfig], int]:
+    """The configs that differ in their inputs, and the number of jobs."""
     if not multirun:
-        return [config]
+        return [config], 1
     from hydra.core.global_hydra import GlobalHydra
 
     loader = GlobalHydra.instance().config_loader()
-    return [loader.load_sweep_config(config, overrides) for overrides in job_overrides(config)]
+    overrides = job_overrides(config)
+    distinct = input_overrides(overrides, set(loader.list_groups("")))
+    return [loader.load_sweep_config(config, o) for o in distinct], len(overrides)
 
 
 def _backbone_problem(node: Any) -> str | None:
@@ -132,7 +150,7 @@ class Preflight(Callback):
 
     @staticmethod
     def _check(config: DictConfig, multirun: bool) -> None:
-        jobs = job_configs(config, multirun)
-        problems = missing_inputs(jobs)
+        configs, n_jobs = job_configs(config, multirun)
+        problems = missing_inputs(configs)
         if problems:
-            raise SystemExit(report(problems, len(jobs)))
+            raise SystemExit(report(problems, n_jobs))
