@@ -77,3 +77,21 @@ def test_an_override_pointing_at_an_existing_file_passes(tmp_path, monkeypatch):
     images.mkdir()
     task = ["experiment=paper", f"dataset.root={images}", f"backbone.weights={mine}"]
     assert sweep(task, lambda cfg: missing_inputs(job_configs(cfg, multirun=True)[0])) == []
+
+
+def test_online_the_sweep_downloads_a_missing_public_checkpoint_once_before_the_jobs(tmp_path, monkeypatch):
+    from tests.backbones.record_server import RecordServer, zip_bytes
+    from tests.backbones.test_download import saved
+    from xferlab.backbones.locations import read_lock
+    from xferlab.runtime.preflight import Preflight
+
+    monkeypatch.setenv("XFERLAB_WEIGHTS", str(tmp_path / "weights"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    fov = saved(dino_checkpoint(random_vit_state(in_chans=4, dim=32, depth=1)))
+    with RecordServer() as server:
+        monkeypatch.setenv("XFERLAB_ZENODO_URL", server.url)
+        server.add_record("8061392", {"HPA_FOV_data.zip": zip_bytes({"HPA_FOV_data/DINO_FOV_checkpoint.pth": fov})})
+        sweep(["backbone=hpa", "seed=0,1,2,3,4"], lambda cfg: Preflight()._check(cfg, multirun=True))
+        assert (tmp_path / "weights" / "DINO_FOV_checkpoint.pth").read_bytes() == fov
+        assert server.requests.count(("GET", "/api/records/8061392", None)) == 1  # once for the five jobs
+        assert "DINO_FOV_checkpoint.pth" in read_lock(tmp_path / "weights")
