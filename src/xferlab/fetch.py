@@ -56,7 +56,7 @@ def weights(args: argparse.Namespace) -> int:
     from xferlab.backbones.download import download_checkpoint, source_url, verify_checkpoint
     from xferlab.backbones.locations import (KNOWN_CHECKPOINTS, check_lock, read_lock, record_lock, weights_dir,
                                              where_to_get)
-    from xferlab.backbones.weights import WeightsError, file_sha256
+    from xferlab.backbones.weights import file_sha256
 
     folder = weights_dir()
     names = args.names or list(KNOWN_CHECKPOINTS)
@@ -85,7 +85,7 @@ def weights(args: argparse.Namespace) -> int:
                 print(f"fetched  {name:<46} sha256 {read_lock(folder)[name]}")
             else:
                 print(f"missing  {name:<46} {where_to_get(name)}; put it at {path}")
-        except (WeightsError, ValueError) as err:
+        except (RuntimeError, ValueError, OSError) as err:  # WeightsError included: named, not a traceback
             print(f"FAILED   {name}: {err}", file=sys.stderr)
             failures += 1
     return 1 if failures else 0

@@ -111,7 +111,7 @@ def _checker(known: KnownCheckpoint, source: str, verify) -> Callable[[Path], No
     def check(tmp: Path) -> None:
         try:
             verify(tmp, known.backbone)
-        except (WeightsError, ValueError) as err:
+        except (RuntimeError, ValueError) as err:  # WeightsError and timm's errors
             raise WeightsError(f"{known.file} downloaded from {source} does not load into backbone={known.backbone} "
                                f"({err}); nothing was kept. The publisher may have replaced the file: report it, "
                                "or use your own copy via backbone.weights=/path/to/file") from err

@@ -24,11 +24,12 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from xferlab.data.importers.opencell_raw import FILE_PATTERN, FOLDER_PATTERN
 from xferlab.data.labels import RULES, opencell_annotations, target_labels
@@ -263,58 +264,75 @@ def fetch(release: Release, root: str | Path, selection: str | Sequence[str] = "
     fs = fs or release.filesystem()
     started = time.monotonic()
     planned = plan(release, selection, max_fovs, workers, fs) if planned is None else planned
-    fovs = planned.fovs
-    summary = Summary(planned=len(fovs), absent=planned.absent, empty=planned.empty)
-    with FileLock(str(root / ".fetch.lock"), timeout=10):
-        for folder in sorted({fov.folder for fov in fovs}):  # temporary files of a fetch that was killed
+    summary = Summary(planned=len(planned.fovs), absent=planned.absent, empty=planned.empty)
+    with _sole_writer(root):
+        for folder in sorted({fov.folder for fov in planned.fovs}):  # temporaries of a fetch that was killed
             for stale in (root / folder).glob(".OC-FOV_*.tmp-*"):
                 stale.unlink(missing_ok=True)
-        manifest, writer = read_manifest(root), _ManifestWriter(root, release)
-        todo = []
-        for fov in fovs:
+        manifest, todo = read_manifest(root), []
+        for fov in planned.fovs:
             state = is_complete(root / fov.relpath, fov, manifest.get(fov.relpath))
             if state:
                 summary.skipped += 1
-            else:
-                if state is None:
-                    summary.updated.append(fov.relpath)
-                todo.append(fov)
-        bar = Progress(len(todo), sum(f.size for f in todo), what="OpenCell images", enabled=progress)
-        lock = threading.Lock()
-
-        def one(fov: RemoteFov) -> None:
-            streamed = 0
-
-            def count(n: int) -> None:
-                nonlocal streamed
-                streamed += n
-                bar.add_bytes(n)
-
-            try:
-                digest = _download(fs, fov, root / fov.relpath, count)
-            except Exception as err:  # noqa: BLE001 - recorded in the summary, with the file named
-                with lock:
-                    summary.failed[fov.relpath] = str(err)
-            else:
-                writer.add(fov, digest)
-                with lock:
-                    summary.fetched += 1
-                    summary.bytes += fov.size
-            finally:
-                bar.file_done(max(0, fov.size - streamed))
-
-        pool = ThreadPoolExecutor(max_workers=max(1, workers))
-        try:
-            for _ in pool.map(one, todo):
-                pass
-        except BaseException:  # Ctrl-C: files being written finish or vanish; queued ones never start
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-        finally:
-            pool.shutdown(wait=True)
-            bar.close()
+                continue
+            if state is None:
+                summary.updated.append(fov.relpath)
+            todo.append(fov)
+        _download_all(fs, todo, root, _ManifestWriter(root, release), summary, workers, progress)
     summary.seconds = time.monotonic() - started
     return summary
+
+
+@contextmanager
+def _sole_writer(root: Path) -> Iterator[None]:
+    lock = FileLock(str(root / ".fetch.lock"), timeout=10)
+    try:
+        lock.acquire()
+    except Timeout as err:
+        raise FetchError(f"another fetch is writing into {root} (it holds {lock.lock_file}); wait for it to end, "
+                         "or fetch into another folder") from err
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _download_all(fs, todo: list[RemoteFov], root: Path, writer: _ManifestWriter, summary: Summary, workers: int,
+                  progress: bool) -> None:
+    bar = Progress(len(todo), sum(f.size for f in todo), what="OpenCell images", enabled=progress)
+    counting = threading.Lock()
+
+    def one(fov: RemoteFov) -> None:
+        streamed = 0
+
+        def count(n: int) -> None:
+            nonlocal streamed
+            streamed += n
+            bar.add_bytes(n)
+
+        try:
+            digest = _download(fs, fov, root / fov.relpath, count)
+        except Exception as err:  # noqa: BLE001 - recorded in the summary, with the file named
+            with counting:
+                summary.failed[fov.relpath] = str(err)
+        else:
+            writer.add(fov, digest)
+            with counting:
+                summary.fetched += 1
+                summary.bytes += fov.size
+        finally:
+            bar.file_done(max(0, fov.size - streamed))
+
+    pool = ThreadPoolExecutor(max_workers=max(1, workers))
+    try:
+        for _ in pool.map(one, todo):
+            pass
+    except BaseException:  # Ctrl-C: files being written finish or vanish; queued ones never start
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    finally:
+        pool.shutdown(wait=True)
+        bar.close()
 
 
 def _download(fs, fov: RemoteFov, dest: Path, on_bytes) -> str:
