@@ -153,3 +153,17 @@ def test_fetch_weights_command_downloads_by_name_and_lists(server, tmp_path, cap
     out = capsys.readouterr().out
     assert "present  dino_deitsmall16_pretrain.pth" in out and "missing  opencell_dino.pth" in out
     assert fetch.main(["weights", "no_such.pth"]) == 2
+
+
+def test_fetch_weights_verifies_a_file_placed_by_hand_once_and_pins_it(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "weights"
+    monkeypatch.setenv("XFERLAB_WEIGHTS", str(folder))
+    folder.mkdir()
+    good = saved(small_vit(in_chans=3))
+    (folder / "dino_vitbase8_pretrain.pth").write_bytes(good)
+    (folder / "dino_deitsmall16_pretrain.pth").write_bytes(saved(small_vit(in_chans=4)))  # not an RGB model
+    names = ["dino_vitbase8_pretrain.pth", "dino_deitsmall16_pretrain.pth"]
+    assert fetch.main(["--offline", "weights", *names]) == 1
+    captured = capsys.readouterr()
+    assert "present  dino_vitbase8_pretrain.pth" in captured.out and "FAILED   dino_deitsmall16_pretrain.pth" in captured.err
+    assert read_lock(folder) == {"dino_vitbase8_pretrain.pth": sha256(good)}  # only the file that loads is pinned
