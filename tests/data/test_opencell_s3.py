@@ -134,7 +134,7 @@ def test_an_interrupted_fetch_keeps_no_partial_file_and_resumes(bucket, tmp_path
     assert not [p for p in root.rglob("*") if ".tmp-" in p.name]
     assert set(read_manifest(root)) == set(done)
 
-    summary = fetch(bucket.release, root, selection=["LAMP2"], workers=2, progress=False)
+    summary = fetch(bucket.release, root, selection=["LAMP2"], workers=2, progress=True)
     assert (summary.skipped, summary.fetched, summary.failed) == (len(done), len(files) - len(done), {})
     assert proj_files(root) == {p: bucket.objects[p] for p in files}
 

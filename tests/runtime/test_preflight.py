@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -95,3 +96,24 @@ def test_online_the_sweep_downloads_a_missing_public_checkpoint_once_before_the_
         assert (tmp_path / "weights" / "DINO_FOV_checkpoint.pth").read_bytes() == fov
         assert server.requests.count(("GET", "/api/records/8061392", None)) == 1  # once for the five jobs
         assert "DINO_FOV_checkpoint.pth" in read_lock(tmp_path / "weights")
+
+
+@pytest.mark.slow  # two real jobs (about 30 s on 2 cores)
+def test_online_the_design_card_sweep_downloads_once_and_every_job_runs(tmp_path):
+    from tests.backbones.record_server import RecordServer, zip_bytes
+    from tests.backbones.test_download import saved
+
+    fov = saved(dino_checkpoint(random_vit_state(in_chans=4, dim=32, depth=1)))
+    out = tmp_path / "outputs"
+    with RecordServer() as server:
+        server.add_record("8061392", {"HPA_FOV_data.zip": zip_bytes({"HPA_FOV_data/DINO_FOV_checkpoint.pth": fov})})
+        env = {**os.environ, "HF_HUB_OFFLINE": "0", "WANDB_MODE": "offline", "XFERLAB_ZENODO_URL": server.url,
+               "XFERLAB_WEIGHTS": str(tmp_path / "weights"),
+               "PYTHONPATH": os.pathsep.join([str(SRC), *filter(None, [os.environ.get("PYTHONPATH")])])}
+        proc = subprocess.run([sys.executable, "-m", "xferlab.train", "backbone=hpa", "seed=0,1",
+                               "dataset=toycell_tiny", "head.max_epochs=2", "logger=csv", "backbone.preprocess.input_size=32",
+                               f"paths.output_root={out}", "-m"], cwd=tmp_path, env=env, text=True,
+                              capture_output=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert server.requests.count(("GET", "/api/records/8061392", None)) == 1
+    assert len(list(out.glob("sweeps/default/*/*/metrics.json"))) == 2
