@@ -189,3 +189,13 @@ def test_fetch_images_command(bucket, tmp_path, capsys):
     assert "LAMP2" in capsys.readouterr().err
     lines = (root / MANIFEST).read_text().splitlines()
     assert len(lines) == 2 and all(json.loads(line)["path"] in files for line in lines)
+
+
+def test_an_unreachable_endpoint_is_one_clear_error(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(FetchError, match=r"cannot list s3://czb-opencell/microscopy/raw/ .*Offline, the endpoint"):
+        fetch(Release(endpoint_url=f"http://127.0.0.1:{port}"), tmp_path / "opencell", progress=False)

@@ -66,7 +66,8 @@ class Release:
 
         return s3fs.S3FileSystem(anon=True, endpoint_url=self.endpoint_url,
                                  client_kwargs={"region_name": self.region},
-                                 config_kwargs={"connect_timeout": 20, "read_timeout": 60})
+                                 config_kwargs={"connect_timeout": 20, "read_timeout": 60,
+                                                "retries": {"max_attempts": 3, "mode": "standard"}})
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,8 @@ def target_folders(fs, release: Release) -> dict[str, str]:
         entries = fs.ls(release.base, detail=False, refresh=True)
     except FileNotFoundError:
         entries = []
+    except Exception as err:  # noqa: BLE001 - botocore / aiohttp errors: one clear message
+        raise _unreachable(release, err) from err
     folders = {}
     for entry in entries:
         name = entry.rstrip("/").rsplit("/", 1)[-1]
@@ -132,6 +135,11 @@ def target_folders(fs, release: Release) -> dict[str, str]:
                          "Check --bucket / --prefix / --endpoint-url (the release keeps them under "
                          f"{Release.prefix!r} of bucket {Release.bucket!r})")
     return folders
+
+
+def _unreachable(release: Release, err: Exception) -> FetchError:
+    return FetchError(f"cannot list {release.url()} ({type(err).__name__}: {err}). Offline, the endpoint or region is "
+                      "wrong (--endpoint-url, --region), or the bucket does not allow anonymous reads")
 
 
 def selected_targets(selection: str | Sequence[str], folders: dict[str, str]) -> tuple[list[str], list[str]]:
@@ -195,8 +203,11 @@ def plan(release: Release, selection: str | Sequence[str] = "single_grade3", max
         raise FetchError(f"max_fovs={max_fovs}: give a positive number of FOVs per target, or none for all")
     fs = fs or release.filesystem()
     folders, absent = selected_targets(selection, target_folders(fs, release))
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        listed = list(pool.map(lambda folder: list_fovs(fs, release, folder, max_fovs), folders))
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            listed = list(pool.map(lambda folder: list_fovs(fs, release, folder, max_fovs), folders))
+    except Exception as err:  # noqa: BLE001 - botocore / aiohttp errors: one clear message
+        raise _unreachable(release, err) from err
     empty = [folder for folder, fovs in zip(folders, listed) if not fovs]
     return Plan([fov for fovs in listed for fov in fovs], absent, empty)
 
