@@ -117,3 +117,11 @@ def test_online_the_design_card_sweep_downloads_once_and_every_job_runs(tmp_path
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert server.requests.count(("GET", "/api/records/8061392", None)) == 1
     assert len(list(out.glob("sweeps/default/*/*/metrics.json"))) == 2
+
+
+def test_a_hub_backbone_offline_and_not_cached_is_listed(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    task = ["backbone=imagenet", "backbone.init=hub", "backbone.hub_id=vit_small_patch16_224.not_cached_here", "seed=0,1"]
+    problems = sweep(task, lambda cfg: missing_inputs(job_configs(cfg, multirun=True)[0]))
+    assert len(problems) == 1 and "timm/vit_small_patch16_224.not_cached_here is not in the local Hugging Face cache" \
+        in problems[0]
