@@ -35,8 +35,8 @@ test-all: $(STAMP)  ## every test, slow ones included
 bench: $(STAMP)  ## speed benchmarks: prints a table, saves outputs/bench/<timestamp>.json
 	$(PY) -m xferlab.bench
 
-weights: $(STAMP)  ## download and verify the study's public checkpoints (needs network)
-	HF_HUB_OFFLINE=0 $(PY) -m xferlab.weights
+weights: $(STAMP)  ## download and verify the study's public checkpoints into the weights folder (needs network)
+	$(PY) -m xferlab.fetch weights
 
 PRETRAIN_SYNTH_OPENCELL := -m xferlab.pretrain dataset=synthcell backbone=random name=synth_opencell
 PRETRAIN_SYNTH_HPA      := -m xferlab.pretrain dataset=synthcell_hpa backbone=random_hpa name=synth_hpa

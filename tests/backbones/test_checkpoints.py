@@ -159,8 +159,8 @@ def test_missing_public_checkpoint_names_file_source_and_destination_fast(tmp_pa
     monkeypatch.setenv("XFERLAB_WEIGHTS", str(tmp_path / "weights"))
     for option, file, source in [("imagenet", "dino_deitsmall16_pretrain.pth", "dl.fbaipublicfiles.com"),
                                  ("imagenet_vitb8", "dino_vitbase8_pretrain.pth", "dl.fbaipublicfiles.com"),
-                                 ("hpa", "DINO_FOV_checkpoint.pth", "zenodo.org/record/8061392"),
-                                 ("hpa_sc", "DINO_single_cell_checkpoint.pth", "zenodo.org/record/8061426")]:
+                                 ("hpa", "DINO_FOV_checkpoint.pth", "zenodo.org/records/8061392"),
+                                 ("hpa_sc", "DINO_single_cell_checkpoint.pth", "zenodo.org/records/8061426")]:
         cfg = compose_config([f"backbone={option}", "paths.output_dir=/tmp/x"])
         start = time.perf_counter()
         with pytest.raises(WeightsError) as err:

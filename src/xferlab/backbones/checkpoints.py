@@ -8,6 +8,8 @@ Formats recognised (by content, not by name):
 - a wrapper dict holding one of these under `state_dict` or `model`.
 Projection / classifier head keys (`head.`) are dropped; every other key must fit the model.
 
+A file listed in its folder's `weights.lock` must still have the sha256 recorded there.
+
 Files are read with `torch.load(weights_only=True)`, allowing only `argparse.Namespace` beyond
 tensors and plain containers. A file that needs other pickled objects could run arbitrary code when
 loaded; it is refused unless `backbone.trust_checkpoint=true`.
@@ -25,6 +27,7 @@ from typing import Any
 
 import torch
 
+from xferlab.backbones.locations import check_lock
 from xferlab.backbones.weights import WeightsError, file_sha256
 from xferlab.runtime.integrity import checkpoint_problems
 
@@ -141,5 +144,6 @@ def load_backbone_state(path: str | Path, checkpoint_key: str = "teacher", trust
     except WeightsError as err:
         raise WeightsError(f"{path}: {err}") from err
     digest = file_sha256(path)
+    check_lock(path, digest)
     log.info("read %s (%s, %d tensors, %d head keys dropped), sha256 %s", path, fmt, len(state), len(dropped), digest)
     return BackboneState(state=state, format=fmt, file_sha256=digest, dropped=dropped, meta=meta)

@@ -1,9 +1,14 @@
-"""Where weight files live, and where the study's public checkpoints come from.
+"""Where weight files live, the study's public checkpoints (which backbone each is for and where
+it comes from), and the lock that pins their contents.
 
 `backbone.weights` is a path, or the bare name of a file in the weights folder
 (`$XFERLAB_WEIGHTS`, default `$XDG_CACHE_HOME/xferlab/weights`, i.e. `~/.cache/xferlab/weights`).
-A missing file is an error that names it, where to get it and where to put it; nothing is
-downloaded behind the user's back (`make weights` / `python -m xferlab.weights` does that).
+A public checkpoint missing from the folder is downloaded on first use when `backbone.download`
+is `auto` (the default) and downloads are allowed (`HF_HUB_OFFLINE=0`), see `download`;
+otherwise it is an error naming the file, where to get it and where to put it.
+
+`<weights folder>/weights.lock` lists `<sha256>  <file name>` (the `sha256sum` format), written
+when a file is first verified; every later load compares the file with it.
 """
 
 from __future__ import annotations
@@ -14,34 +19,45 @@ from pathlib import Path
 
 from xferlab.backbones.weights import WeightsError
 
+DOWNLOAD_MODES = ("auto", "never")
+LOCK_FILE = "weights.lock"
+SHIPPED_PREFIX = "shipped:"
+
 
 @dataclass(frozen=True)
 class KnownCheckpoint:
     file: str
+    backbone: str  # the backbone config (conf/backbone/<name>.yaml) the file loads into
     what: str
-    url: str | None = None  # direct download
-    record: str | None = None  # a landing page (Zenodo record) to fetch it from by hand
-    path_in_record: str | None = None
+    url: str | None = None  # direct download, relative to the DINO server (`download.DINO_URL`)
+    zenodo: str | None = None  # Zenodo record id holding the file (directly or inside a zip)
+    member: str | None = None  # the file's name in the record or its archive (default: `file`)
     how: str | None = None  # for files users make themselves
+
+    @property
+    def downloadable(self) -> bool:
+        return bool(self.url or self.zenodo)
 
 
 KNOWN_CHECKPOINTS = {c.file: c for c in (
-    KnownCheckpoint("dino_deitsmall16_pretrain.pth", "DINO ViT-S/16 trained on ImageNet-1k, backbone only",
-                    url="https://dl.fbaipublicfiles.com/dino/dino_deitsmall16_pretrain/dino_deitsmall16_pretrain.pth"),
-    KnownCheckpoint("dino_deitsmall16_pretrain_full_checkpoint.pth", "DINO ViT-S/16 ImageNet-1k full training checkpoint",
-                    url="https://dl.fbaipublicfiles.com/dino/dino_deitsmall16_pretrain/"
-                        "dino_deitsmall16_pretrain_full_checkpoint.pth"),
-    KnownCheckpoint("dino_vitbase8_pretrain.pth", "DINO ViT-B/8 trained on ImageNet-1k, backbone only",
-                    url="https://dl.fbaipublicfiles.com/dino/dino_vitbase8_pretrain/dino_vitbase8_pretrain.pth"),
-    KnownCheckpoint("DINO_FOV_checkpoint.pth", "DINO4Cells, HPA fields of view (4 channels)",
-                    record="https://zenodo.org/record/8061392", path_in_record="HPA_FOV_data/DINO_FOV_checkpoint.pth"),
-    KnownCheckpoint("opencell_dino.pth", "a DINO trained on OpenCell images (the study's third backbone)",
+    KnownCheckpoint("dino_deitsmall16_pretrain.pth", "imagenet", "DINO ViT-S/16 trained on ImageNet-1k, backbone only",
+                    url="dino_deitsmall16_pretrain/dino_deitsmall16_pretrain.pth"),
+    KnownCheckpoint("dino_deitsmall16_pretrain_full_checkpoint.pth", "imagenet",
+                    "DINO ViT-S/16 ImageNet-1k full training checkpoint",
+                    url="dino_deitsmall16_pretrain/dino_deitsmall16_pretrain_full_checkpoint.pth"),
+    KnownCheckpoint("dino_vitbase8_pretrain.pth", "imagenet_vitb8", "DINO ViT-B/8 trained on ImageNet-1k, backbone only",
+                    url="dino_vitbase8_pretrain/dino_vitbase8_pretrain.pth"),
+    KnownCheckpoint("dino_vitbase8_pretrain_full_checkpoint.pth", "imagenet_vitb8",
+                    "DINO ViT-B/8 ImageNet-1k full training checkpoint",
+                    url="dino_vitbase8_pretrain/dino_vitbase8_pretrain_full_checkpoint.pth"),
+    KnownCheckpoint("DINO_FOV_checkpoint.pth", "hpa", "DINO4Cells, HPA fields of view (4 channels)",
+                    zenodo="8061392", member="DINO_FOV_checkpoint.pth"),
+    KnownCheckpoint("DINO_single_cell_checkpoint.pth", "hpa_sc", "DINO4Cells, HPA single cells (4 channels)",
+                    zenodo="8061426", member="DINO_single_cell_checkpoint.pth"),
+    KnownCheckpoint("opencell_dino.pth", "opencell", "a DINO trained on OpenCell images (the study's third backbone)",
                     how="train one with `python -m xferlab.pretrain dataset=opencell_raw dataset.root=<images> "
                         "backbone=random_vits16 name=opencell_dino` (or use your own DINO checkpoint) and copy its "
                         "checkpoint.pth"),
-    KnownCheckpoint("DINO_single_cell_checkpoint.pth", "DINO4Cells, HPA single cells (4 channels)",
-                    record="https://zenodo.org/record/8061426",
-                    path_in_record="the DINO checkpoint of the HPA single-cell data (rename it to this file name)"),
 )}
 
 
@@ -58,17 +74,61 @@ def where_to_get(name: str) -> str:
         return "it is not one of the public checkpoints xferlab knows; use your own file"
     if known.how:
         return known.how
-    if known.url:
-        return f"download {known.url} (or run `make weights` online)"
-    return f"download {known.path_in_record} from {known.record}"
+    from xferlab.backbones.download import source_url
+
+    return f"download {source_url(known)} (or run `python -m xferlab.fetch weights {name}` online)"
 
 
-SHIPPED_PREFIX = "shipped:"
+# ---------------------------------------------------------------- the lock
+
+def read_lock(folder: Path) -> dict[str, str]:
+    """file name -> sha256 from `folder/weights.lock` (empty when there is none)."""
+    path = Path(folder) / LOCK_FILE
+    if not path.is_file():
+        return {}
+    lock = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        digest, _, name = line.partition("  ")
+        if len(digest) != 64 or not name:
+            raise WeightsError(f"{path}, line {n}: {line!r} is not '<sha256>  <file name>'; correct or delete the line")
+        lock[name.strip()] = digest
+    return lock
 
 
-def resolve_weights(value: str | None, backbone: str) -> Path:
+def record_lock(folder: Path, name: str, digest: str) -> None:
+    """Add or replace `name`'s line in `folder/weights.lock` (atomically, one writer at a time)."""
+    from filelock import FileLock
+
+    from xferlab.runtime.io import atomic_write_text
+
+    folder = Path(folder)
+    with FileLock(str(folder / f".{LOCK_FILE}.lock"), timeout=60):
+        lock = {**read_lock(folder), name: digest}
+        atomic_write_text(folder / LOCK_FILE, "".join(f"{d}  {n}\n" for n, d in sorted(lock.items())))
+
+
+def check_lock(path: Path, digest: str) -> None:
+    """A file listed in its folder's `weights.lock` must have the digest recorded there."""
+    path = Path(path)
+    expected = read_lock(path.parent).get(path.name)
+    if expected is not None and expected != digest:
+        raise WeightsError(
+            f"{path}: sha256 {digest} differs from {expected} recorded in {path.parent / LOCK_FILE} when the file was "
+            f"verified. The file changed since: delete it and fetch it again (`python -m xferlab.fetch weights "
+            f"{path.name}`), or, if you replaced it on purpose, delete its line from {LOCK_FILE}"
+        )
+
+
+# ---------------------------------------------------------------- resolving backbone.weights
+
+def resolve_weights(value: str | None, backbone: str, download: str = "auto") -> Path:
     """The weights file `backbone.weights` names: `shipped:<file>` (a backbone shipped inside the
-    package), an existing path, or a file in the weights folder."""
+    package), an existing path, or a file in the weights folder, downloaded there first if it is
+    a public checkpoint, `download` is `auto` and downloads are allowed."""
+    if download not in DOWNLOAD_MODES:
+        raise WeightsError(f"backbone.download={download!r}; choose one of {DOWNLOAD_MODES}")
     if value and value.startswith(SHIPPED_PREFIX):
         from importlib import resources
 
@@ -88,6 +148,11 @@ def resolve_weights(value: str | None, backbone: str) -> Path:
     in_folder = weights_dir() / value
     if in_folder.is_file():
         return in_folder
+    known = KNOWN_CHECKPOINTS.get(value)
+    if known is not None and known.downloadable and download == "auto":
+        from xferlab.backbones.download import download_checkpoint
+
+        return download_checkpoint(value, weights_dir())
     raise WeightsError(
         f"backbone={backbone}: weights file {value} not found in the weights folder {weights_dir()} "
         f"(set XFERLAB_WEIGHTS to move it). To get it: {where_to_get(value)}, and put it at {in_folder}; "

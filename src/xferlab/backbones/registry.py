@@ -88,6 +88,7 @@ class WeightsRequest:
     checkpoint_key: str
     trust_checkpoint: bool
     hub_id: str | None
+    download: str = "auto"
 
 
 @dataclass
@@ -109,7 +110,7 @@ def random_weights(req: WeightsRequest) -> Loaded:
 
 def file_weights(req: WeightsRequest) -> Loaded:
     """`init=weights`: the file `backbone.weights` names, in any format `backbones.checkpoints` reads."""
-    path = resolve_weights(req.weights, req.name)
+    path = resolve_weights(req.weights, req.name, req.download)
     loaded = load_backbone_state(path, checkpoint_key=req.checkpoint_key, trust=req.trust_checkpoint)
     return model_from_state(req, loaded.state, f"{path} ({loaded.format})", loaded.file_sha256)
 
@@ -156,11 +157,13 @@ def build_backbone(
     checkpoint_key: str = "teacher",
     trust_checkpoint: bool = False,
     hub_id: str | None = None,
+    download: str = "auto",
 ) -> Backbone:
     """Build the backbone a config names. `init` says where the weights come from, explicitly,
     as a key of `WEIGHT_SOURCES`: `random` (seeded by `init_seed`, the control), `weights` (the
     file `weights` names, loaded strictly), `hub` (timm's copy on the Hugging Face hub, `hub_id`).
-    There is no fallback from one to another."""
+    There is no fallback from one to another. `download: auto` fetches a missing public checkpoint
+    into the weights folder first (online only; `never`: not)."""
     get_pooling(features)  # a bad value fails before any weights are read
     if init not in WEIGHT_SOURCES:
         raise ValueError(f"backbone.init={init!r}; choose one of {tuple(WEIGHT_SOURCES)} "
@@ -168,7 +171,7 @@ def build_backbone(
     request = WeightsRequest(name=name, arch=arch, in_channels=list(in_channels),
                              model_kwargs=dict(model_kwargs or {}), input_size=preprocess.get("input_size"),
                              weights=weights, init_seed=int(init_seed), checkpoint_key=checkpoint_key,
-                             trust_checkpoint=bool(trust_checkpoint), hub_id=hub_id)
+                             trust_checkpoint=bool(trust_checkpoint), hub_id=hub_id, download=download)
     loaded = WEIGHT_SOURCES[init](request)
     backbone = Backbone(
         loaded.model, name=name, arch=arch, in_channels=in_channels, features=features, preprocess=preprocess,

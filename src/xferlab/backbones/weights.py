@@ -1,12 +1,23 @@
-"""Reading weight files strictly and fingerprinting weights."""
+"""Fingerprinting weights and loading them strictly.
+
+The file digest is `runtime.integrity.file_sha256` (one hash function for every file xferlab
+checks), re-exported here for the weights code. Reading checkpoint files is `checkpoints.read_file`;
+where weight files live and where the public ones come from is `locations`; downloading them is
+`download`.
+"""
 
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+from xferlab.runtime.integrity import file_sha256
+
+if TYPE_CHECKING:  # torch is imported where it is used, so the preflight starts without it
+    import torch
+    from torch import nn
+
+__all__ = ["WeightsError", "file_sha256", "load_strict", "state_dict_sha256"]
 
 
 class WeightsError(RuntimeError):
@@ -15,40 +26,14 @@ class WeightsError(RuntimeError):
 
 def state_dict_sha256(module: nn.Module) -> str:
     """sha256 over every tensor of a module's state dict (names, dtypes, shapes and bytes)."""
+    import torch
+
     h = hashlib.sha256()
     for name, tensor in sorted(module.state_dict().items()):
         t = tensor.detach().cpu().contiguous()
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """A plain state dict from a `.safetensors` file or a `.pth` / `.pt` file (tensors only)."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist; set backbone.weights to a checkpoint file")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - re-raised with the file named
-        raise WeightsError(f"cannot read weights file {path}: {err}") from err
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WeightsError(f"{path} is not a plain state dict (a mapping of names to tensors)")
-    return obj
 
 
 def load_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

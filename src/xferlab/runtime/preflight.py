@@ -1,52 +1,156 @@
-"""Checks before a sweep starts: every file its jobs will need exists. A study that needs the real
-OpenCell images and the published checkpoints stops at once, listing each missing file and where
-to get it, instead of failing job after job.
+"""The check before any job starts: every input every job of a run or sweep needs is there.
 
-Used as a Hydra callback (`hydra.callbacks.preflight`) by the `paper` experiment.
+A Hydra callback (`hydra.callbacks.preflight`, set in conf/hydra/default.yaml, so for every run
+and every sweep of `train`, `pretrain` and `prepare`). For a sweep it expands the sweep the way
+Hydra's basic sweeper does (the experiment's `hydra.sweeper.params`, then the command line) and
+composes the config of each job that differs in its inputs (not once per seed), so command-line
+overrides such as `backbone.weights=...` count.
+
+Per distinct backbone and dataset: a weights file that is missing is downloaded now when it is a
+public checkpoint, `backbone.download=auto` and downloads are allowed (once, before the jobs,
+not once per job); a dataset's `root` / `csv` / `path` must exist. Whatever is missing is printed
+once, as a list (the file, where to get it, where to put it), and the command exits with status 1
+before any job starts: no traceback and no run folder.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 from pathlib import Path
+from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from xferlab.backbones.locations import resolve_weights
-from xferlab.backbones.weights import WeightsError
-
-CONF = Path(__file__).parents[1] / "conf"
+DATASET_INPUTS = ("root", "csv", "path")
+INPUT_NODES = ("backbone", "dataset", "paths")
 
 
-def missing_files(cfg: DictConfig) -> list[str]:
+def job_overrides(config: DictConfig) -> list[list[str]]:
+    """The override list of every job of a multirun: the cartesian product of the sweep's
+    parameters (`hydra.sweeper.params` first, the command line after and winning), as Hydra's
+    basic sweeper forms them."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
+    arguments = [f"{k}={v}" for k, v in params.items()]
+    arguments += list(OmegaConf.select(config, "hydra.overrides.task", default=None) or [])
+    parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+    choices: dict[str, list[str]] = {}
+    for override in parser.parse_overrides(arguments):
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            choices[key] = [f"{key}={override.get_value_element_as_str()}"]
+    return [list(combo) for combo in itertools.product(*choices.values())]
+
+
+def input_overrides(overrides: list[list[str]], groups: set[str]) -> list[list[str]]:
+    """The distinct job override lists after dropping what cannot change a job's inputs: plain
+    values outside `backbone`, `dataset` and `paths` (a seed, a learning rate). Config group
+    choices are kept (an experiment may change the dataset)."""
+    def matters(override: str) -> bool:
+        key = override.split("=", 1)[0].lstrip("+~")
+        top = key.split(".", 1)[0].split("@", 1)[0]
+        return top in groups or top in INPUT_NODES
+
+    return [list(o) for o in dict.fromkeys(tuple(o for o in job if matters(o)) for job in overrides)]
+
+
+def job_configs(config: DictConfig, multirun: bool) -> tuple[list[DictConfig], int]:
+    """The configs that differ in their inputs, and the number of jobs."""
+    if not multirun:
+        return [config], 1
+    from hydra.core.global_hydra import GlobalHydra
+
+    loader = GlobalHydra.instance().config_loader()
+    overrides = job_overrides(config)
+    distinct = input_overrides(overrides, set(loader.list_groups("")))
+    return [loader.load_sweep_config(config, o) for o in distinct], len(overrides)
+
+
+def _backbone_problem(node: Any) -> str | None:
+    from xferlab.backbones.locations import resolve_weights
+    from xferlab.backbones.weights import WeightsError
+
+    init = node.get("init")
+    try:
+        if init == "weights":
+            resolve_weights(node.get("weights"), str(node.get("name")), str(node.get("download", "auto")))
+        elif init == "hub":
+            return _hub_problem(node)
+    except WeightsError as err:
+        return str(err)
+    return None
+
+
+def _hub_problem(node: Any) -> str | None:
+    """A hub backbone needs its weights in the Hugging Face cache unless downloads are allowed."""
+    from xferlab.runtime.transfer import offline
+
+    hub_id = node.get("hub_id")
+    if not hub_id:
+        return f"backbone={node.get('name')} with init=hub needs backbone.hub_id (e.g. vit_small_patch16_224.dino)"
+    if not offline():
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(f"timm/{hub_id}", "model.safetensors"), str):
+        return None
+    return (f"backbone={node.get('name')}: timm/{hub_id} is not in the local Hugging Face cache and downloads are off "
+            "(HF_HUB_OFFLINE=1). Run once with HF_HUB_OFFLINE=0, or download the weights file and use "
+            "backbone.init=weights backbone.weights=/path/to/file")
+
+
+def _dataset_problems(node: Any) -> list[str]:
     problems = []
-    params = OmegaConf.select(cfg, "hydra.sweeper.params", default={}) or {}
-    backbones = str(params.get("backbone", cfg.backbone.name)).split(",")
-    for option in backbones:
-        node = OmegaConf.load(CONF / "backbone" / f"{option.strip()}.yaml")
-        if node.get("init") == "weights":
-            try:
-                resolve_weights(node.get("weights"), option.strip())
-            except WeightsError as err:
-                problems.append(str(err))
-    for key in ("root", "csv", "path"):
-        if key in cfg.dataset:
-            value = cfg.dataset[key]
+    for key in DATASET_INPUTS:
+        if key in node:
+            value = node[key]
             if not value or not Path(str(value)).expanduser().exists():
-                problems.append(f"dataset={cfg.dataset.name}: dataset.{key}={value} does not exist; point it at the "
-                                "real data (see the README, 'Real data')")
+                problems.append(f"dataset={node.get('name')}: dataset.{key}={value} does not exist; point it at the "
+                                "real data (see the README, 'Reproduce the study on real data')")
     return problems
+
+
+def missing_inputs(jobs: list[DictConfig]) -> list[str]:
+    """What the jobs need and is not there (and could not be fetched), each problem once."""
+    problems: dict[str, None] = {}
+    seen: set[str] = set()
+    for cfg in jobs:
+        for group in ("backbone", "dataset"):
+            node = OmegaConf.select(cfg, group, default=None)
+            if node is None:
+                continue
+            plain = OmegaConf.to_container(node, resolve=True)
+            key = group + json.dumps(plain, sort_keys=True, default=str)
+            if key in seen:
+                continue
+            seen.add(key)
+            found = [_backbone_problem(plain)] if group == "backbone" else _dataset_problems(plain)
+            problems.update(dict.fromkeys(p for p in found if p))
+    return list(problems)
+
+
+def report(problems: list[str], n_jobs: int) -> str:
+    jobs = f"{n_jobs} job{'s' if n_jobs != 1 else ''}"
+    return (f"xferlab: cannot start ({jobs}, none launched); missing input{'s' if len(problems) != 1 else ''}:\n- "
+            + "\n- ".join(problems))
 
 
 class Preflight(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        self._check(config)
+        self._check(config, multirun=True)
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        self._check(config)
+        self._check(config, multirun=False)
 
     @staticmethod
-    def _check(config: DictConfig) -> None:
-        problems = missing_files(config)
+    def _check(config: DictConfig, multirun: bool) -> None:
+        configs, n_jobs = job_configs(config, multirun)
+        problems = missing_inputs(configs)
         if problems:
-            raise SystemExit("xferlab: this study cannot start; missing:\n- " + "\n- ".join(problems))
+            raise SystemExit(report(problems, n_jobs))

@@ -1,0 +1,127 @@
+"""The check before any job starts: the sweep expanded, overrides honoured, what is missing listed
+once, nothing launched and no run folder left."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import open_dict
+
+from tests.backbones.test_checkpoints import dino_checkpoint
+from tests.backbones.vit_reference import random_vit_state
+from tests.conftest import CONF_DIR
+from xferlab.runtime.preflight import input_overrides, job_configs, job_overrides, missing_inputs
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def sweep(task: list[str], fn):
+    """Call `fn(config)` on the multirun config Hydra would hand the callback for `task`."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        plain = [o for o in task if "," not in o.split("=", 1)[1]]
+        cfg = compose("train", overrides=plain, return_hydra_config=True)
+        with open_dict(cfg):
+            cfg.hydra.overrides.task = task
+        return fn(cfg)
+
+
+def test_the_design_card_sweep_offline_stops_at_once_with_one_list(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "XFERLAB_WEIGHTS": str(tmp_path / "weights"),
+           "PYTHONPATH": os.pathsep.join([str(SRC), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    out = tmp_path / "outputs"
+    proc = subprocess.run([sys.executable, "-m", "xferlab.train", "backbone=hpa", "seed=0,1,2,3,4",
+                           f"paths.output_root={out}", "-m"], cwd=tmp_path, env=env, text=True,
+                          capture_output=True, timeout=120)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 1
+    assert "Traceback" not in text and "5 jobs, none launched" in text
+    assert text.count("DINO_FOV_checkpoint.pth is not in the weights folder") == 1  # once, not once per job
+    assert str(tmp_path / "weights" / "DINO_FOV_checkpoint.pth") in text and "zenodo" in text  # where to put / get
+    assert not out.exists()  # no sweep folder, no run folder
+
+
+def test_the_sweep_is_expanded_with_the_experiment_params_and_the_command_line():
+    overrides = sweep(["experiment=paper", "seed=0,1"], job_overrides)
+    assert len(overrides) == 6  # 3 backbones from the experiment x 2 seeds from the command line
+    assert ["backbone=hpa", "experiment=paper", "seed=1"] in [sorted(o) for o in overrides]
+    distinct = input_overrides(overrides, {"backbone", "dataset", "experiment"})
+    assert sorted(map(sorted, distinct)) == [["backbone=" + b, "experiment=paper"] for b in ("hpa", "imagenet", "opencell")]
+    kept = input_overrides([["seed=0", "backbone.weights=a"], ["seed=1", "backbone.weights=b"]], set())
+    assert kept == [["backbone.weights=a"], ["backbone.weights=b"]]  # a value under backbone counts, a seed not
+
+
+def test_missing_inputs_of_the_paper_study_are_listed_once_each(tmp_path, monkeypatch):
+    monkeypatch.setenv("XFERLAB_WEIGHTS", str(tmp_path / "weights"))
+    problems = sweep(["experiment=paper"], lambda cfg: missing_inputs(job_configs(cfg, multirun=True)[0]))
+    text = "\n".join(problems)
+    assert len(problems) == 4  # 15 jobs: three weights files and the dataset root, each once
+    for name in ("dino_deitsmall16_pretrain.pth is not", "DINO_FOV_checkpoint.pth is not", "opencell_dino.pth not found",
+                 "dataset=opencell_raw: dataset.root=None does not exist"):
+        assert text.count(name) == 1, name
+
+
+def test_an_override_pointing_at_an_existing_file_passes(tmp_path, monkeypatch):
+    monkeypatch.setenv("XFERLAB_WEIGHTS", str(tmp_path / "weights"))
+    mine = tmp_path / "my_hpa.pth"
+    torch.save(dino_checkpoint(random_vit_state(in_chans=4, dim=32, depth=1)), mine)
+    task = ["backbone=hpa", "seed=0,1,2,3,4", f"backbone.weights={mine}"]
+    assert sweep(task, lambda cfg: missing_inputs(job_configs(cfg, multirun=True)[0])) == []
+    images = tmp_path / "opencell"
+    images.mkdir()
+    task = ["experiment=paper", f"dataset.root={images}", f"backbone.weights={mine}"]
+    assert sweep(task, lambda cfg: missing_inputs(job_configs(cfg, multirun=True)[0])) == []
+
+
+def test_online_the_sweep_downloads_a_missing_public_checkpoint_once_before_the_jobs(tmp_path, monkeypatch):
+    from tests.backbones.record_server import RecordServer, zip_bytes
+    from tests.backbones.test_download import saved
+    from xferlab.backbones.locations import read_lock
+    from xferlab.runtime.preflight import Preflight
+
+    monkeypatch.setenv("XFERLAB_WEIGHTS", str(tmp_path / "weights"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    fov = saved(dino_checkpoint(random_vit_state(in_chans=4, dim=32, depth=1)))
+    with RecordServer() as server:
+        monkeypatch.setenv("XFERLAB_ZENODO_URL", server.url)
+        server.add_record("8061392", {"HPA_FOV_data.zip": zip_bytes({"HPA_FOV_data/DINO_FOV_checkpoint.pth": fov})})
+        sweep(["backbone=hpa", "seed=0,1,2,3,4"], lambda cfg: Preflight()._check(cfg, multirun=True))
+        assert (tmp_path / "weights" / "DINO_FOV_checkpoint.pth").read_bytes() == fov
+        assert server.requests.count(("GET", "/api/records/8061392", None)) == 1  # once for the five jobs
+        assert "DINO_FOV_checkpoint.pth" in read_lock(tmp_path / "weights")
+
+
+@pytest.mark.slow  # two real jobs (about 30 s on 2 cores)
+def test_online_the_design_card_sweep_downloads_once_and_every_job_runs(tmp_path):
+    from tests.backbones.record_server import RecordServer, zip_bytes
+    from tests.backbones.test_download import saved
+
+    fov = saved(dino_checkpoint(random_vit_state(in_chans=4, dim=32, depth=1)))
+    out = tmp_path / "outputs"
+    with RecordServer() as server:
+        server.add_record("8061392", {"HPA_FOV_data.zip": zip_bytes({"HPA_FOV_data/DINO_FOV_checkpoint.pth": fov})})
+        env = {**os.environ, "HF_HUB_OFFLINE": "0", "WANDB_MODE": "offline", "XFERLAB_ZENODO_URL": server.url,
+               "XFERLAB_WEIGHTS": str(tmp_path / "weights"),
+               "PYTHONPATH": os.pathsep.join([str(SRC), *filter(None, [os.environ.get("PYTHONPATH")])])}
+        proc = subprocess.run([sys.executable, "-m", "xferlab.train", "backbone=hpa", "seed=0,1",
+                               "dataset=toycell_tiny", "head.max_epochs=2", "logger=csv", "backbone.preprocess.input_size=32",
+                               f"paths.output_root={out}", "-m"], cwd=tmp_path, env=env, text=True,
+                              capture_output=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert server.requests.count(("GET", "/api/records/8061392", None)) == 1
+    assert len(list(out.glob("sweeps/default/*/*/metrics.json"))) == 2
+
+
+def test_a_hub_backbone_offline_and_not_cached_is_listed(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    task = ["backbone=imagenet", "backbone.init=hub", "backbone.hub_id=vit_small_patch16_224.not_cached_here", "seed=0,1"]
+    problems = sweep(task, lambda cfg: missing_inputs(job_configs(cfg, multirun=True)[0]))
+    assert len(problems) == 1 and "timm/vit_small_patch16_224.not_cached_here is not in the local Hugging Face cache" \
+        in problems[0]
