@@ -1,4 +1,11 @@
-"""Atomic file and directory writes: a file or folder is complete or absent, never half written."""
+"""Atomic file and directory writes: a file or folder is complete or absent, never half written,
+after a killed process and after a power cut.
+
+Files and folders are written under a temporary name, fsynced (a folder: every file in it, then
+every folder's entries), renamed into place, and the folder holding them fsynced, so the rename
+itself reaches the disk. A folder's `COMPLETE` marker is written last, inside the temporary folder,
+and published with it by the rename: once the final name exists on disk, so does every byte under it.
+"""
 
 from __future__ import annotations
 
@@ -35,6 +42,29 @@ def _umask() -> int:
     return mask
 
 
+def fsync_path(path: str | Path) -> None:
+    """Flush a file's data, or a folder's entries, to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: str | Path) -> None:
+    """fsync every file under `root`, then every folder from the deepest up to `root` itself."""
+    for folder, _, names in os.walk(root, topdown=False):
+        for name in names:
+            fsync_path(Path(folder) / name)
+        fsync_path(folder)
+
+
+def replace_durably(tmp: str | Path, path: str | Path) -> None:
+    """Rename the (already fsynced) `tmp` over `path` and fsync the folder, so the rename is on disk."""
+    os.replace(tmp, path)
+    fsync_path(Path(path).parent)
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write `text` to `path` through a temporary file in the same folder and an atomic rename."""
     path = Path(path)
@@ -46,7 +76,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        replace_durably(tmp, path)
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
         full = disk_full(err, path)
@@ -96,7 +126,8 @@ def discard_directory(path: Path) -> None:
 
 @contextmanager
 def atomic_directory(path: str | Path, hint: str | None = None) -> Iterator[Path]:
-    """Build a directory under a temporary name; rename it to `path` only if the block succeeds.
+    """Build a directory under a temporary name; fsync everything in it and rename it to `path` only
+    if the block succeeds (then fsync `path`'s parent, so the rename reaches the disk too).
 
     If `path` appeared meanwhile (another process finished first) the new copy is discarded and
     the existing one kept. On error the temporary directory is removed; running out of disk space
@@ -108,6 +139,7 @@ def atomic_directory(path: str | Path, hint: str | None = None) -> Iterator[Path
     tmp.mkdir()
     try:
         yield tmp
+        fsync_tree(tmp)
     except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
         full = disk_full(err, path, hint)
@@ -125,3 +157,5 @@ def atomic_directory(path: str | Path, hint: str | None = None) -> Iterator[Path
             if full is not None:
                 raise full from err
             raise
+    else:
+        fsync_path(path.parent)
