@@ -33,9 +33,22 @@ import numpy as np
 import pandas as pd
 import zarr
 
-from xferlab.data.checked_reads import CheckedLocalStore, StoreDamagedError, StoreError, recorded_digests
+from xferlab.data.checked_reads import (
+    CheckedLocalStore,
+    StoreDamagedError,
+    StoreError,
+    image_chunk_digests,
+    recorded_digests,
+)
 from xferlab.runtime import faults
-from xferlab.runtime.integrity import default_level, describe, manifest_problems, read_manifest, write_manifest
+from xferlab.runtime.integrity import (
+    default_level,
+    describe,
+    file_sha256,
+    manifest_problems,
+    read_manifest,
+    write_manifest,
+)
 from xferlab.runtime.io import atomic_directory
 
 __all__ = ["ImageStore", "StoreWriter", "StoreError", "StoreDamagedError"]
@@ -296,6 +309,24 @@ class ImageStore:
     @property
     def chunk_rows(self) -> int:
         return int(self.images.chunks[0])
+
+    def image_digests(self, compute: bool = False) -> dict[str, str] | None:
+        """sha256 of every file of the `images` array (chunks and metadata), as the manifest records
+        them; for a store without a manifest, None, or with `compute` the digests of the files as
+        they are now (reads every chunk once)."""
+        if self.digests is not None:
+            return image_chunk_digests(self.digests)
+        if not compute:
+            return None
+        root = self.path / "images"
+        return {path.relative_to(self.path).as_posix(): file_sha256(path)
+                for path in sorted(root.rglob("*")) if path.is_file()}
+
+    def source_record(self) -> dict[str, Any]:
+        """What an embedding cache entry records of the store it is computed from: its path, images
+        fingerprint, layout and the sha256 of every images file (see `image_digests`)."""
+        return {"store": str(self.path.resolve()), "images_fingerprint": self.images_fingerprint, "n": len(self),
+                "chunk_rows": self.chunk_rows, "files": self.image_digests(compute=True)}
 
     def checked_files(self) -> CheckedLocalStore:
         """A zarr store over this store's files that checks each one as it is read (for readers in

@@ -218,13 +218,14 @@ def ensure_embeddings(
     """The cache entry for these embeddings, computed (once, under the entry's lock) if missing."""
     cache = EmbeddingCache(cache_root, cache_spec(backbone, adapter, preprocessor, store, precision, dtype, compile))
     info: dict[str, Any] = {"cache_key": cache.key, "cache_path": str(cache.path)}
-    if not cache.is_intact():
+    store_files = store.image_digests()  # an entry computed from other bytes of the store is rebuilt
+    if not cache.is_intact(store_files):
         waiting = time.perf_counter()
         with cache.lock():
             # > 0 s in a job that then hits the cache: another job was building this entry
             info["lock_wait_seconds"] = time.perf_counter() - waiting
             cache.remove_stale_builds()
-            problems = cache.problems()
+            problems = cache.problems(store_files)
             if problems != []:
                 if problems is not None:
                     cache.discard(describe(problems))
@@ -246,7 +247,8 @@ def _extract(cache: EmbeddingCache, store: ImageStore, backbone: Backbone, adapt
     if devices > 1:
         trainer_kwargs.update(devices=devices, strategy="ddp_spawn")
     dataset = StoreBlocks(store, batch_size)
-    with cache.build(len(store), backbone.embed_dim * adapter.n_views, dataset.block_rows) as writer:
+    with cache.build(len(store), backbone.embed_dim * adapter.n_views, dataset.block_rows,
+                     source=store.source_record()) as writer:
         trainer = make_trainer(callbacks=[CacheWriterCallback(writer)], **trainer_kwargs)
         on_cpu = isinstance(trainer.accelerator, CPUAccelerator)
         if on_cpu and str(precision).startswith("bf16") and cpu_has_bf16() is False:
