@@ -8,6 +8,8 @@ the size and sha256 of every file in it. On open, files are checked against it:
 - `full`: also the sha256 of every file, and no unlisted files; catches flipped bytes. Embedding
   cache entries are always checked in full (every job reads the whole entry anyway); image stores
   when asked: `verify=full` in the train / pretrain / prepare config, or `python -m xferlab.verify`.
+  Image stores are also checked file by file as they are read (`xferlab.data.checked_reads`), so a
+  same-size change that the quick check misses still stops the job that reads it.
 Folders written before manifests existed open as they are ("no checksums recorded", logged once).
 
 Checkpoints (`.ckpt`, `.pth`, `.pt` in PyTorch's zip format) carry a CRC32 per member, which
