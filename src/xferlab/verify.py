@@ -63,7 +63,9 @@ def check(path: Path, level: str) -> tuple[str, str, list[str]]:
         problems = manifest_problems(path, level)
         if problems is None:
             return "UNCHECKED", f"no {MANIFEST} (written before xferlab recorded checksums)", []
-        return ("DAMAGED", describe(problems), problems) if problems else ("OK", f"files match {MANIFEST} ({level})", [])
+        if problems:
+            return "DAMAGED", describe(problems), problems
+        return "OK", f"files match {MANIFEST} ({level})", []
     if not path.exists():
         return "DAMAGED", "missing", ["missing"]
     problems = checkpoint_problems(path)

@@ -342,7 +342,8 @@ def test_an_entry_computed_from_a_damaged_store_is_rebuilt_once_the_store_is_rep
     (store.path / "MANIFEST.json").write_bytes(manifest)
     assert verify([str(tmp_path)]) == 1
     out = capsys.readouterr().out
-    assert f"STALE       {info['cache_path']}: computed from images/c/1/0/0/0 (rows 4-7) of {store.path.resolve()}" in out
+    stale = f"STALE       {info['cache_path']}: computed from images/c/1/0/0/0 (rows 4-7) of {store.path.resolve()}"
+    assert stale in out
     with caplog.at_level("WARNING", logger="xferlab.embeddings.cache"):
         fixed, info2 = extract_embeddings(ImageStore(store.path), backbone, adapter, pre, cache, make_trainer,
                                           batch_size=6)
