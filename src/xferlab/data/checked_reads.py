@@ -56,7 +56,7 @@ class CheckedLocalStore(LocalStore):
 
     def __init__(self, root: str | Path, digests: dict[str, str] | None, *, n: int | None = None,
                  chunk_rows: int | None = None, sample_ids: Sequence[Any] | None = None,
-                 read_only: bool = True):
+                 read_only: bool = True):  # accepted as LocalStore's; always read-only
         super().__init__(root, read_only=True)
         self.digests = digests
         self.n, self.chunk_rows, self.sample_ids = n, chunk_rows, sample_ids

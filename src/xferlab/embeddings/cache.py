@@ -9,15 +9,15 @@ concurrent jobs build an entry once.
 
 An entry is derived data: one whose files do not match its manifest (a damaged chunk), or that
 cannot be read, is discarded with a warning naming it and built again. Entries written before
-manifests existed are used unchecked.
+manifests existed are used unchecked. A builder holding the lock removes the temporary folders
+(`.<key>.zarr.tmp-*`) of builders that were killed.
 
 An entry also records the image store it was computed from (`source` attribute: the store's path,
 images fingerprint, layout and the sha256 of every file of its `images` array, as read). Where the
 store's manifest now records other digests for those files, the entry was computed from a damaged
 (or another) copy of the store: it is discarded and built again, so wrong embeddings are never
 reused once the store is repaired. `python -m xferlab.verify` names entries that depend on a damaged
-store chunk. A builder holding the lock removes the temporary folders
-(`.<key>.zarr.tmp-*`) of builders that were killed.
+store chunk.
 
 While an entry is built, rows may come from several writers (one per DDP rank), in any order: each
 writer fills whole chunks and records which ones it wrote, and the entry is published only when
