@@ -85,3 +85,27 @@ def test_a_failed_build_publishes_nothing_and_fsyncs_nothing(tmp_path, synced):
             (tmp / "a").write_text("half")
             raise RuntimeError("stop")
     assert not (tmp_path / "x.zarr").exists() and not list(tmp_path.iterdir()) and synced == []
+
+
+def test_a_filesystem_that_cannot_fsync_folders_is_named_once_and_files_are_still_flushed(tmp_path, monkeypatch,
+                                                                                          caplog):
+    import errno
+
+    real_fsync = os.fsync
+
+    def no_folder_fsync(fd):
+        if os.path.isdir(os.readlink(f"/proc/self/fd/{fd}")):
+            raise OSError(errno.EINVAL, "Invalid argument")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", no_folder_fsync)
+    with caplog.at_level("WARNING", logger="xferlab.runtime.io"):
+        store = write_store(tmp_path / "s.zarr", chunk_rows=4)
+        io.atomic_write_text(tmp_path / "metrics.json", "{}\n")
+    assert (store.path / "COMPLETE").exists() and (tmp_path / "metrics.json").read_text() == "{}\n"
+    said = [r.message for r in caplog.records if "cannot fsync folders" in r.message]
+    assert len(said) >= 1 and len(said) == len(set(said))  # once per place
+    monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")))
+    with pytest.raises(OSError, match="I/O error"):  # any other failure is an error: nothing published
+        write_store(tmp_path / "t.zarr", chunk_rows=4)
+    assert not (tmp_path / "t.zarr").exists() and not list(tmp_path.glob(".t.zarr.tmp-*"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -22,6 +23,7 @@ from typing import Any, Iterator
 
 
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+log = logging.getLogger(__name__)
 
 
 class DiskFullError(OSError):
@@ -43,11 +45,24 @@ def _umask() -> int:
     return mask
 
 
+_folder_fsync_unsupported: set[str] = set()
+
+
 def fsync_path(path: str | Path) -> None:
-    """Flush a file's data, or a folder's entries, to the disk."""
+    """Flush a file's data, or a folder's entries, to the disk. A filesystem that cannot fsync
+    folders (EINVAL, as some network filesystems answer) is named once in a warning, not an error:
+    the files themselves are still flushed."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
+    except OSError as err:
+        if err.errno != errno.EINVAL or not os.path.isdir(path):
+            raise
+        where = str(Path(path).parent)
+        if where not in _folder_fsync_unsupported:
+            _folder_fsync_unsupported.add(where)
+            log.warning("the filesystem under %s cannot fsync folders (%s): a power cut there may lose a rename "
+                        "that has just been made (the manifest check then finds the folder incomplete)", where, err)
     finally:
         os.close(fd)
 
