@@ -12,7 +12,7 @@ cannot be read, is discarded with a warning naming it and built again. Entries w
 manifests existed are used unchecked. A builder holding the lock removes the temporary folders
 (`.<key>.zarr.tmp-*`) of builders that were killed.
 
-An entry also records the image store it was computed from (`source` attribute: the store's path,
+An entry also records the image store it was computed from (`computed_from` attribute: the store's path,
 images fingerprint, layout and the sha256 of every file of its `images` array, as read). Where the
 store's manifest now records other digests for those files, the entry was computed from a damaged
 (or another) copy of the store: it is discarded and built again, so wrong embeddings are never
@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 CACHE_FORMAT = 1
 COMPLETE_MARKER = "COMPLETE"
 DTYPES = ("float32", "float16")
-SOURCE = "source"  # attribute: the image store an entry was computed from
+SOURCE = "computed_from"  # attribute: the image store an entry was computed from
 WRITTEN_DIR = "written"  # one file per writer listing the chunks it wrote; removed on publishing
 
 
