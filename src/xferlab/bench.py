@@ -34,6 +34,7 @@ BENCHMARKS: dict[str, Callable[[], list[dict[str, Any]]]] = {
     "synthcell_render": _lazy("render", "bench_synthcell_render"),
     "heads": _lazy("heads", "bench_head_vs_sklearn"),
     "sweep": _lazy("sweep", "bench_sweep_cost"),
+    "integrity": _lazy("integrity", "bench_integrity"),
 }
 ON_REQUEST = {"extraction_gpu": _lazy("extraction", "bench_extraction_gpu")}  # named to run
 

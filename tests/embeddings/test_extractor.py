@@ -277,3 +277,77 @@ def test_an_entry_written_before_manifests_is_used_unchecked(setup, tmp_path):
     (Path(info["cache_path"]) / "MANIFEST.json").unlink()
     again, info2 = extract_embeddings(store, backbone, adapter, pre, tmp_path, make_trainer, batch_size=6)
     assert info2["cache_hit"] is True and again.tobytes() == good.tobytes()
+
+
+def image_chunk(store_path, i):
+    return store_path / "images" / "c" / str(i) / "0" / "0" / "0"
+
+
+@pytest.mark.parametrize("damage,workers", [("flip", 0), ("flip", 1), ("other_store", 0), ("truncate", 0)])
+def test_a_damaged_store_chunk_stops_extraction_and_nothing_is_cached(setup, tmp_path, damage, workers):
+    from xferlab.data.store import ImageStore, StoreDamagedError
+
+    _, backbone, adapter, pre = setup
+    store = write_store(tmp_path / "s.zarr", n_per_class=5, size=16, chunk_rows=4, dtype="uint8")
+    reference, _ = extract_embeddings(store, backbone, adapter, pre, tmp_path / "ref", make_trainer, batch_size=6)
+    target = image_chunk(store.path, 2)
+    original = target.read_bytes()
+    if damage == "flip":  # one bit, same size: passes the quick check on open
+        target.write_bytes(original[:100] + bytes([original[100] ^ 0x04]) + original[101:])
+    elif damage == "other_store":  # a same-size chunk of another store
+        other = write_store(tmp_path / "other.zarr", n_per_class=5, size=16, chunk_rows=4, dtype="uint8", seed=7)
+        assert image_chunk(other.path, 2).stat().st_size == len(original)
+        target.write_bytes(image_chunk(other.path, 2).read_bytes())
+    else:  # truncated while a job had the store open
+        target.write_bytes(original[: len(original) // 2])
+    cache = tmp_path / "cache"
+    with pytest.raises(StoreDamagedError) as err:
+        extract_embeddings(store, backbone, adapter, pre, cache, make_trainer, batch_size=6, num_workers=workers)
+    message = str(err.value)
+    assert str(store.path) in message and "images/c/2/0/0/0 (image chunk 2: rows 8-11" in message
+    assert "Restore the store from a backup" in message
+    assert not list(cache.glob("*.zarr")) and not list(cache.glob(".*tmp*"))  # nothing published, no leftovers
+    if damage == "truncate":  # and the next open refuses it at once
+        with pytest.raises(StoreDamagedError, match="images/c/2/0/0/0: .* bytes"):
+            ImageStore(store.path)
+
+    target.write_bytes(original)  # repaired (restored from a backup)
+    again, info = extract_embeddings(ImageStore(store.path), backbone, adapter, pre, cache, make_trainer,
+                                     batch_size=6, num_workers=workers)
+    assert info["cache_hit"] is False and again.tobytes() == reference.tobytes()
+
+
+def test_an_entry_computed_from_a_damaged_store_is_rebuilt_once_the_store_is_repaired(setup, tmp_path, caplog,
+                                                                                     capsys):
+    """A store without a manifest (older xferlab) cannot be checked as it is read: the entry computed
+    from its damaged bytes records their digests, so once the store is restored (with its manifest)
+    the entry is found stale, named by `xferlab.verify`, and rebuilt by the next job."""
+    from xferlab.data.store import ImageStore
+    from xferlab.verify import main as verify
+
+    _, backbone, adapter, pre = setup
+    store = write_store(tmp_path / "s.zarr", n_per_class=5, size=16, chunk_rows=4, dtype="uint8")
+    reference, _ = extract_embeddings(store, backbone, adapter, pre, tmp_path / "ref", make_trainer, batch_size=6)
+    manifest = (store.path / "MANIFEST.json").read_bytes()
+    target = image_chunk(store.path, 1)
+    original = target.read_bytes()
+    (store.path / "MANIFEST.json").unlink()
+    target.write_bytes(original[:50] + bytes([original[50] ^ 0x01]) + original[51:])
+    cache = tmp_path / "cache"
+    wrong, info = extract_embeddings(ImageStore(store.path), backbone, adapter, pre, cache, make_trainer, batch_size=6)
+    changed = np.nonzero((wrong != reference).any(axis=1))[0]
+    assert len(changed) == 1 and 4 <= changed[0] < 8  # one image of chunk 1: a silently wrong embedding
+
+    target.write_bytes(original)  # the store restored from a backup, manifest and all
+    (store.path / "MANIFEST.json").write_bytes(manifest)
+    assert verify([str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    stale = f"STALE       {info['cache_path']}: computed from images/c/1/0/0/0 (rows 4-7) of {store.path.resolve()}"
+    assert stale in out
+    with caplog.at_level("WARNING", logger="xferlab.embeddings.cache"):
+        fixed, info2 = extract_embeddings(ImageStore(store.path), backbone, adapter, pre, cache, make_trainer,
+                                          batch_size=6)
+    assert info2["cache_hit"] is False and info2["cache_path"] == info["cache_path"]  # same key, rebuilt
+    assert f"embedding cache entry {info['cache_path']} is damaged (computed from 1 file(s)" in caplog.text
+    assert fixed.tobytes() == reference.tobytes()
+    assert verify([str(tmp_path)]) == 0

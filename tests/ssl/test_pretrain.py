@@ -147,3 +147,24 @@ def test_a_backbone_config_that_names_weights_is_refused_before_any_work(tmp_pat
     with pytest.raises(ValueError, match="pretraining starts from random weights"):
         run_pretraining(pretrain_cfg(tmp_path, override))
     assert not (tmp_path / "data").exists()
+
+
+def test_a_damaged_store_chunk_stops_pretraining_and_nothing_is_written(uninterrupted, tmp_path):
+    """One flipped bit in a chunk of the store (same size: the quick check on open passes) stops the
+    run as the chunk is read, naming it; no checkpoint or metrics are written. Once the store is
+    restored, the run gives the same result as a run on an intact store."""
+    from xferlab.data.store import StoreDamagedError
+
+    cfg = few_cfg(tmp_path, tmp_path / "data")
+    store = build(cfg.dataset).open(cfg.paths.data_dir)
+    chunk = store.path / "images" / "c" / "0" / "0" / "0" / "0"
+    original = chunk.read_bytes()
+    chunk.write_bytes(original[:-9] + bytes([original[-9] ^ 0x02]) + original[-8:])
+    with pytest.raises(StoreDamagedError) as err:
+        run_pretraining(cfg)
+    assert f"{store.path} is a damaged image store: images/c/0/0/0/0 (image chunk 0: rows 0-" in str(err.value)
+    out = tmp_path / "pretrain" / "few"
+    assert not [p.name for p in out.iterdir() if p.name != ".pretrain.lock"]  # nothing written
+
+    chunk.write_bytes(original)
+    assert_same_result(run_pretraining(cfg), uninterrupted)

@@ -9,18 +9,21 @@ Layout of `<name>.zarr/`:
   per-channel intensity statistics, a content fingerprint (everything) and an images fingerprint
   (pixels, channel names and sample ids: what embeddings depend on; labels are not part of it);
 - `MANIFEST.json`: size and sha256 of every file, recorded when the store is published (see
-  `xferlab.runtime.integrity`); checked on every open (sizes; sha256 with `verify="full"`). A damaged
-  store is refused, naming the files at fault. Stores written before manifests existed open
-  unchecked;
+  `xferlab.runtime.integrity`); checked on every open (sizes; sha256 with `verify="full"`), and every
+  file is checked against its sha256 as it is read (`xferlab.data.checked_reads`), so a same-size
+  change stops the read. A damaged store is refused, naming the files at fault (and for an image
+  chunk, its rows). Stores written before manifests existed open and read unchecked (said once);
 - `COMPLETE`: written last; a store without it is incomplete and is refused.
 
-A store is written by `StoreWriter` under a temporary name and renamed into place when complete.
+A store is written by `StoreWriter` under a temporary name, its files and folders fsynced, and
+renamed into place when complete (`xferlab.runtime.io.atomic_directory`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,9 +33,28 @@ import numpy as np
 import pandas as pd
 import zarr
 
+from xferlab.data.checked_reads import (
+    CheckedLocalStore,
+    StoreDamagedError,
+    StoreError,
+    image_chunk_digests,
+    recorded_digests,
+)
 from xferlab.runtime import faults
-from xferlab.runtime.integrity import default_level, describe, manifest_problems, write_manifest
+from xferlab.runtime.integrity import (
+    default_level,
+    describe,
+    file_sha256,
+    manifest_problems,
+    read_manifest,
+    write_manifest,
+)
 from xferlab.runtime.io import atomic_directory
+
+__all__ = ["ImageStore", "StoreWriter", "StoreError", "StoreDamagedError"]
+
+log = logging.getLogger(__name__)
+_unchecked_reads_said: set[str] = set()
 
 FORMAT_VERSION = 1
 COMPLETE_MARKER = "COMPLETE"
@@ -47,14 +69,6 @@ def _marker_not_a_node():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy.*")
         yield
-
-
-class StoreError(RuntimeError):
-    """An image store is missing, incomplete, or not in a format this xferlab can read."""
-
-
-class StoreDamagedError(StoreError):
-    """An image store's files do not match the sizes / checksums recorded when it was written."""
 
 
 class StoreWriter:
@@ -233,7 +247,9 @@ class StoreWriter:
 
 class ImageStore:
     """A complete image store, opened read-only. Its files are checked against the manifest at
-    `verify` level (`quick`: sizes, `full`: sha256; None: `xferlab.runtime.integrity.default_level()`)."""
+    `verify` level (`quick`: sizes, `full`: sha256; None: `xferlab.runtime.integrity.default_level()`)
+    when opened, and each file against its sha256 whenever it is read (`digests`: path -> sha256,
+    None for a store written before manifests)."""
 
     def __init__(self, path: str | Path, verify: str | None = None):
         self.path = Path(path)
@@ -250,8 +266,14 @@ class ImageStore:
                 f"{self.path} is a damaged image store: {describe(problems)} (checked against the sizes and "
                 f"checksums recorded when it was written, verify={verify or default_level()})."
             )
+        self.digests: dict[str, str] | None = recorded_digests(read_manifest(self.path))
+        if self.digests is None and str(self.path) not in _unchecked_reads_said:
+            _unchecked_reads_said.add(str(self.path))
+            log.warning("%s records no per-chunk checksums (written before xferlab recorded them): its chunks are "
+                        "read unchecked; rebuild the store to have every read checked", self.path)
+        self._files = CheckedLocalStore(self.path, self.digests)
         with _marker_not_a_node():
-            group = zarr.open_group(self.path, mode="r")
+            group = zarr.open_group(self._files, mode="r")
             attrs = dict(group.attrs)
             has_label_sets = "label_sets" in group.array_keys()
         version = attrs.get("xferlab_store_version")
@@ -281,6 +303,36 @@ class ImageStore:
         for column in self.samples.columns:
             if self.samples[column].dtype.kind == "T":
                 self.samples[column] = self.samples[column].astype(object)
+        self._files.n, self._files.chunk_rows = len(self), self.chunk_rows
+        self._files.sample_ids = self.samples["sample_id"].to_numpy()
+
+    @property
+    def chunk_rows(self) -> int:
+        return int(self.images.chunks[0])
+
+    def image_digests(self, compute: bool = False) -> dict[str, str] | None:
+        """sha256 of every file of the `images` array (chunks and metadata), as the manifest records
+        them; for a store without a manifest, None, or with `compute` the digests of the files as
+        they are now (reads every chunk once)."""
+        if self.digests is not None:
+            return image_chunk_digests(self.digests)
+        if not compute:
+            return None
+        root = self.path / "images"
+        return {path.relative_to(self.path).as_posix(): file_sha256(path)
+                for path in sorted(root.rglob("*")) if path.is_file()}
+
+    def source_record(self) -> dict[str, Any]:
+        """What an embedding cache entry records of the store it is computed from: its path, images
+        fingerprint, layout and the sha256 of every images file (see `image_digests`)."""
+        return {"store": str(self.path.resolve()), "images_fingerprint": self.images_fingerprint, "n": len(self),
+                "chunk_rows": self.chunk_rows, "files": self.image_digests(compute=True)}
+
+    def checked_files(self) -> CheckedLocalStore:
+        """A zarr store over this store's files that checks each one as it is read (for readers in
+        other processes: DataLoader workers, DDP ranks); open `images` in it."""
+        return CheckedLocalStore(self.path, self.digests, n=len(self), chunk_rows=self.chunk_rows,
+                                 sample_ids=self._files.sample_ids)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])

@@ -12,6 +12,13 @@ cannot be read, is discarded with a warning naming it and built again. Entries w
 manifests existed are used unchecked. A builder holding the lock removes the temporary folders
 (`.<key>.zarr.tmp-*`) of builders that were killed.
 
+An entry also records the image store it was computed from (`computed_from` attribute: the store's path,
+images fingerprint, layout and the sha256 of every file of its `images` array, as read). Where the
+store's manifest now records other digests for those files, the entry was computed from a damaged
+(or another) copy of the store: it is discarded and built again, so wrong embeddings are never
+reused once the store is repaired. `python -m xferlab.verify` names entries that depend on a damaged
+store chunk.
+
 While an entry is built, rows may come from several writers (one per DDP rank), in any order: each
 writer fills whole chunks and records which ones it wrote, and the entry is published only when
 every chunk was written exactly once.
@@ -39,11 +46,28 @@ log = logging.getLogger(__name__)
 CACHE_FORMAT = 1
 COMPLETE_MARKER = "COMPLETE"
 DTYPES = ("float32", "float16")
+SOURCE = "computed_from"  # attribute: the image store an entry was computed from
 WRITTEN_DIR = "written"  # one file per writer listing the chunks it wrote; removed on publishing
 
 
 class CacheError(RuntimeError):
     pass
+
+
+def recorded_source(entry: Path) -> dict[str, Any] | None:
+    """The image store an entry records it was computed from (None: recorded none, or unreadable)."""
+    try:
+        source = json.loads((Path(entry) / "zarr.json").read_text()).get("attributes", {}).get(SOURCE)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return source if isinstance(source, dict) and isinstance(source.get("files"), dict) else None
+
+
+def changed_source_files(source: dict[str, Any] | None, store_files: dict[str, str] | None) -> list[str]:
+    """The store files whose recorded digest in `source` differs from `store_files` (both known)."""
+    if source is None or store_files is None:
+        return []
+    return [rel for rel, sha in sorted(source["files"].items()) if store_files.get(rel) != sha]
 
 
 class ChunkWriter:
@@ -151,17 +175,28 @@ class EmbeddingCache:
     def is_complete(self) -> bool:
         return (self.path / COMPLETE_MARKER).exists()
 
-    def problems(self) -> list[str] | None:
+    def problems(self, store_files: dict[str, str] | None = None) -> list[str] | None:
         """What is wrong with the entry: None when it is absent; else an empty list when it is
-        complete and its files match the manifest (sha256 of every file, or no manifest recorded)."""
+        complete, its files match the manifest (sha256 of every file, or no manifest recorded) and,
+        given the digests the image store's manifest records for its images files (`store_files`),
+        it was computed from those very bytes (or recorded none)."""
         if not self.path.exists():
             return None
         if not self.is_complete():
             return [f"no {COMPLETE_MARKER} marker"]
-        return manifest_problems(self.path, "full") or []
+        problems = manifest_problems(self.path, "full") or []
+        if problems:
+            return problems
+        source = recorded_source(self.path)
+        stale = changed_source_files(source, store_files)
+        if stale:
+            return [f"computed from {len(stale)} file(s) of the image store {source.get('store')} whose bytes "
+                    f"differ from the ones its manifest records now (first {stale[0]}): computed from a damaged "
+                    "or another copy of the store"]
+        return []
 
-    def is_intact(self) -> bool:
-        return self.problems() == []
+    def is_intact(self, store_files: dict[str, str] | None = None) -> bool:
+        return self.problems(store_files) == []
 
     def discard(self, reason: str) -> None:
         """Remove a damaged entry (under the lock), saying why."""
@@ -195,9 +230,10 @@ class EmbeddingCache:
             yield
 
     @contextmanager
-    def build(self, n: int, dim: int, chunk_rows: int) -> Iterator[ChunkWriter]:
+    def build(self, n: int, dim: int, chunk_rows: int, source: dict[str, Any] | None = None) -> Iterator[ChunkWriter]:
         """Create a new entry under a temporary name and yield a writer for it (copies of which
-        may write from other processes); publish it only if every chunk was written once."""
+        may write from other processes); publish it only if every chunk was written once. `source`:
+        the image store it is computed from (`ImageStore.source_record`), recorded in the entry."""
         chunk_rows = max(1, min(int(chunk_rows), max(n, 1)))
         dtype = self.spec.get("dtype", "float32")
         with atomic_directory(self.path, hint="paths.cache_dir") as tmp:
@@ -208,6 +244,6 @@ class EmbeddingCache:
             yield writer
             writer.close()
             check_all_chunks_written(tmp, n, chunk_rows)
-            group.attrs.update({"key": self.key, "spec": self.spec})
+            group.attrs.update({"key": self.key, "spec": self.spec, **({SOURCE: source} if source else {})})
             write_manifest(tmp)
             (tmp / COMPLETE_MARKER).write_text(self.key + "\n")

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from xferlab.backbones.channels import ChannelAdapter
 from xferlab.backbones.preprocess import Preprocessor
 from xferlab.backbones.registry import Backbone
+from xferlab.data.checked_reads import CheckedLocalStore
 from xferlab.data.store import ImageStore, StoreError
 from xferlab.embeddings.cache import ChunkWriter, EmbeddingCache
 from xferlab.runtime.integrity import describe
@@ -51,10 +52,12 @@ def block_rows(store_chunk_rows: int, batch_size: int) -> int:
 class StoreBlocks(IterableDataset):
     """Batches `(row indices, images)` of an image store, read one block (whole zarr chunks) at a
     time. Blocks are dealt round-robin to DDP ranks and DataLoader workers; every row is produced
-    exactly once over all of them."""
+    exactly once over all of them. Each chunk file is checked against the store's manifest as it is
+    read (a damaged one raises `StoreDamagedError` naming it and its rows); `checked=False` skips
+    that, only to measure what it costs (`xferlab.benchmarks.integrity`)."""
 
-    def __init__(self, store: ImageStore, batch_size: int):
-        self.images_path = store.path / "images"
+    def __init__(self, store: ImageStore, batch_size: int, checked: bool = True):
+        self.files = store.checked_files() if checked else CheckedLocalStore(store.path, None)
         self.n = len(store)
         self.batch_size = int(batch_size)
         self.block_rows = block_rows(int(store.images.chunks[0]), self.batch_size)
@@ -75,7 +78,7 @@ class StoreBlocks(IterableDataset):
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if self._images is None:
-            self._images = zarr.open_array(self.images_path, mode="r")
+            self._images = zarr.open_array(store=self.files, path="images", mode="r")
         shard, shards = self.shard()
         for block in range(shard, self.n_blocks, shards):
             start = block * self.block_rows
@@ -215,13 +218,14 @@ def ensure_embeddings(
     """The cache entry for these embeddings, computed (once, under the entry's lock) if missing."""
     cache = EmbeddingCache(cache_root, cache_spec(backbone, adapter, preprocessor, store, precision, dtype, compile))
     info: dict[str, Any] = {"cache_key": cache.key, "cache_path": str(cache.path)}
-    if not cache.is_intact():
+    store_files = store.image_digests()  # an entry computed from other bytes of the store is rebuilt
+    if not cache.is_intact(store_files):
         waiting = time.perf_counter()
         with cache.lock():
             # > 0 s in a job that then hits the cache: another job was building this entry
             info["lock_wait_seconds"] = time.perf_counter() - waiting
             cache.remove_stale_builds()
-            problems = cache.problems()
+            problems = cache.problems(store_files)
             if problems != []:
                 if problems is not None:
                     cache.discard(describe(problems))
@@ -243,7 +247,8 @@ def _extract(cache: EmbeddingCache, store: ImageStore, backbone: Backbone, adapt
     if devices > 1:
         trainer_kwargs.update(devices=devices, strategy="ddp_spawn")
     dataset = StoreBlocks(store, batch_size)
-    with cache.build(len(store), backbone.embed_dim * adapter.n_views, dataset.block_rows) as writer:
+    with cache.build(len(store), backbone.embed_dim * adapter.n_views, dataset.block_rows,
+                     source=store.source_record()) as writer:
         trainer = make_trainer(callbacks=[CacheWriterCallback(writer)], **trainer_kwargs)
         on_cpu = isinstance(trainer.accelerator, CPUAccelerator)
         if on_cpu and str(precision).startswith("bf16") and cpu_has_bf16() is False:

@@ -2,7 +2,8 @@
 
 Lightning's own `TorchCheckpointIO` serialises into memory, then copies a temporary file from the
 system temp folder over the target: a kill during that copy leaves a truncated `last.ckpt`.
-`AtomicCheckpointIO` writes next to the target under a temporary name, syncs, and renames.
+`AtomicCheckpointIO` writes next to the target under a temporary name, fsyncs it, renames it and
+fsyncs the folder (so a power cut leaves the old file or the new one, too).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from xferlab.runtime import faults
 from xferlab.runtime.integrity import CheckpointError, checkpoint_problems, describe
-from xferlab.runtime.io import temp_sibling
+from xferlab.runtime.io import replace_durably, temp_sibling
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f.flush()
                 os.fsync(f.fileno())
             faults.stall_point("checkpoint.before_replace", str(path))
-            os.replace(tmp, path)
+            replace_durably(tmp, path)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise

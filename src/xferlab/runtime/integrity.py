@@ -8,6 +8,8 @@ the size and sha256 of every file in it. On open, files are checked against it:
 - `full`: also the sha256 of every file, and no unlisted files; catches flipped bytes. Embedding
   cache entries are always checked in full (every job reads the whole entry anyway); image stores
   when asked: `verify=full` in the train / pretrain / prepare config, or `python -m xferlab.verify`.
+  Image stores are also checked file by file as they are read (`xferlab.data.checked_reads`), so a
+  same-size change that the quick check misses still stops the job that reads it.
 Folders written before manifests existed open as they are ("no checksums recorded", logged once).
 
 Checkpoints (`.ckpt`, `.pth`, `.pt` in PyTorch's zip format) carry a CRC32 per member, which
@@ -96,21 +98,39 @@ def has_manifest(root: str | Path) -> bool:
     return (Path(root) / MANIFEST).is_file()
 
 
+class ManifestError(ValueError):
+    """A MANIFEST.json that cannot be read."""
+
+
+def read_manifest(root: str | Path) -> dict[str, Any] | None:
+    """The manifest of `root` (None when none was recorded); ManifestError if it is unreadable."""
+    path = Path(root) / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+        if not all(isinstance(v, list) and len(v) == 2 for v in manifest["files"].values()):
+            raise ValueError("an entry is not [size, sha256]")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise ManifestError(f"{MANIFEST} unreadable ({err})") from None
+    return manifest
+
+
 def manifest_problems(root: str | Path, level: str = "quick") -> list[str] | None:
     """What is wrong with the files under `root` against its manifest: an empty list when all is
     well, None when no manifest was recorded (a folder written before manifests existed)."""
     root = Path(root)
     check_level(level)
-    path = root / MANIFEST
-    if not path.exists():
+    try:
+        manifest = read_manifest(root)
+    except ManifestError as err:
+        return [str(err)]
+    if manifest is None:
         if str(root) not in _unrecorded_logged:
             _unrecorded_logged.add(str(root))
             log.info("%s has no %s (written before xferlab recorded checksums): not checked", root, MANIFEST)
         return None
-    try:
-        listed = json.loads(path.read_text())["files"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        return [f"{MANIFEST} unreadable ({err})"]
+    listed = manifest["files"]
     problems = []
     for rel, (size, sha) in sorted(listed.items()):
         file = root / rel

@@ -11,6 +11,7 @@ same weights as one that never stopped."""
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from xferlab.backbones.registry import create_model
 from xferlab.runtime.building import build
 from xferlab.runtime.checkpointing import AtomicCheckpointIO, resume_from
 from xferlab.runtime.integrity import verification
-from xferlab.runtime.io import atomic_write_json, atomic_write_text, temp_sibling
+from xferlab.runtime.io import atomic_write_json, atomic_write_text, replace_durably, temp_sibling
 from xferlab.runtime.loggers import build_loggers
 from xferlab.runtime.provenance import config_digest, git_revision, semantic_config
 from xferlab.ssl.augment import MultiCrop
@@ -38,15 +39,23 @@ log = logging.getLogger(__name__)
 
 
 class DinoCheckpoint(Callback):
-    """After every epoch, write `checkpoint.pth` in DINO's layout (atomically)."""
+    """After every epoch, write `checkpoint.pth` in DINO's layout (atomically and durably: written to a
+    temporary name, fsynced, renamed, the folder fsynced)."""
 
     def __init__(self, path: Path, args: dict[str, Any], meta: dict[str, Any]):
         self.path, self.args, self.meta = path, args, meta
 
     def on_train_epoch_end(self, trainer, module: DINOModule) -> None:
         tmp = temp_sibling(self.path)
-        torch.save(module.dino_checkpoint(self.args, self.meta), tmp)
-        tmp.replace(self.path)
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(module.dino_checkpoint(self.args, self.meta), f)
+                f.flush()
+                os.fsync(f.fileno())
+            replace_durably(tmp, self.path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 class LastCheckpoint(Checkpoint):
