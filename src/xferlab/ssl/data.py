@@ -16,13 +16,6 @@ from xferlab.data.store import ImageStore
 from xferlab.ssl.augment import MultiCrop
 
 
-def zscore(images: np.ndarray) -> torch.Tensor:
-    x = torch.from_numpy(images.astype(np.float32))
-    mu = x.mean(dim=(-2, -1), keepdim=True)
-    sd = x.std(dim=(-2, -1), keepdim=True, unbiased=False)
-    return (x - mu) / (sd + 1e-6)
-
-
 def pretraining_rows(store: ImageStore, val: float, test: float, split_seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Rows to pretrain on, and validation rows for the kNN monitor (empty for unlabelled stores)."""
     if store.labels.max(initial=-1) < 0:
@@ -43,7 +36,7 @@ def load_rows(store: ImageStore, rows: np.ndarray, block: int = 2048) -> np.ndar
 
 class MultiCropDataset(Dataset):
     def __init__(self, images: torch.Tensor, transform: MultiCrop, seed: int):
-        self.images = images  # z-scored (N, C, H, W)
+        self.images = images  # prepared by the backbone's Preprocessor (N, C, H, W)
         self.transform = transform
         self.seed = int(seed)
         self.epoch = 0

@@ -23,6 +23,7 @@ from lightning.pytorch.callbacks import Callback, Checkpoint
 from omegaconf import DictConfig, OmegaConf
 
 from xferlab import __version__
+from xferlab.backbones.preprocess import Preprocessor
 from xferlab.backbones.registry import _create
 from xferlab.runtime.building import build
 from xferlab.runtime.checkpointing import AtomicCheckpointIO, resume_from
@@ -31,7 +32,7 @@ from xferlab.runtime.io import atomic_write_json, atomic_write_text, temp_siblin
 from xferlab.runtime.loggers import build_loggers
 from xferlab.runtime.provenance import config_digest, git_revision, semantic_config
 from xferlab.ssl.augment import MultiCrop
-from xferlab.ssl.data import EpochShuffle, MultiCropDataset, load_rows, pretraining_rows, zscore
+from xferlab.ssl.data import EpochShuffle, MultiCropDataset, load_rows, pretraining_rows
 from xferlab.ssl.module import DINOModule
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,9 @@ def _run_pretraining(cfg: DictConfig, out: Path) -> dict[str, Any]:
     train_rows, val_rows = pretraining_rows(store, cfg.split.val, cfg.split.test, cfg.split_seed)
     if cfg.max_images is not None:
         train_rows = np.sort(np.random.default_rng(cfg.seed).permutation(train_rows)[: int(cfg.max_images)])
-    images = zscore(load_rows(store, train_rows))
+    # the backbone's own preprocessing (as at extraction), so pretraining and evaluation see the same intensities
+    prepare = Preprocessor.for_store(OmegaConf.to_container(bcfg.preprocess, resolve=True), store).pretraining_inputs
+    images = prepare(load_rows(store, train_rows))
     log.info("pretraining on %d images of %s (%s)", len(images), store.path,
              "training split only" if len(val_rows) else "unlabelled store: all images")
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -138,8 +141,8 @@ def _run_pretraining(cfg: DictConfig, out: Path) -> dict[str, Any]:
         labels = store.labels
         keep = train_rows[np.random.default_rng(0).permutation(len(train_rows))[: s.knn_max_images]]
         keep.sort()
-        knn = {"train_images": zscore(load_rows(store, keep)), "train_labels": torch.from_numpy(labels[keep]),
-               "val_images": zscore(load_rows(store, val_rows)), "val_labels": torch.from_numpy(labels[val_rows])}
+        knn = {"train_images": prepare(load_rows(store, keep)), "train_labels": torch.from_numpy(labels[keep]),
+               "val_images": prepare(load_rows(store, val_rows)), "val_labels": torch.from_numpy(labels[val_rows])}
     model_kwargs = {**OmegaConf.to_container(bcfg.model_kwargs), "dynamic_img_size": True}
     backbone = _create(bcfg.arch, len(bcfg.in_channels), model_kwargs, seed=bcfg.get("init_seed", 0))
     module = DINOModule(backbone, steps_per_epoch=len(loader), epochs=s.epochs, out_dim=s.out_dim,

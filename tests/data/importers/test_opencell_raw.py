@@ -88,9 +88,9 @@ def test_crops_sit_on_nuclei_and_carry_labels(tmp_path):
 
 def test_max_crops_per_fov_and_centres():
     hoechst = fov_image()[0]
-    assert crop_centres(hoechst, 64, 10, 2.0, 200) == [(60, 60), (60, 190), (190, 128)]
-    assert crop_centres(hoechst, 64, 2, 2.0, 200) == [(60, 60), (60, 190)]
-    assert len(crop_centres(hoechst, 64, 10, 2.0, 1000)) == 0  # disks of ~615 px are below min_area
+    assert crop_centres(hoechst, 64, 10) == [(60, 60), (60, 190), (190, 128)]
+    assert crop_centres(hoechst, 64, 2) == [(60, 60), (60, 190)]
+    assert len(crop_centres(hoechst, 64, 10, {"min_area": 1000})) == 0  # disks of ~615 px are below min_area
 
 
 def test_fov_mode_keeps_one_sample_per_fov(tmp_path):

@@ -10,10 +10,12 @@ protein (`protein`). `_stack.tif` files and anything else in the folders are ign
 
 Modes:
 - `fov`: each FOV resized to `size` x `size` (one sample per FOV; crop_y/crop_x = FOV centre).
-- `crops`: nuclei segmented on the Hoechst channel (Gaussian smoothing, Otsu threshold, connected
-  components of at least `segmentation.min_area` px, centroids); `crop_size` px windows centred on
-  nuclei whose window lies fully inside the FOV, the first `max_crops_per_fov` in raster order of
-  the nuclei, each resized to `size`.
+- `crops`: nuclei segmented on the Hoechst channel (`xferlab.data.importers.nuclei`: a threshold
+  that debris cannot move, touching nuclei split by a distance-transform watershed, only nuclei of
+  a single nucleus's size kept); `crop_size` px windows centred on nuclei whose window lies fully
+  inside the FOV, the first `max_crops_per_fov` in raster order of the nuclei, each resized to
+  `size`. A FOV that yields no crop is named in a warning and listed in the store's
+  `import_summary` attribute.
 
 Samples are labelled from the packaged OpenCell annotations by ENSG id (`dataset.labels`); targets
 outside the rule are kept as unlabelled (-1). The store holds uint16 pixels.
@@ -29,9 +31,6 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
-from skimage.filters import gaussian, threshold_otsu
-from skimage.measure import label as label_components
-from skimage.measure import regionprops
 
 from xferlab.data.importers.common import (
     DataImportError,
@@ -49,6 +48,7 @@ from xferlab.data.importers.common import (
     to_uint16,
     unknown_target_message,
 )
+from xferlab.data.importers.nuclei import check_options, segment_nuclei
 from xferlab.data.store import StoreWriter
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,6 @@ MODES = ("fov", "crops")
 PROJ_SUFFIX = "_proj.tif"
 FILE_PATTERN = re.compile(r"^OC-FOV_(?P<gene>.+)_(?P<ensg>ENSG\d+)_(?P<cid>[^_]+)_(?P<fid>[^_]+)_proj\.tif$")
 FOLDER_PATTERN = re.compile(r"^(?P<gene>.+)_(?P<ensg>ENSG\d+)$")
-SEGMENTATION_DEFAULTS = {"sigma": 2.0, "min_area": 200}
 LAYOUT_HINT = "<root>/<GENE>_<ENSG>/OC-FOV_<GENE>_<ENSG>_<CID>_<FID>_proj.tif"
 
 
@@ -139,28 +138,18 @@ def read_fov(path: Path) -> np.ndarray:
     return image
 
 
-def nucleus_centres(hoechst: np.ndarray, sigma: float, min_area: int) -> list[tuple[int, int]]:
-    """Centroids (row, col), in raster order, of the nuclei segmented on a Hoechst image."""
-    smoothed = gaussian(hoechst.astype(np.float64), sigma=sigma, preserve_range=True)
-    if smoothed.max() == smoothed.min():
-        return []
-    mask = smoothed > threshold_otsu(smoothed)
-    regions = regionprops(label_components(mask))
-    return [
-        (int(round(r.centroid[0])), int(round(r.centroid[1]))) for r in regions if r.area >= min_area
-    ]
-
-
-def crop_centres(hoechst: np.ndarray, crop_size: int, max_crops: int, sigma: float,
-                 min_area: int) -> list[tuple[int, int]]:
-    """Centres of the crop windows to cut: nuclei whose `crop_size` window lies inside the image."""
-    height, width = hoechst.shape
+def windows_inside(centres: list[tuple[int, int]], shape: tuple[int, int], crop_size: int) -> list[tuple[int, int]]:
+    """The centres whose `crop_size` window lies fully inside an image of `shape`."""
+    height, width = shape
     half = crop_size // 2
-    inside = [
-        (y, x) for y, x in nucleus_centres(hoechst, sigma, min_area)
-        if y - half >= 0 and x - half >= 0 and y - half + crop_size <= height and x - half + crop_size <= width
-    ]
-    return inside[:max_crops]
+    return [(y, x) for y, x in centres
+            if y - half >= 0 and x - half >= 0 and y - half + crop_size <= height and x - half + crop_size <= width]
+
+
+def crop_centres(hoechst: np.ndarray, crop_size: int, max_crops: int,
+                 segmentation: dict[str, Any] | None = None) -> list[tuple[int, int]]:
+    """Centres of the crop windows to cut: single nuclei whose `crop_size` window lies inside the image."""
+    return windows_inside(segment_nuclei(hoechst, segmentation).centres, hoechst.shape, crop_size)[:max_crops]
 
 
 def cut(image: np.ndarray, centre: tuple[int, int], crop_size: int) -> np.ndarray:
@@ -186,24 +175,13 @@ class OpenCellRawSource(ImportedSource):
         super().__init__(name)
         if mode not in MODES:
             raise ValueError(f"dataset.mode={mode!r}; choose one of {MODES}")
-        seg = dict(plain(segmentation) or {})
-        unknown = sorted(set(seg) - set(SEGMENTATION_DEFAULTS))
-        if unknown:
-            raise ValueError(
-                f"dataset.segmentation has unknown key(s) {unknown}; known: {sorted(SEGMENTATION_DEFAULTS)}"
-            )
-        seg = {**SEGMENTATION_DEFAULTS, **seg}
-        if float(seg["sigma"]) < 0:
-            raise ValueError(f"dataset.segmentation.sigma={seg['sigma']}: expected >= 0")
+        seg = check_options(plain(segmentation))
         self.root = root
         self.mode = mode
         self.size = positive_int(size, "dataset.size")
         self.crop_size = positive_int(crop_size, "dataset.crop_size")
         self.max_crops_per_fov = positive_int(max_crops_per_fov, "dataset.max_crops_per_fov")
-        self.segmentation = {
-            "sigma": float(seg["sigma"]),
-            "min_area": positive_int(seg["min_area"], "dataset.segmentation.min_area"),
-        }
+        self.segmentation = seg
         self.labels = label_options(labels)
         self.allow_unknown_targets = bool(allow_unknown_targets)
 
@@ -212,7 +190,7 @@ class OpenCellRawSource(ImportedSource):
         fovs = find_fovs(root)
         spec = {
             "importer": "opencell_raw",
-            "importer_version": 1,
+            "importer_version": 2,  # 2: watershed-split single nuclei
             "root": str(root),
             "inputs": file_inventory((f.path for f in fovs), root),
             "mode": self.mode,
@@ -233,22 +211,29 @@ class OpenCellRawSource(ImportedSource):
             if fov.ensg_id not in known:
                 raise DataImportError(unknown_target_message(str(fov.path.parent), fov.ensg_id))
 
-    def plan_crops(self, fovs: list[Fov]) -> list[tuple[Fov, list[tuple[int, int]]]]:
-        """Read and segment every FOV (before any store exists): the crop centres of each."""
-        plan = []
+    def plan_crops(self, fovs: list[Fov]) -> tuple[list[tuple[Fov, list[tuple[int, int]]]], dict[str, str]]:
+        """Read and segment every FOV (before any store exists): the crop centres of each, and the
+        FOVs that yield none (file name -> why), each named in a warning."""
+        plan, empty = [], {}
         for fov in fovs:
             hoechst = read_fov(fov.path)[0]
-            centres = crop_centres(hoechst, self.crop_size, self.max_crops_per_fov,
-                                   self.segmentation["sigma"], self.segmentation["min_area"])
-            log.debug("%s: %d crops", fov.path.name, len(centres))
+            nuclei = segment_nuclei(hoechst, self.segmentation)
+            inside = windows_inside(nuclei.centres, hoechst.shape, self.crop_size)
+            centres = inside[: self.max_crops_per_fov]
+            if not centres:
+                empty[fov.path.name] = nuclei.reason or (
+                    f"none of its {len(nuclei.centres)} nuclei has a {self.crop_size} px window inside the FOV")
+                log.warning("%s: no crop (%s); the FOV is left out", fov.path, empty[fov.path.name])
+            log.debug("%s: %d nuclei kept, %d with a window inside, %d crops", fov.path.name, len(nuclei.centres),
+                      len(inside), len(centres))
             plan.append((fov, centres))
-        if not any(centres for _, centres in plan):
+        if len(empty) == len(fovs):
             raise DataImportError(
-                f"{fovs[0].path.parent.parent}: no nucleus crops found in {len(fovs)} FOV(s). Check that "
-                "channel 0 is the Hoechst stain, lower dataset.segmentation.min_area or dataset.crop_size, "
-                "or use dataset.mode=fov."
+                f"{fovs[0].path.parent.parent}: no nucleus crops found in {len(fovs)} FOV(s) (first: "
+                f"{next(iter(empty.items()))}). Check that channel 0 is the Hoechst stain, adjust "
+                "dataset.segmentation (min_area, min_contrast) or dataset.crop_size, or use dataset.mode=fov."
             )
-        return plan
+        return plan, empty
 
     def sample_row(self, fov: Fov, y: int, x: int) -> dict[str, Any]:
         """The sample-table row of the image centred at (y, x) of `fov`."""
@@ -278,12 +263,14 @@ class OpenCellRawSource(ImportedSource):
         fovs = inputs
         self.check_targets(fovs)
         plan: list[tuple[Fov, list[tuple[int, int]] | None]]
+        empty: dict[str, str] = {}
         if self.mode == "crops":
-            plan = list(self.plan_crops(fovs))
+            plan, empty = self.plan_crops(fovs)
             n = sum(len(centres) for _, centres in plan)
         else:
             plan = [(fov, None) for fov in fovs]
             n = len(fovs)
+        summary = {"fovs": len(fovs), "samples": n, "fovs_without_crops": len(empty), "why_without_crops": empty}
         target_labels = annotation_labels(self.labels)
         rows: list[dict[str, Any]] = []
         with StoreWriter(
@@ -293,7 +280,7 @@ class OpenCellRawSource(ImportedSource):
             image_size=(self.size, self.size),
             dtype="uint16",
             classes=target_labels.classes,
-            attrs={"source": spec, "label_rule": self.labels["rule"]},
+            attrs={"source": spec, "label_rule": self.labels["rule"], "import_summary": summary},
         ) as writer:
             append_in_blocks(writer, self.images(plan, rows), np.uint16)
             samples = pd.DataFrame(rows)
@@ -302,4 +289,5 @@ class OpenCellRawSource(ImportedSource):
             writer.write_samples(samples)
             if self.labels["rule"] == "multilabel":
                 writer.write_label_sets(sets)
-        log.info("%s: %d samples from %d FOVs, %d labelled", self.name, n, len(fovs), int((labels >= 0).sum()))
+        log.info("%s: %d samples from %d FOVs (%d FOV(s) without a crop%s), %d labelled", self.name, n, len(fovs),
+                 len(empty), f": {sorted(empty)}" if empty else "", int((labels >= 0).sum()))
