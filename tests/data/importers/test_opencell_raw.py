@@ -197,3 +197,33 @@ def test_hydra_config_builds_and_reuses_the_store(tmp_path, monkeypatch):
     assert second.path == first.path and second.fingerprint == first.fingerprint
     with pytest.raises(FileNotFoundError, match="set dataset.root="):
         instantiate(compose_config(["dataset=opencell_raw", "paths.output_dir=/tmp/x"]).dataset).open(tmp_path)
+
+
+def test_real_fields_give_crops_on_single_nuclei_and_an_empty_field_is_named_and_counted(tmp_path, caplog):
+    """The four real OpenCell Hoechst fields (paired with a protein channel) and one field without
+    nuclei: every real field gives at least 20 crops when the cap allows, each on a nucleus; the
+    empty one gives none, is named in a warning and counted in the store's import summary."""
+    from tests.real_data import hoechst_fields, with_protein
+    from xferlab.data.importers.nuclei import segment_nuclei
+
+    fields = hoechst_fields()
+    names = sorted(fields)
+    root = tmp_path / "raw"
+    genes = ["LAMP2", "LAMP2", "CYP51A1", "CYP51A1"]
+    for fid, (name, gene) in enumerate(zip(names, genes), start=1):
+        path = fov_path(root, gene, GENES[gene][0], fid)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(path, with_protein(fields, name))
+    background = fields[names[0]][segment_nuclei(fields[names[0]]).labels == 0]
+    blank = np.random.default_rng(0).choice(background, size=(2, *fields[names[0]].shape)).astype(np.uint16)
+    empty = write_one(root, blank, gene="CDC27")
+    with caplog.at_level("WARNING"):
+        store = source(root, crop_size=200, size=32, max_crops_per_fov=1000).open(tmp_path / "data")
+    assert any(empty.name in r.getMessage() and "no crop" in r.getMessage() for r in caplog.records)
+    summary = store.attrs["import_summary"]
+    assert summary["fovs"] == len(names) + 1 and summary["fovs_without_crops"] == 1
+    assert list(summary["why_without_crops"]) == [empty.name] and summary["samples"] == len(store)
+    per_fov = store.samples.groupby("fov_id").size()
+    assert len(per_fov) == len(names) and (per_fov >= 20).all(), per_fov.to_dict()
+    centre = store.read(0, len(store))[:, 0, 16, 16]  # the Hoechst value at each crop's centre
+    assert (centre > np.median(background)).all()
