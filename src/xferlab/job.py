@@ -31,6 +31,7 @@ from xferlab.backbones.weights import state_dict_sha256
 from xferlab.runtime.building import build
 from xferlab.runtime.checkpointing import AtomicCheckpointIO
 from xferlab.runtime.integrity import verification
+from xferlab.data.leakage import check_pretraining_overlap
 from xferlab.data.splits import TEST, TRAIN, VAL, grouped_split
 from xferlab.data.store import ImageStore, StoreError
 from xferlab.embeddings.extractor import extract_embeddings
@@ -197,6 +198,8 @@ def load_inputs(cfg: DictConfig) -> JobInputs:
                             enable_checkpointing=False, **kwargs)
 
     split = subsample_training(make_split(cfg, store), store, float(cfg.get("label_fraction", 1.0)), cfg.split_seed)
+    check_pretraining_overlap(backbone.name, backbone.pretraining, store, split,
+                              allow=bool(cfg.get("allow_seen_test_targets", False)))
     multilabel = store.label_sets is not None
     labels = store.label_sets.astype(np.int64) if multilabel else store.labels
     check_class_coverage(split, labels, store.classes, str(store.path))

@@ -60,6 +60,7 @@ class Backbone(nn.Module):
         self.model_kwargs = dict(model_kwargs or {})
         self.weights_source = weights_source
         self.file_sha256 = file_sha256  # of the weights file, when the weights came from one
+        self.pretraining: dict[str, Any] = {}  # what xferlab's pretraining recorded in the checkpoint (e.g. `seen`)
         self.weights_sha256 = state_dict_sha256(model)
         self.requires_grad_(False)
         self.eval()
@@ -171,6 +172,8 @@ def build_backbone(
         model, name=name, arch=arch, in_channels=in_channels, features=features,
         preprocess=preprocess, model_kwargs=model_kwargs, weights_source=source, file_sha256=file_digest,
     )
+    if init == "weights":
+        backbone.pretraining = dict(loaded.meta.get("xferlab") or {})
     log.info("backbone %s (%s): weights %s, weights sha256 %s%s", name, arch, source, backbone.weights_sha256[:16],
              f", file sha256 {file_digest[:16]}" if file_digest else "")
     return backbone

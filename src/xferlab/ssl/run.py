@@ -32,7 +32,7 @@ from xferlab.runtime.io import atomic_write_json, atomic_write_text, temp_siblin
 from xferlab.runtime.loggers import build_loggers
 from xferlab.runtime.provenance import config_digest, git_revision, semantic_config
 from xferlab.ssl.augment import MultiCrop
-from xferlab.ssl.data import EpochShuffle, MultiCropDataset, load_rows, pretraining_rows
+from xferlab.ssl.data import EpochShuffle, MultiCropDataset, load_rows, pretraining_rows, targets_seen
 from xferlab.ssl.module import DINOModule
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,8 @@ def _run_pretraining(cfg: DictConfig, out: Path) -> dict[str, Any]:
     if len(bcfg.in_channels) != len(store.channel_names):
         raise ValueError(f"backbone.in_channels {list(bcfg.in_channels)} does not match the store's channels "
                          f"{store.channel_names}: pretraining feeds the store's channels as they are")
-    train_rows, val_rows = pretraining_rows(store, cfg.split.val, cfg.split.test, cfg.split_seed)
+    use_unlabelled = bool(cfg.get("unlabelled", False))
+    train_rows, val_rows = pretraining_rows(store, cfg.split.val, cfg.split.test, cfg.split_seed, use_unlabelled)
     if cfg.max_images is not None:
         train_rows = np.sort(np.random.default_rng(cfg.seed).permutation(train_rows)[: int(cfg.max_images)])
     # the backbone's own preprocessing (as at extraction), so pretraining and evaluation see the same intensities
@@ -155,7 +156,9 @@ def _run_pretraining(cfg: DictConfig, out: Path) -> dict[str, Any]:
     meta = {"name": cfg.name, "dataset": cfg.dataset.name, "data_fingerprint": store.fingerprint,
             "config_digest": config_digest(cfg), "git_revision": git_revision(), "xferlab_version": __version__,
             "arch": bcfg.arch, "model_kwargs": {k: v for k, v in model_kwargs.items() if k != "dynamic_img_size"},
-            "in_channels": list(bcfg.in_channels), "n_images": int(len(images))}
+            "in_channels": list(bcfg.in_channels), "n_images": int(len(images)),
+            "split_seed": int(cfg.split_seed), "unlabelled": use_unlabelled,
+            "seen": targets_seen(store, train_rows)}  # every target pretraining saw (checked at evaluation)
     args = {"arch": bcfg.arch, "out_dim": s.out_dim, "epochs": s.epochs, "batch_size_per_gpu": s.batch_size,
             "global_crops_size": s.global_size, "local_crops_number": s.n_local, "seed": cfg.seed}
     loggers, wandb_run = build_loggers(cfg.logger, run_dir=out, group=cfg.experiment_name, name=f"pretrain-{cfg.name}",
