@@ -25,7 +25,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from xferlab.backbones.preprocess import Preprocessor
+from xferlab.backbones.preprocess import Preprocessor, with_checkpoint_scale
 from xferlab.backbones.registry import Backbone
 from xferlab.backbones.weights import state_dict_sha256
 from xferlab.runtime.building import build
@@ -190,7 +190,8 @@ def load_inputs(cfg: DictConfig) -> JobInputs:
     store = open_dataset(cfg)
     backbone: Backbone = build(cfg.backbone)
     adapter = build(cfg.channels, dataset_channels=store.channel_names, model_channels=backbone.in_channels)
-    preprocessor = Preprocessor.for_store(OmegaConf.to_container(cfg.backbone.preprocess), store)
+    preprocess = with_checkpoint_scale(OmegaConf.to_container(cfg.backbone.preprocess), backbone.pretraining)
+    preprocessor = Preprocessor.for_store(preprocess, store)
     make_trainer = instantiate(cfg.trainer)
 
     def make_extract_trainer(**kwargs) -> L.Trainer:
@@ -211,6 +212,8 @@ def load_inputs(cfg: DictConfig) -> JobInputs:
             store, backbone, adapter, preprocessor, cfg.paths.cache_dir, make_extract_trainer,
             **OmegaConf.to_container(cfg.extract),
         )
+    extract_info = {**extract_info, "preprocess_scale": preprocessor.scale, "intensity": preprocessor.intensity,
+                    "input_pixel_size_um": preprocessor.input_pixel_size_um(store.image_size[1])}
     return JobInputs(store=store, backbone=backbone, adapter=adapter, features=features, labels=labels, split=split,
                      multilabel=multilabel, finetune=finetune, extract_info=extract_info, make_trainer=make_trainer)
 

@@ -180,3 +180,72 @@ def test_on_real_opencell_crops_the_stretch_spreads_a_vits_embeddings():
         return 1.0 - float(cos.mean())
 
     assert spread("percentile") > 10 * spread("dtype")
+
+
+class FakeStore:
+    """What `Preprocessor.for_store` reads of a store."""
+
+    def __init__(self, pixel_size_um, size=32, dtype=np.uint16):
+        self.pixel_size_um, self.path = pixel_size_um, "fake.zarr"
+        self.images = np.zeros((1, 2, size, size), dtype=dtype)
+        self.channel_mean, self.channel_std = np.zeros(2), np.ones(2)
+        self.channel_names = ["nucleus", "protein"]
+
+
+def test_scale_match_resamples_to_the_pretraining_pixel_size_then_crops_or_pads():
+    from xferlab.backbones.preprocess import fit
+
+    x = torch.rand(2, 2, 32, 32) * 1000
+    # 0.4 um per store pixel, pretrained at 0.2: twice as many pixels (64), centre 48 kept
+    crop = Preprocessor.for_store({"input_size": 48, "normalize": "zscore", "scale": "match",
+                                   "pretrained_pixel_size_um": 0.2}, FakeStore(0.4))
+    up = torch.nn.functional.interpolate(x, size=(64, 64), mode="bilinear", antialias=True, align_corners=False)
+    expected = fit(Preprocessor(None, "zscore").intensities(up), 48)
+    torch.testing.assert_close(crop(x, identity), expected)
+    torch.testing.assert_close(expected, Preprocessor(None, "zscore").intensities(up)[:, :, 8:56, 8:56])
+    # pretrained at 0.8: half as many pixels (16), padded to 48 with zeros around the image
+    pad = Preprocessor.for_store({"input_size": 48, "normalize": "zscore", "scale": "match",
+                                  "pretrained_pixel_size_um": 0.8}, FakeStore(0.4))(x, identity)
+    assert pad.shape == (2, 2, 48, 48) and pad[:, :, :16].eq(0).all() and pad[:, :, :, 32:].eq(0).all()
+    assert pad[:, :, 16:32, 16:32].std() > 0.5
+    # the cache identity says so; resize keeps the keys it had before scales existed
+    described = Preprocessor.for_store({"input_size": 48, "normalize": "zscore", "scale": "match",
+                                        "pretrained_pixel_size_um": 0.2}, FakeStore(0.4)).describe()
+    assert described["scale"] == "match" and described["pixel_size_um"] == 0.4
+    assert Preprocessor.for_store({"input_size": 48, "normalize": "zscore"}, FakeStore(0.4)).describe() == \
+        {"input_size": 48, "normalize": "zscore"}
+
+
+@pytest.mark.parametrize("store_px,config,missing", [
+    (None, {"pretrained_pixel_size_um": 0.2}, "dataset.pixel_size_um"),
+    (0.4, {}, "pretrained_pixel_size_um"),
+])
+def test_scale_match_without_a_pixel_size_is_refused_naming_it(store_px, config, missing):
+    with pytest.raises(ValueError, match=missing):
+        Preprocessor.for_store({"input_size": 48, "normalize": "zscore", "scale": "match", **config},
+                               FakeStore(store_px))
+
+
+def test_far_from_pretraining_pixel_or_input_size_is_warned(caplog):
+    from xferlab.backbones.preprocess import FAR, scale_warnings
+
+    # 128 px of 0.2 um resized to 64: 0.4 um per input pixel
+    assert scale_warnings(64, 128, 0.2, "resize", 0.4, 64) == []
+    far = scale_warnings(64, 128, 0.2, "resize", 0.4 / (FAR * 1.1), 64 * FAR * 1.1)
+    assert len(far) == 2 and "scale=match" in far[0] and "input size 64" in far[1]
+    assert scale_warnings(64, 128, None, "resize", 0.4, None) == []  # unknown pixel size: nothing to compare
+    with caplog.at_level("WARNING"):
+        Preprocessor.for_store({"input_size": 224, "normalize": "zscore", "pretrained_input_size": 64,
+                                "pretrained_pixel_size_um": 0.4}, FakeStore(0.2, size=32))
+    assert sum("fake.zarr" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_checkpoint_scale_fills_what_the_config_leaves_open():
+    from xferlab.backbones.preprocess import with_checkpoint_scale
+
+    meta = {"input_pixel_size_um": 0.5, "input_size": 48}
+    assert with_checkpoint_scale({"pretrained_pixel_size_um": None}, meta) == \
+        {"pretrained_pixel_size_um": 0.5, "pretrained_input_size": 48}
+    assert with_checkpoint_scale({"pretrained_pixel_size_um": 0.3, "pretrained_input_size": 64}, meta) == \
+        {"pretrained_pixel_size_um": 0.3, "pretrained_input_size": 64}
+    assert with_checkpoint_scale({"input_size": 8}, {}) == {"input_size": 8}

@@ -7,13 +7,18 @@ on cannot drift apart.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+import logging
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+log = logging.getLogger(__name__)
+
 NORMALIZATIONS = ("zscore", "dataset", "backbone")
+SCALES = ("resize", "match")  # resize: every image to input_size; match: the pretraining's micrometres per pixel
+FAR = 1.5  # a pixel or input size this many times off the pretraining's is warned about
 INTENSITIES = ("percentile", "minmax", "dtype")  # normalize=backbone: how pixels reach [0, 1]
 DEFAULT_PERCENTILES = (1.0, 99.8)
 EPS = 1e-6
@@ -50,6 +55,52 @@ def percentiles_of(x: torch.Tensor, q: Sequence[float]) -> list[torch.Tensor]:
     return out
 
 
+def fit(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Centre crop or zero-pad `(B, C, H, W)` to `size` x `size` (0: the mean after z-scoring, black
+    after the [0, 1] intensity step)."""
+    out = []
+    for dim in (2, 3):
+        n = x.shape[dim]
+        if n > size:
+            x = x.narrow(dim, (n - size) // 2, size)
+        out.append(max(size - n, 0))
+    (ph, pw) = out
+    if ph or pw:
+        x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
+    return x
+
+
+def with_checkpoint_scale(config: Mapping[str, Any], pretraining: Mapping[str, Any] | None) -> dict[str, Any]:
+    """`backbone.preprocess` with the pretraining's pixel size and input size filled in from what
+    xferlab's pretraining recorded in the checkpoint, where the config leaves them null."""
+    out = dict(config)
+    recorded = {"pretrained_pixel_size_um": (pretraining or {}).get("input_pixel_size_um"),
+                "pretrained_input_size": (pretraining or {}).get("input_size")}
+    for key, value in recorded.items():
+        if out.get(key) is None and value is not None:
+            out[key] = value
+    return out
+
+
+def scale_warnings(input_size: int | None, image_size: int, pixel_size_um: float | None, scale: str,
+                   pretrained_pixel_size_um: float | None, pretrained_input_size: int | None) -> list[str]:
+    """What is far (more than FAR times) from the backbone's pretraining: the micrometres one input
+    pixel covers, and the input size."""
+    notes = []
+    if scale == "resize" and None not in (input_size, pixel_size_um, pretrained_pixel_size_um):
+        seen = pixel_size_um * image_size / input_size
+        ratio = seen / pretrained_pixel_size_um
+        if not 1 / FAR <= ratio <= FAR:
+            notes.append(f"one input pixel covers {seen:.3g} um ({image_size} px of {pixel_size_um:.3g} um resized to "
+                         f"{input_size}), {ratio:.2g}x the {pretrained_pixel_size_um:.3g} um of its pretraining; "
+                         "backbone.preprocess.scale=match resamples to the pretraining's pixel size")
+    if None not in (input_size, pretrained_input_size):
+        ratio = input_size / pretrained_input_size
+        if not 1 / FAR <= ratio <= FAR:
+            notes.append(f"input size {input_size} px is {ratio:.2g}x the {pretrained_input_size} px of its pretraining")
+    return notes
+
+
 def stretch(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
     """`lo` -> 0 and `hi` -> 1, clipped to [0, 1]; a channel with `hi <= lo` (constant) becomes 0."""
     span = hi - lo
@@ -60,6 +111,11 @@ def stretch(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor
 
 class Preprocessor:
     """Raw store images `(B, C, H, W)` (any dtype) -> backbone input `(B, K, S, S)` float32.
+
+    Geometry (`scale`): `resize` brings every image to `input_size` (whatever its pixel size);
+    `match` resamples it so that one input pixel covers the micrometres it covered in the
+    backbone's pretraining (`pretrained_pixel_size_um`; the store's `pixel_size_um`), then crops
+    its centre or pads it (with 0, after the intensity step) to `input_size`.
 
     Intensities (`normalize`), per dataset channel before channel mapping:
     - `zscore`: each image and channel to zero mean, unit variance (a constant channel becomes 0);
@@ -85,6 +141,9 @@ class Preprocessor:
         dtype_max: float | None = None,
         intensity: str | None = None,
         percentiles: Sequence[float] | None = None,
+        scale: str = "resize",
+        pixel_size_um: float | None = None,
+        pretrained_pixel_size_um: float | None = None,
     ):
         if normalize not in NORMALIZATIONS:
             raise ValueError(f"backbone.preprocess.normalize={normalize!r}; choose one of {NORMALIZATIONS}")
@@ -109,6 +168,19 @@ class Preprocessor:
             elif percentiles is not None:
                 raise ValueError(f"backbone.preprocess.percentiles={list(percentiles)} is set but intensity="
                                  f"{intensity}; percentiles apply to intensity=percentile only")
+        if scale not in SCALES:
+            raise ValueError(f"backbone.preprocess.scale={scale!r}; choose one of {SCALES}")
+        if scale == "match":
+            missing = [k for k, v in (("backbone.preprocess.input_size", input_size),
+                                      ("backbone.preprocess.pretrained_pixel_size_um", pretrained_pixel_size_um),
+                                      ("the store's pixel_size_um (dataset.pixel_size_um)", pixel_size_um)) if v is None]
+            if missing:
+                raise ValueError(f"backbone.preprocess.scale=match needs {', '.join(missing)}: it resamples images so "
+                                 "that one input pixel covers the micrometres it covered in pretraining. Set them, or "
+                                 "use scale=resize (every image resized to input_size).")
+        self.scale = scale
+        self.pixel_size_um = None if pixel_size_um is None else float(pixel_size_um)
+        self.pretrained_pixel_size_um = None if pretrained_pixel_size_um is None else float(pretrained_pixel_size_um)
         self.input_size = None if input_size is None else int(input_size)
         self.normalize = normalize
         self.intensity = intensity
@@ -133,9 +205,15 @@ class Preprocessor:
             dtype_max=dtype_max,
             intensity=config.get("intensity"),
             percentiles=config.get("percentiles"),
+            scale=config.get("scale") or "resize",
+            pixel_size_um=getattr(store, "pixel_size_um", None),
+            pretrained_pixel_size_um=config.get("pretrained_pixel_size_um"),
         )
         if pre.intensity == "dtype" and dtype.kind == "f":
             check_unit_range(store)
+        for note in scale_warnings(pre.input_size, int(store.images.shape[-1]), pre.pixel_size_um, pre.scale,
+                                   pre.pretrained_pixel_size_um, config.get("pretrained_input_size")):
+            log.warning("%s: %s", store.path, note)
         return pre
 
     def __call__(self, images: torch.Tensor, adapter: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
@@ -147,6 +225,12 @@ class Preprocessor:
         """The backbone inputs for a batch: resize and normalise, then map channels into one or
         more views (see `ChannelAdapter.views`), then the backbone's own normalisation."""
         x = images.float()
+        if self.scale == "match":
+            factor = self.pixel_size_um / self.pretrained_pixel_size_um
+            size = tuple(max(1, int(round(n * factor))) for n in x.shape[-2:])
+            if size != tuple(x.shape[-2:]):
+                x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+            return self.slot_normalise(make_views(fit(self.intensities(x), self.input_size)))
         if self.input_size is not None and x.shape[-2:] != (self.input_size, self.input_size):
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
                               antialias=True, align_corners=False)
@@ -201,4 +285,15 @@ class Preprocessor:
                 out["percentiles"] = self.percentiles
         if self.normalize == "dataset":
             out.update(dataset_mean=self.dataset_mean, dataset_std=self.dataset_std)
+        if self.scale == "match":
+            out.update(scale="match", pixel_size_um=self.pixel_size_um,
+                       pretrained_pixel_size_um=self.pretrained_pixel_size_um)
         return out
+
+    def input_pixel_size_um(self, image_size: int) -> float | None:
+        """Micrometres one backbone input pixel covers (None when the store's pixel size is unknown)."""
+        if self.scale == "match":
+            return self.pretrained_pixel_size_um
+        if self.pixel_size_um is None:
+            return None
+        return self.pixel_size_um * image_size / (self.input_size or image_size)

@@ -158,7 +158,11 @@ def _run_pretraining(cfg: DictConfig, out: Path) -> dict[str, Any]:
             "arch": bcfg.arch, "model_kwargs": {k: v for k, v in model_kwargs.items() if k != "dynamic_img_size"},
             "in_channels": list(bcfg.in_channels), "n_images": int(len(images)),
             "split_seed": int(cfg.split_seed), "unlabelled": use_unlabelled,
-            "seen": targets_seen(store, train_rows)}  # every target pretraining saw (checked at evaluation)
+            "seen": targets_seen(store, train_rows),  # every target pretraining saw (checked at evaluation)
+            # the scale it was pretrained at: evaluation warns when far from it, and scale=match resamples to it
+            "pixel_size_um": store.pixel_size_um, "input_size": int(s.global_size),
+            "input_pixel_size_um": (None if store.pixel_size_um is None
+                                    else store.pixel_size_um * store.image_size[1] / int(s.global_size))}
     args = {"arch": bcfg.arch, "out_dim": s.out_dim, "epochs": s.epochs, "batch_size_per_gpu": s.batch_size,
             "global_crops_size": s.global_size, "local_crops_number": s.n_local, "seed": cfg.seed}
     loggers, wandb_run = build_loggers(cfg.logger, run_dir=out, group=cfg.experiment_name, name=f"pretrain-{cfg.name}",

@@ -227,3 +227,14 @@ def test_real_fields_give_crops_on_single_nuclei_and_an_empty_field_is_named_and
     assert len(per_fov) == len(names) and (per_fov >= 20).all(), per_fov.to_dict()
     centre = store.read(0, len(store))[:, 0, 16, 16]  # the Hoechst value at each crop's centre
     assert (centre > np.median(background)).all()
+
+
+def test_the_store_records_micrometres_per_stored_pixel(tmp_path):
+    root = write_tree(tmp_path / "raw", fovs_per_gene=1)
+    crops = source(root, pixel_size_um=0.25).open(tmp_path / "data")
+    assert crops.pixel_size_um == pytest.approx(0.25 * 64 / 32)  # 64 px windows stored at 32 px
+    fov = source(root, mode="fov", size=64, pixel_size_um=0.25).open(tmp_path / "data")
+    assert fov.pixel_size_um == pytest.approx(0.25 * FOV / 64)
+    assert source(root, mode="fov", size=64).open(tmp_path / "data").pixel_size_um is None
+    with pytest.raises(ValueError, match="dataset.pixel_size_um"):
+        source(root, pixel_size_um=0)

@@ -171,6 +171,7 @@ class OpenCellRawSource(ImportedSource):
         segmentation: Mapping[str, Any] | None = None,
         labels: Mapping[str, Any] | None = None,
         allow_unknown_targets: bool = False,
+        pixel_size_um: float | None = None,
     ):
         super().__init__(name)
         if mode not in MODES:
@@ -184,6 +185,9 @@ class OpenCellRawSource(ImportedSource):
         self.segmentation = seg
         self.labels = label_options(labels)
         self.allow_unknown_targets = bool(allow_unknown_targets)
+        if pixel_size_um is not None and not float(pixel_size_um) > 0:
+            raise ValueError(f"dataset.pixel_size_um={pixel_size_um!r}: expected micrometres per FOV pixel (> 0) or null")
+        self.pixel_size_um = None if pixel_size_um is None else float(pixel_size_um)
 
     def scan(self) -> tuple[dict[str, Any], list[Fov]]:
         root = require_path(self.root, "dataset.root", self.name, f"an OpenCell image folder ({LAYOUT_HINT})")
@@ -201,7 +205,16 @@ class OpenCellRawSource(ImportedSource):
         if self.mode == "crops":
             spec.update(crop_size=self.crop_size, max_crops_per_fov=self.max_crops_per_fov,
                         segmentation=self.segmentation)
+        if self.pixel_size_um is not None:
+            spec["pixel_size_um"] = self.pixel_size_um
         return spec, fovs
+
+    def stored_pixel_size(self, fov_size: int) -> float | None:
+        """Micrometres per stored pixel: the FOV's pixel size times the window-to-`size` factor."""
+        if self.pixel_size_um is None:
+            return None
+        window = self.crop_size if self.mode == "crops" else fov_size
+        return self.pixel_size_um * window / self.size
 
     def check_targets(self, fovs: list[Fov]) -> None:
         if self.allow_unknown_targets:
@@ -252,6 +265,12 @@ class OpenCellRawSource(ImportedSource):
                         f"{fov.path}: FOV of {image.shape[1]}x{image.shape[2]} px is not square; "
                         "mode=fov resizes whole FOVs to size x size. Use dataset.mode=crops."
                     )
+                if getattr(self, "_fov_size", 0) and image.shape[1] != self._fov_size:
+                    raise DataImportError(
+                        f"{fov.path}: FOV of {image.shape[1]} px, but the first FOV has {self._fov_size} px; with "
+                        "dataset.pixel_size_um set, mode=fov needs FOVs of one size (one pixel size per store). "
+                        "Import them with dataset.mode=crops, or separately."
+                    )
                 rows.append(self.sample_row(fov, image.shape[1] // 2, image.shape[2] // 2))
                 yield to_uint16(resize_image(image, self.size))
                 continue
@@ -271,6 +290,8 @@ class OpenCellRawSource(ImportedSource):
             plan = [(fov, None) for fov in fovs]
             n = len(fovs)
         summary = {"fovs": len(fovs), "samples": n, "fovs_without_crops": len(empty), "why_without_crops": empty}
+        fov_size = read_fov(fovs[0].path).shape[1] if self.mode == "fov" and self.pixel_size_um is not None else 0
+        self._fov_size = fov_size
         target_labels = annotation_labels(self.labels)
         rows: list[dict[str, Any]] = []
         with StoreWriter(
@@ -280,7 +301,8 @@ class OpenCellRawSource(ImportedSource):
             image_size=(self.size, self.size),
             dtype="uint16",
             classes=target_labels.classes,
-            attrs={"source": spec, "label_rule": self.labels["rule"], "import_summary": summary},
+            attrs={"source": spec, "label_rule": self.labels["rule"], "import_summary": summary,
+                   "pixel_size_um": self.stored_pixel_size(fov_size)},
         ) as writer:
             append_in_blocks(writer, self.images(plan, rows), np.uint16)
             samples = pd.DataFrame(rows)
