@@ -15,7 +15,14 @@ from omegaconf import DictConfig, OmegaConf
 from xferlab.backbones.locations import resolve_weights
 from xferlab.backbones.weights import WeightsError
 
-CONF = Path(__file__).parent / "conf"
+CONF = Path(__file__).resolve().parents[1] / "conf"  # xferlab/conf (this module lives in xferlab/runtime)
+
+
+def backbone_node(option: str) -> DictConfig:
+    """A backbone option's config with the options it extends (its `defaults`) merged in."""
+    node = OmegaConf.load(CONF / "backbone" / f"{option}.yaml")
+    parents = [d for d in node.pop("defaults", []) if isinstance(d, str) and d != "_self_"]
+    return OmegaConf.merge(*(backbone_node(p) for p in parents), node) if parents else node
 
 
 def missing_files(cfg: DictConfig) -> list[str]:
@@ -23,7 +30,7 @@ def missing_files(cfg: DictConfig) -> list[str]:
     params = OmegaConf.select(cfg, "hydra.sweeper.params", default={}) or {}
     backbones = str(params.get("backbone", cfg.backbone.name)).split(",")
     for option in backbones:
-        node = OmegaConf.load(CONF / "backbone" / f"{option.strip()}.yaml")
+        node = backbone_node(option.strip())
         if node.get("init") == "weights":
             try:
                 resolve_weights(node.get("weights"), option.strip())

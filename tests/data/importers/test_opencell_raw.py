@@ -238,3 +238,34 @@ def test_the_store_records_micrometres_per_stored_pixel(tmp_path):
     assert source(root, mode="fov", size=64).open(tmp_path / "data").pixel_size_um is None
     with pytest.raises(ValueError, match="dataset.pixel_size_um"):
         source(root, pixel_size_um=0)
+
+
+def test_single_cell_crops_keep_their_own_cell_and_blank_the_others(tmp_path):
+    """On a real field: each crop keeps its own nucleus untouched, and every pixel of another
+    nucleus becomes one background value per channel (below the nuclei's intensities)."""
+    from tests.real_data import hoechst_fields, with_protein
+    from xferlab.data.importers.nuclei import segment_nuclei
+
+    fields = hoechst_fields()
+    name = sorted(fields)[1]
+    image = with_protein(fields, name)
+    path = fov_path(tmp_path / "raw", "LAMP2", GENES["LAMP2"][0], 1)
+    path.parent.mkdir(parents=True)
+    tifffile.imwrite(path, image)
+    options = {"crop_size": 200, "size": 200, "max_crops_per_fov": 6}
+    masked = source(tmp_path / "raw", single_cell={"enabled": True, "growth": 1.0}, **options).open(tmp_path / "d")
+    plain = source(tmp_path / "raw", **options).open(tmp_path / "d")
+    assert masked.path != plain.path and len(masked) == len(plain) == 6
+    labels = segment_nuclei(image[0]).labels
+    for row, (y, x) in enumerate(zip(masked.samples["crop_y"], masked.samples["crop_x"])):
+        window = labels[y - 100 : y + 100, x - 100 : x + 100]
+        own, other = window == labels[y, x], (window > 0) & (window != labels[y, x])
+        crop, original = masked.read(row, row + 1)[0], plain.read(row, row + 1)[0]
+        assert other.any() and np.array_equal(crop[:, own], original[:, own])
+        for c in range(2):
+            assert len(np.unique(crop[c][other])) == 1
+        assert crop[0][other][0] < np.median(original[0][own])
+    with pytest.raises(ValueError, match="dataset.single_cell"):
+        source(tmp_path / "raw", mode="fov", single_cell={"enabled": True})
+    with pytest.raises(ValueError, match="dataset.single_cell.growth"):
+        source(tmp_path / "raw", single_cell={"enabled": True, "growth": -1})

@@ -25,7 +25,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.feature import peak_local_max
 from skimage.filters import gaussian, threshold_otsu
-from skimage.segmentation import watershed
+from skimage.segmentation import expand_labels, watershed
 
 SEGMENTATION_DEFAULTS: dict[str, Any] = {
     "sigma": 2.0,             # Gaussian smoothing (px) before thresholding
@@ -152,3 +152,23 @@ def segment_nuclei(hoechst: np.ndarray, options: Mapping[str, Any] | None = None
     found.sort()
     reason = None if found else f"no nucleus within {opts['area_range']} x the median nucleus area ({median:.0f} px)"
     return Nuclei(labels, [c for c, _ in found], areas, median, contrast, reason, [i for _, i in found])
+
+
+def cell_territories(nuclei: Nuclei, growth: float) -> np.ndarray:
+    """Each nucleus grown by `growth` times the field's median nucleus radius, stopping where it
+    meets a neighbour's growth: an approximation of each cell from its nucleus (the Hoechst channel
+    shows no cell boundary). 0 outside every cell."""
+    radius = float(np.sqrt(nuclei.median_area / np.pi)) if nuclei.median_area > 0 else 0.0
+    return expand_labels(nuclei.labels, distance=growth * radius)
+
+
+def mask_other_cells(image: np.ndarray, territories: np.ndarray, ident: int) -> np.ndarray:
+    """`(C, H, W)` image with every pixel outside cell `ident` set to each channel's background
+    (the median outside all cells; the 1st percentile where cells cover the whole field)."""
+    outside = territories == 0
+    out = image.copy()
+    other = territories != ident
+    for c, plane in enumerate(image):
+        background = np.median(plane[outside]) if outside.any() else np.percentile(plane, 1)
+        out[c][other] = background
+    return out

@@ -15,7 +15,9 @@ Modes:
   a single nucleus's size kept); `crop_size` px windows centred on nuclei whose window lies fully
   inside the FOV, the first `max_crops_per_fov` in raster order of the nuclei, each resized to
   `size`. A FOV that yields no crop is named in a warning and listed in the store's
-  `import_summary` attribute.
+  `import_summary` attribute. With `single_cell.enabled`, every pixel outside the crop's own cell
+  (its nucleus grown by `single_cell.growth` nucleus radii, split with its neighbours) is set to
+  the field's background: single-cell crops for single-cell evaluation.
 
 Samples are labelled from the packaged OpenCell annotations by ENSG id (`dataset.labels`); targets
 outside the rule are kept as unlabelled (-1). The store holds uint16 pixels.
@@ -48,7 +50,7 @@ from xferlab.data.importers.common import (
     to_uint16,
     unknown_target_message,
 )
-from xferlab.data.importers.nuclei import check_options, segment_nuclei
+from xferlab.data.importers.nuclei import cell_territories, check_options, mask_other_cells, segment_nuclei
 from xferlab.data.store import StoreWriter
 
 log = logging.getLogger(__name__)
@@ -152,6 +154,21 @@ def crop_centres(hoechst: np.ndarray, crop_size: int, max_crops: int,
     return windows_inside(segment_nuclei(hoechst, segmentation).centres, hoechst.shape, crop_size)[:max_crops]
 
 
+def single_cell_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """`dataset.single_cell`: whether crops keep only their own cell, and how far (in nucleus
+    radii) a nucleus is grown into its cell."""
+    given = dict(options or {})
+    unknown = sorted(set(given) - {"enabled", "growth"})
+    if unknown:
+        raise ValueError(f"dataset.single_cell has unknown key(s) {unknown}; known: ['enabled', 'growth']")
+    enabled, growth = given.get("enabled", False), given.get("growth", 1.0)
+    if not isinstance(enabled, bool):
+        raise ValueError(f"dataset.single_cell.enabled={enabled!r}: expected true or false")
+    if isinstance(growth, bool) or not isinstance(growth, (int, float)) or growth < 0:
+        raise ValueError(f"dataset.single_cell.growth={growth!r}: expected a number of nucleus radii >= 0")
+    return {"enabled": enabled, "growth": float(growth)}
+
+
 def cut(image: np.ndarray, centre: tuple[int, int], crop_size: int) -> np.ndarray:
     top, left = centre[0] - crop_size // 2, centre[1] - crop_size // 2
     return image[:, top : top + crop_size, left : left + crop_size]
@@ -172,6 +189,7 @@ class OpenCellRawSource(ImportedSource):
         labels: Mapping[str, Any] | None = None,
         allow_unknown_targets: bool = False,
         pixel_size_um: float | None = None,
+        single_cell: Mapping[str, Any] | None = None,
     ):
         super().__init__(name)
         if mode not in MODES:
@@ -188,6 +206,10 @@ class OpenCellRawSource(ImportedSource):
         if pixel_size_um is not None and not float(pixel_size_um) > 0:
             raise ValueError(f"dataset.pixel_size_um={pixel_size_um!r}: expected micrometres per FOV pixel (> 0) or null")
         self.pixel_size_um = None if pixel_size_um is None else float(pixel_size_um)
+        self.single_cell = single_cell_options(plain(single_cell))
+        if self.single_cell["enabled"] and mode != "crops":
+            raise ValueError("dataset.single_cell.enabled=true masks the other cells of nucleus crops; it needs "
+                             "dataset.mode=crops")
 
     def scan(self) -> tuple[dict[str, Any], list[Fov]]:
         root = require_path(self.root, "dataset.root", self.name, f"an OpenCell image folder ({LAYOUT_HINT})")
@@ -207,6 +229,8 @@ class OpenCellRawSource(ImportedSource):
                         segmentation=self.segmentation)
         if self.pixel_size_um is not None:
             spec["pixel_size_um"] = self.pixel_size_um
+        if self.single_cell["enabled"]:
+            spec["single_cell"] = self.single_cell
         return spec, fovs
 
     def stored_pixel_size(self, fov_size: int) -> float | None:
@@ -274,9 +298,17 @@ class OpenCellRawSource(ImportedSource):
                 rows.append(self.sample_row(fov, image.shape[1] // 2, image.shape[2] // 2))
                 yield to_uint16(resize_image(image, self.size))
                 continue
+            territories = None
+            if self.single_cell["enabled"] and centres:
+                territories = cell_territories(segment_nuclei(image[0], self.segmentation), self.single_cell["growth"])
             for centre in centres:
                 rows.append(self.sample_row(fov, *centre))
-                yield to_uint16(resize_image(cut(image, centre, self.crop_size), self.size))
+                if territories is not None:  # the crop's own cell only (its centre lies in its nucleus)
+                    window = cut(territories[None], centre, self.crop_size)[0]
+                    crop = mask_other_cells(cut(image, centre, self.crop_size), window, int(territories[centre]))
+                else:
+                    crop = cut(image, centre, self.crop_size)
+                yield to_uint16(resize_image(crop, self.size))
 
     def build(self, path: Path, spec: dict[str, Any], inputs: list[Fov]) -> None:
         fovs = inputs
