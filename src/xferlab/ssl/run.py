@@ -127,8 +127,10 @@ def _run_pretraining(cfg: DictConfig, out: Path) -> dict[str, Any]:
     # the backbone's own preprocessing (as at extraction), so pretraining and evaluation see the same intensities
     prepare = Preprocessor.for_store(OmegaConf.to_container(bcfg.preprocess, resolve=True), store).pretraining_inputs
     images = prepare(load_rows(store, train_rows))
+    labelled = store.labels.max(initial=-1) >= 0
     log.info("pretraining on %d images of %s (%s)", len(images), store.path,
-             "training split only" if len(val_rows) else "unlabelled store: all images")
+             "unlabelled store: all images" if not labelled else
+             "training split and unlabelled targets" if use_unlabelled else "training split only")
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     s = cfg.ssl
     transform = MultiCrop(s.global_size, s.local_size, s.n_local, s.global_scale, s.local_scale)
