@@ -238,6 +238,12 @@ def test_the_store_records_micrometres_per_stored_pixel(tmp_path):
     assert source(root, mode="fov", size=64).open(tmp_path / "data").pixel_size_um is None
     with pytest.raises(ValueError, match="dataset.pixel_size_um"):
         source(root, pixel_size_um=0)
+    # whole FOVs of two sizes would have two pixel sizes in one store
+    small = fov_path(root, "LAMP2", GENES["LAMP2"][0], 9)
+    tifffile.imwrite(small, fov_image()[:, :128, :128])
+    with pytest.raises(StoreError, match="first FOV has 256 px") as err:
+        source(root, mode="fov", size=64, pixel_size_um=0.25).open(tmp_path / "data2")
+    assert str(small) in str(err.value)
 
 
 def test_single_cell_crops_keep_their_own_cell_and_blank_the_others(tmp_path):

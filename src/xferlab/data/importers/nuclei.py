@@ -163,8 +163,9 @@ def cell_territories(nuclei: Nuclei, growth: float) -> np.ndarray:
 
 
 def mask_other_cells(image: np.ndarray, territories: np.ndarray, ident: int) -> np.ndarray:
-    """`(C, H, W)` image with every pixel outside cell `ident` set to each channel's background
-    (the median outside all cells; the 1st percentile where cells cover the whole field)."""
+    """`(C, H, W)` image (a crop, with `territories` cut the same way) with every pixel outside
+    cell `ident` set to each channel's background: its median outside all cells, or its 1st
+    percentile where cells cover the whole image."""
     outside = territories == 0
     out = image.copy()
     other = territories != ident

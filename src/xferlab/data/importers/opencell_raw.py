@@ -278,9 +278,10 @@ class OpenCellRawSource(ImportedSource):
         return {"sample_id": f"{fov.ensg_id}_{fov.fov_id}{suffix}", "target": fov.gene,
                 "ensg_id": fov.ensg_id, "fov_id": fov.fov_id, "crop_y": y, "crop_x": x}
 
-    def images(self, plan: list[tuple[Fov, list[tuple[int, int]] | None]],
-               rows: list[dict[str, Any]]) -> Iterator[np.ndarray]:
-        """The store's images in order (uint16, `size` x `size`), appending each one's row to `rows`."""
+    def images(self, plan: list[tuple[Fov, list[tuple[int, int]] | None]], rows: list[dict[str, Any]],
+               fov_size: int = 0) -> Iterator[np.ndarray]:
+        """The store's images in order (uint16, `size` x `size`), appending each one's row to `rows`.
+        `fov_size` (mode fov with a pixel size): the size every FOV must have."""
         for fov, centres in plan:
             image = read_fov(fov.path)
             if centres is None:
@@ -289,9 +290,9 @@ class OpenCellRawSource(ImportedSource):
                         f"{fov.path}: FOV of {image.shape[1]}x{image.shape[2]} px is not square; "
                         "mode=fov resizes whole FOVs to size x size. Use dataset.mode=crops."
                     )
-                if getattr(self, "_fov_size", 0) and image.shape[1] != self._fov_size:
+                if fov_size and image.shape[1] != fov_size:
                     raise DataImportError(
-                        f"{fov.path}: FOV of {image.shape[1]} px, but the first FOV has {self._fov_size} px; with "
+                        f"{fov.path}: FOV of {image.shape[1]} px, but the first FOV has {fov_size} px; with "
                         "dataset.pixel_size_um set, mode=fov needs FOVs of one size (one pixel size per store). "
                         "Import them with dataset.mode=crops, or separately."
                     )
@@ -323,7 +324,6 @@ class OpenCellRawSource(ImportedSource):
             n = len(fovs)
         summary = {"fovs": len(fovs), "samples": n, "fovs_without_crops": len(empty), "why_without_crops": empty}
         fov_size = read_fov(fovs[0].path).shape[1] if self.mode == "fov" and self.pixel_size_um is not None else 0
-        self._fov_size = fov_size
         target_labels = annotation_labels(self.labels)
         rows: list[dict[str, Any]] = []
         with StoreWriter(
@@ -336,7 +336,7 @@ class OpenCellRawSource(ImportedSource):
             attrs={"source": spec, "label_rule": self.labels["rule"], "import_summary": summary,
                    "pixel_size_um": self.stored_pixel_size(fov_size)},
         ) as writer:
-            append_in_blocks(writer, self.images(plan, rows), np.uint16)
+            append_in_blocks(writer, self.images(plan, rows, fov_size), np.uint16)
             samples = pd.DataFrame(rows)
             labels, sets = target_labels.for_targets(samples["ensg_id"].tolist())
             samples["label"] = labels
