@@ -254,8 +254,8 @@ def test_paper_experiment_stops_at_once_listing_missing_files(tmp_path):
     proc = run_cli(["-m", "experiment=paper"], cwd=tmp_path, env_extra={"XFERLAB_WEIGHTS": str(tmp_path / "w")})
     assert proc.returncode != 0
     err = proc.stderr + proc.stdout
-    for needed in ("dino_deitsmall16_pretrain.pth", "DINO_FOV_checkpoint.pth", "opencell_dino.pth",
-                   "dataset.root=None"):
+    for needed in ("dino_deitsmall16_pretrain.pth", "dino_vitbase8_pretrain.pth", "DINO_FOV_checkpoint.pth",
+                   "opencell_dino.pth", "dataset.root=None"):
         assert needed in err, needed
     assert not list(tmp_path.glob("outputs/sweeps/paper/*/*/metrics.json"))
 

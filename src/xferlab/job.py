@@ -24,8 +24,9 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from xferlab import metrics
-from xferlab.backbones.preprocess import Preprocessor
+from xferlab.backbones.preprocess import Preprocessor, with_checkpoint_scale
 from xferlab.backbones.registry import Backbone
+from xferlab.data.leakage import check_pretraining_overlap
 from xferlab.data.splits import check_class_coverage, check_label_fraction, store_split, subsample_training
 from xferlab.data.store import ImageStore
 from xferlab.embeddings.extractor import extract_embeddings
@@ -108,9 +109,12 @@ def load_inputs(cfg: DictConfig, head: Head) -> JobInputs:
                         source=cfg.split.source, val=cfg.split.val, test=cfg.split.test, seed=cfg.split_seed)
     split = subsample_training(split, store.samples["target"].to_numpy(), store.labels, float(cfg.label_fraction),
                                cfg.split_seed)
+    check_pretraining_overlap(backbone.name, backbone.pretraining, store, split,
+                              allow=bool(cfg.allow_seen_test_targets))
     check_class_coverage(split, labels, store.classes, str(store.path))
 
-    preprocessor = Preprocessor.for_store(OmegaConf.to_container(cfg.backbone.preprocess), store)
+    preprocess = with_checkpoint_scale(OmegaConf.to_container(cfg.backbone.preprocess), backbone.pretraining)
+    preprocessor = Preprocessor.for_store(preprocess, store)
     make_trainer = instantiate(cfg.trainer)
     if head.inputs == IMAGES:
         features, extract_info = preprocessed_images(store, split, preprocessor, adapter), {"cache_key": None}
@@ -120,6 +124,8 @@ def load_inputs(cfg: DictConfig, head: Head) -> JobInputs:
             lambda **kw: make_trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
                                       enable_checkpointing=False, **kw),
             **OmegaConf.to_container(cfg.extract))
+    extract_info = {**extract_info, "preprocess_scale": preprocessor.scale, "intensity": preprocessor.intensity,
+                    "input_pixel_size_um": preprocessor.input_pixel_size_um(store.image_size[1])}
     return JobInputs(store=store, backbone=backbone, adapter=adapter, features=features, labels=labels, split=split,
                      multilabel=multilabel, extract_info=extract_info, make_trainer=make_trainer)
 

@@ -1,3 +1,5 @@
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -59,3 +61,191 @@ def test_backbone_normalisation_refuses_float_pixels_outside_zero_one(tmp_path):
     unit = write_store(tmp_path / "unit.zarr", dtype="float32")
     unit.channel_mean, unit.channel_std = np.array([0.5, 0.2]), np.array([0.5, 0.1])
     assert Preprocessor.for_store(config, unit).dtype_max == 1.0
+
+
+IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
+
+def test_percentile_stretch_maps_each_image_and_channels_percentiles_to_zero_and_one():
+    rng = np.random.default_rng(0)
+    x = rng.gamma(2.0, 300.0, size=(3, 2, 20, 24)) * np.array([1.0, 40.0]).reshape(1, 2, 1, 1) + 250
+    pre = Preprocessor(None, "backbone", mean=[0, 0], std=[1, 1], dtype_max=65535.0, intensity="percentile",
+                       percentiles=[2, 98])
+    out = pre(torch.from_numpy(x.astype(np.float32)), identity).numpy()
+    lo, hi = np.percentile(x, [2, 98], axis=(2, 3), keepdims=True)
+    expected = np.clip((x - lo) / (hi - lo), 0, 1)
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    assert out.min() == 0 and out.max() == 1
+
+
+def test_minmax_and_dtype_intensities_and_constant_channels():
+    x = torch.tensor([[[[100.0, 300.0], [500.0, 900.0]], [[7.0, 7.0], [7.0, 7.0]]]])
+    minmax = Preprocessor(None, "backbone", mean=[0, 0], std=[1, 1], dtype_max=1000.0, intensity="minmax")(x, identity)
+    torch.testing.assert_close(minmax[0, 0], (x[0, 0] - 100) / 800)
+    assert minmax[0, 1].eq(0).all()  # a constant channel is 0, not NaN
+    dtype = Preprocessor(None, "backbone", mean=[0, 0], std=[1, 1], dtype_max=1000.0, intensity="dtype")(x, identity)
+    torch.testing.assert_close(dtype, x / 1000)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"normalize": "zscore", "intensity": "percentile"}, "apply only to normalize=backbone"),
+    ({"normalize": "backbone", "intensity": "quantile", **IMAGENET}, "choose one of"),
+    ({"normalize": "backbone", "intensity": "percentile", "percentiles": [99, 1], **IMAGENET}, "0 <= low < high"),
+    ({"normalize": "backbone", "intensity": "minmax", "percentiles": [1, 99], **IMAGENET}, "intensity=percentile only"),
+])
+def test_bad_intensity_settings_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Preprocessor(224, **kwargs)
+
+
+def test_intensity_is_part_of_the_cache_identity_and_older_keys_stay():
+    dtype = Preprocessor(224, "backbone", dtype_max=65535.0, **IMAGENET).describe()
+    assert "intensity" not in dtype and "percentiles" not in dtype  # as before intensities existed
+    stretched = Preprocessor(224, "backbone", dtype_max=65535.0, intensity="percentile", **IMAGENET).describe()
+    other = Preprocessor(224, "backbone", dtype_max=65535.0, intensity="percentile", percentiles=[0.5, 99.5],
+                         **IMAGENET).describe()
+    minmax = Preprocessor(224, "backbone", dtype_max=65535.0, intensity="minmax", **IMAGENET).describe()
+    assert len({str(d) for d in (dtype, stretched, other, minmax)}) == 4
+    assert Preprocessor(64, "zscore").describe() == {"input_size": 64, "normalize": "zscore"}
+
+
+@pytest.mark.parametrize("config", [{"normalize": "zscore"}, {"normalize": "backbone", "intensity": "percentile",
+                                                                "mean": [0.2, 0.3], "std": [0.5, 0.6]}])
+def test_pretraining_prepares_images_exactly_as_extraction_does(tmp_path, config):
+    """One implementation: DINO pretraining's inputs are the extraction inputs at the store's size."""
+    from tests.conftest import write_store
+
+    store = write_store(tmp_path / "s.zarr", size=16)
+    images = store.read(0, len(store))
+    pre = Preprocessor.for_store({"input_size": 16, **config}, store)
+    torch.testing.assert_close(pre.pretraining_inputs(images), pre(torch.from_numpy(images.astype(np.float32)), identity))
+
+
+@functools.lru_cache(maxsize=1)
+def real_crops(per_field: int = 8, size: int = 64) -> torch.Tensor:
+    """Nucleus-centred crops of the real OpenCell Hoechst fields, paired with a protein channel,
+    cut and stored as `opencell_raw` does (uint16 camera counts)."""
+    from tests.real_data import hoechst_fields, with_protein
+    from xferlab.data.importers.common import resize_image, to_uint16
+    from xferlab.data.importers.opencell_raw import crop_centres, cut
+
+    fields = hoechst_fields()
+    crops = [to_uint16(resize_image(cut(with_protein(fields, name), centre, 200), size))
+             for name in sorted(fields) for centre in crop_centres(fields[name], 200, per_field)]
+    return torch.from_numpy(np.stack(crops).astype(np.float32))
+
+
+def test_on_real_opencell_crops_the_imagenet_input_uses_its_dynamic_range():
+    """Camera counts divided by 65,535 leave the [0, 1] input range nearly unused (and the ImageNet
+    arm sees near-black images); the percentile stretch fills it, image by image."""
+    from xferlab.backbones.channels import NaturalMapping
+
+    x = real_crops()
+    adapter = NaturalMapping("natural", ["nucleus", "protein"], ["red", "green", "blue"],
+                             {"protein": "green", "nucleus": "blue"})
+    dtype = Preprocessor(None, "backbone", dtype_max=65535.0, intensity="dtype", **IMAGENET)
+    stretch = Preprocessor(None, "backbone", dtype_max=65535.0, intensity="percentile", **IMAGENET)
+    raw_span = (x.amax(dim=(2, 3)) - x.amin(dim=(2, 3))) / 65535.0
+    unit_dtype, unit_stretch = dtype.intensities(x), stretch.intensities(x)
+    torch.testing.assert_close(unit_dtype.amax(dim=(2, 3)) - unit_dtype.amin(dim=(2, 3)), raw_span)
+    assert (raw_span < 0.5).all()  # real camera counts: most of the range unused
+    assert (unit_stretch.amin(dim=(2, 3)) == 0).all() and (unit_stretch.amax(dim=(2, 3)) == 1).all()
+    # the images differ from one another in what the backbone sees: per-image spread far above dtype scaling's
+    ratio = unit_stretch.std(dim=(2, 3)) / unit_dtype.std(dim=(2, 3))
+    assert (ratio > 1 / raw_span.amax()).all()
+    # after the ImageNet statistics, dtype scaling puts every pixel near the normalised black level
+    black = -torch.tensor(IMAGENET["mean"]) / torch.tensor(IMAGENET["std"])
+    near_black = dtype(x, adapter)[:, 2] - black[2]
+    assert near_black.abs().mean() < stretch(x, adapter)[:, 2].sub(black[2]).abs().mean() / 2
+
+
+def test_on_real_opencell_crops_the_stretch_spreads_a_vits_embeddings():
+    """A ViT with random weights (the real ones cannot be downloaded here): images scaled by the
+    dtype's range all look alike to it (mean pairwise cosine similarity near 1); stretched, they do not."""
+    import timm
+
+    from xferlab.backbones.channels import NaturalMapping
+
+    x = real_crops()
+    adapter = NaturalMapping("natural", ["nucleus", "protein"], ["red", "green", "blue"],
+                             {"protein": "green", "nucleus": "blue"})
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=64, depth=4).eval()
+
+    def spread(intensity: str) -> float:
+        pre = Preprocessor(64, "backbone", dtype_max=65535.0, intensity=intensity, **IMAGENET)
+        with torch.no_grad():
+            e = torch.nn.functional.normalize(model.forward_features(pre(x, adapter))[:, 0], dim=1)
+        cos = (e @ e.T)[~torch.eye(len(e), dtype=torch.bool)]
+        return 1.0 - float(cos.mean())
+
+    assert spread("percentile") > 10 * spread("dtype")
+
+
+class FakeStore:
+    """What `Preprocessor.for_store` reads of a store."""
+
+    def __init__(self, pixel_size_um, size=32, dtype=np.uint16):
+        self.pixel_size_um, self.path = pixel_size_um, "fake.zarr"
+        self.images = np.zeros((1, 2, size, size), dtype=dtype)
+        self.channel_mean, self.channel_std = np.zeros(2), np.ones(2)
+        self.channel_names = ["nucleus", "protein"]
+
+
+def test_scale_match_resamples_to_the_pretraining_pixel_size_then_crops_or_pads():
+    from xferlab.backbones.preprocess import fit
+
+    x = torch.rand(2, 2, 32, 32) * 1000
+    # 0.4 um per store pixel, pretrained at 0.2: twice as many pixels (64), centre 48 kept
+    crop = Preprocessor.for_store({"input_size": 48, "normalize": "zscore", "scale": "match",
+                                   "pretrained_pixel_size_um": 0.2}, FakeStore(0.4))
+    up = torch.nn.functional.interpolate(x, size=(64, 64), mode="bilinear", antialias=True, align_corners=False)
+    expected = fit(Preprocessor(None, "zscore").intensities(up), 48)
+    torch.testing.assert_close(crop(x, identity), expected)
+    torch.testing.assert_close(expected, Preprocessor(None, "zscore").intensities(up)[:, :, 8:56, 8:56])
+    # pretrained at 0.8: half as many pixels (16), padded to 48 with zeros around the image
+    pad = Preprocessor.for_store({"input_size": 48, "normalize": "zscore", "scale": "match",
+                                  "pretrained_pixel_size_um": 0.8}, FakeStore(0.4))(x, identity)
+    assert pad.shape == (2, 2, 48, 48) and pad[:, :, :16].eq(0).all() and pad[:, :, :, 32:].eq(0).all()
+    assert pad[:, :, 16:32, 16:32].std() > 0.5
+    # the cache identity says so; resize keeps the keys it had before scales existed
+    described = Preprocessor.for_store({"input_size": 48, "normalize": "zscore", "scale": "match",
+                                        "pretrained_pixel_size_um": 0.2}, FakeStore(0.4)).describe()
+    assert described["scale"] == "match" and described["pixel_size_um"] == 0.4
+    assert Preprocessor.for_store({"input_size": 48, "normalize": "zscore"}, FakeStore(0.4)).describe() == \
+        {"input_size": 48, "normalize": "zscore"}
+
+
+@pytest.mark.parametrize("store_px,config,missing", [
+    (None, {"pretrained_pixel_size_um": 0.2}, "dataset.pixel_size_um"),
+    (0.4, {}, "pretrained_pixel_size_um"),
+])
+def test_scale_match_without_a_pixel_size_is_refused_naming_it(store_px, config, missing):
+    with pytest.raises(ValueError, match=missing):
+        Preprocessor.for_store({"input_size": 48, "normalize": "zscore", "scale": "match", **config},
+                               FakeStore(store_px))
+
+
+def test_far_from_pretraining_pixel_or_input_size_is_warned(caplog):
+    from xferlab.backbones.preprocess import FAR, scale_warnings
+
+    # 128 px of 0.2 um resized to 64: 0.4 um per input pixel
+    assert scale_warnings(64, 128, 0.2, "resize", 0.4, 64) == []
+    far = scale_warnings(64, 128, 0.2, "resize", 0.4 / (FAR * 1.1), 64 * FAR * 1.1)
+    assert len(far) == 2 and "scale=match" in far[0] and "input size 64" in far[1]
+    assert scale_warnings(64, 128, None, "resize", 0.4, None) == []  # unknown pixel size: nothing to compare
+    with caplog.at_level("WARNING"):
+        Preprocessor.for_store({"input_size": 224, "normalize": "zscore", "pretrained_input_size": 64,
+                                "pretrained_pixel_size_um": 0.4}, FakeStore(0.2, size=32))
+    assert sum("fake.zarr" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_checkpoint_scale_fills_what_the_config_leaves_open():
+    from xferlab.backbones.preprocess import with_checkpoint_scale
+
+    meta = {"input_pixel_size_um": 0.5, "input_size": 48}
+    assert with_checkpoint_scale({"pretrained_pixel_size_um": None}, meta) == \
+        {"pretrained_pixel_size_um": 0.5, "pretrained_input_size": 48}
+    assert with_checkpoint_scale({"pretrained_pixel_size_um": 0.3, "pretrained_input_size": 64}, meta) == \
+        {"pretrained_pixel_size_um": 0.3, "pretrained_input_size": 64}
+    assert with_checkpoint_scale({"input_size": 8}, {}) == {"input_size": 8}

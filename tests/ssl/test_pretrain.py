@@ -168,3 +168,39 @@ def test_a_damaged_store_chunk_stops_pretraining_and_nothing_is_written(uninterr
 
     chunk.write_bytes(original)
     assert_same_result(run_pretraining(cfg), uninterrupted)
+
+
+def test_pretraining_records_the_targets_it_saw_and_evaluation_refuses_seen_test_targets(tmp_path):
+    """With `unlabelled=true` the unlabelled targets are pretrained on too; the checkpoint lists every
+    target seen. Evaluating on a split whose test targets were seen (another split_seed) is an error
+    naming them, before any embedding is extracted; the pretraining's own split passes."""
+    from xferlab.backbones.checkpoints import read_file
+    from xferlab.data.leakage import SeenTargetsError
+    from xferlab.data.splits import TRAIN, grouped_split
+    from xferlab.job import check_config, load_inputs
+
+    cfg = pretrain_cfg(tmp_path, "ssl.epochs=1", "name=seen", "unlabelled=true")
+    result = run_pretraining(cfg)
+    store = build(cfg.dataset).open(cfg.paths.data_dir)
+    split = grouped_split(store.samples["target"].to_numpy(), store.labels, seed=0)
+    used = (split == TRAIN) | (store.labels < 0)
+    assert (store.labels < 0).any() and result["n_images"] == int(used.sum())
+    seen = read_file(result["checkpoint"])["xferlab"]["seen"]
+    assert seen["targets"] == sorted(set(store.samples["target"].to_numpy()[used].astype(str)))
+    assert result["unlabelled"] is True and result["split_seed"] == 0
+
+    def inputs_of(cfg):
+        return load_inputs(cfg, check_config(cfg))
+
+    def evaluation(*overrides):
+        return compose_config(["dataset=synthcell_tiny", "dataset.workers=1", "experiment=smoke", "logger=csv",
+                               "backbone=opencell", f"backbone.weights={result['checkpoint']}",
+                               "backbone.preprocess.input_size=32", f"paths.output_root={tmp_path}",
+                               f"paths.output_dir={tmp_path / 'run'}", *overrides])
+
+    with pytest.raises(SeenTargetsError, match="test targets of this split"):
+        inputs_of(evaluation("split_seed=1"))
+    assert not (tmp_path / "cache").exists()  # refused before extracting anything
+    inputs = inputs_of(evaluation("split_seed=0"))
+    assert len(inputs.features) == len(store)
+    assert len(inputs_of(evaluation("split_seed=1", "allow_seen_test_targets=true")).features) == len(store)

@@ -5,7 +5,7 @@ sources in `WEIGHT_SOURCES` (random, a file, the hub), pooled by `backbone.featu
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import timm
@@ -46,6 +46,7 @@ class Backbone(nn.Module):
         self.model_kwargs = dict(model_kwargs or {})
         self.weights_source = weights_source
         self.file_sha256 = file_sha256  # of the weights file, when the weights came from one
+        self.pretraining: dict[str, Any] = {}  # what xferlab's pretraining recorded in the checkpoint (e.g. `seen`)
         self.weights_sha256 = state_dict_sha256(model)
         self.requires_grad_(False)
         self.eval()
@@ -97,6 +98,7 @@ class Loaded:
     model_kwargs: dict[str, Any]
     source: str  # where the weights came from, in words
     file_sha256: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)  # what the checkpoint says about itself (epoch, xferlab, ...)
 
 
 def random_weights(req: WeightsRequest) -> Loaded:
@@ -112,7 +114,9 @@ def file_weights(req: WeightsRequest) -> Loaded:
     """`init=weights`: the file `backbone.weights` names, in any format `backbones.checkpoints` reads."""
     path = resolve_weights(req.weights, req.name, req.download)
     loaded = load_backbone_state(path, checkpoint_key=req.checkpoint_key, trust=req.trust_checkpoint)
-    return model_from_state(req, loaded.state, f"{path} ({loaded.format})", loaded.file_sha256)
+    result = model_from_state(req, loaded.state, f"{path} ({loaded.format})", loaded.file_sha256)
+    result.meta = loaded.meta
+    return result
 
 
 def hub_weights(req: WeightsRequest) -> Loaded:
@@ -177,6 +181,7 @@ def build_backbone(
         loaded.model, name=name, arch=arch, in_channels=in_channels, features=features, preprocess=preprocess,
         model_kwargs=loaded.model_kwargs, weights_source=loaded.source, file_sha256=loaded.file_sha256,
     )
+    backbone.pretraining = dict(loaded.meta.get("xferlab") or {})
     log.info("backbone %s (%s): weights %s, weights sha256 %s%s", name, arch, loaded.source,
              backbone.weights_sha256[:16], f", file sha256 {loaded.file_sha256[:16]}" if loaded.file_sha256 else "")
     return backbone

@@ -6,7 +6,8 @@ Layout of `<name>.zarr/`:
   `label`, and whatever else the source records, e.g. `ensg_id`, `fov_id`);
 - `label_sets`: optional `(N, K)` multi-hot labels (multilabel rules);
 - attributes: format version, channel names, class names, source description, label rule,
-  per-channel intensity statistics, a content fingerprint (everything) and an images fingerprint
+  per-channel intensity statistics, optionally `pixel_size_um` (micrometres per stored pixel, when
+  the source knows it), a content fingerprint (everything) and an images fingerprint
   (pixels, channel names and sample ids: what embeddings depend on; labels are not part of it);
 - `MANIFEST.json`: size and sha256 of every file, recorded when the store is published (see
   `xferlab.runtime.integrity`); checked on every open (sizes; sha256 with `verify="full"`), and every
@@ -340,6 +341,12 @@ class ImageStore:
     @property
     def labels(self) -> np.ndarray:
         return self.samples["label"].to_numpy(dtype=np.int64)
+
+    @property
+    def pixel_size_um(self) -> float | None:
+        """Micrometres per stored pixel, or None when the source did not record it."""
+        value = self.attrs.get("pixel_size_um")
+        return None if value is None else float(value)
 
     @property
     def image_size(self) -> tuple[int, int]:

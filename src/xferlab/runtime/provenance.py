@@ -19,7 +19,9 @@ NON_SEMANTIC_KEYS = ("paths", "output_dir", "logger", "hydra", "force", "verify"
 # Keys added after results existed, with the value that reproduces those results. At that value a
 # key stays out of the config digest, and a run's config.yaml without it counts as holding it, so
 # runs from before and after the key existed still match (resume, report).
-ADDED_KEYS = {"metrics.average_over": "present"}
+ADDED_KEYS = {"metrics.average_over": "present", "allow_seen_test_targets": False, "unlabelled": False,
+              "backbone.preprocess.scale": "resize", "backbone.preprocess.pretrained_pixel_size_um": None,
+              "backbone.preprocess.pretrained_input_size": None}
 
 
 def digest(obj: Any, length: int = 16) -> str:

@@ -38,6 +38,8 @@ def provenance(cfg: DictConfig, names: dict[str, Any], store: ImageStore, backbo
         "git_revision": git_revision(),
         "data_fingerprint": store.fingerprint,
         "embedding_cache_key": extract_info["cache_key"],
+        # what the backbone saw: geometry (resize | match), intensity step, micrometres per input pixel
+        **{k: extract_info.get(k) for k in ("preprocess_scale", "intensity", "input_pixel_size_um")},
         "weights_sha256": backbone.weights_sha256,
         "xferlab_version": __version__,
     }

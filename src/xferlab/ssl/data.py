@@ -16,19 +16,25 @@ from xferlab.data.store import ImageStore
 from xferlab.ssl.augment import MultiCrop
 
 
-def zscore(images: np.ndarray) -> torch.Tensor:
-    x = torch.from_numpy(images.astype(np.float32))
-    mu = x.mean(dim=(-2, -1), keepdim=True)
-    sd = x.std(dim=(-2, -1), keepdim=True, unbiased=False)
-    return (x - mu) / (sd + 1e-6)
-
-
-def pretraining_rows(store: ImageStore, val: float, test: float, split_seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rows to pretrain on, and validation rows for the kNN monitor (empty for unlabelled stores)."""
+def pretraining_rows(store: ImageStore, val: float, test: float, split_seed: int,
+                     unlabelled: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Rows to pretrain on, and validation rows for the kNN monitor (empty for unlabelled stores).
+    With `unlabelled`, a labelled store's unlabelled samples (targets outside the label rule, in no
+    split of this store) are pretrained on too."""
     if store.labels.max(initial=-1) < 0:
         return np.arange(len(store)), np.array([], dtype=int)
     split = grouped_split(store.samples["target"].to_numpy(), store.labels, val=val, test=test, seed=split_seed)
-    return np.nonzero(split == TRAIN)[0], np.nonzero(split == VAL)[0]
+    use = (split == TRAIN) | ((store.labels < 0) if unlabelled else False)
+    return np.nonzero(use)[0], np.nonzero(split == VAL)[0]
+
+
+def targets_seen(store: ImageStore, rows: np.ndarray) -> dict[str, list[str]]:
+    """The targets (and ENSG ids, where the store has them) of `rows`: what pretraining saw,
+    recorded in its checkpoint so that evaluation can refuse test targets it saw."""
+    out = {"targets": sorted(set(store.samples["target"].to_numpy()[rows].astype(str).tolist()))}
+    if "ensg_id" in store.samples.columns:
+        out["ensg_ids"] = sorted(set(store.samples["ensg_id"].to_numpy()[rows].astype(str).tolist()))
+    return out
 
 
 def load_rows(store: ImageStore, rows: np.ndarray, block: int = 2048) -> np.ndarray:
@@ -43,7 +49,7 @@ def load_rows(store: ImageStore, rows: np.ndarray, block: int = 2048) -> np.ndar
 
 class MultiCropDataset(Dataset):
     def __init__(self, images: torch.Tensor, transform: MultiCrop, seed: int):
-        self.images = images  # z-scored (N, C, H, W)
+        self.images = images  # prepared by the backbone's Preprocessor (N, C, H, W)
         self.transform = transform
         self.seed = int(seed)
         self.epoch = 0

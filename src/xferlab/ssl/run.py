@@ -24,6 +24,7 @@ from lightning.pytorch.callbacks import Callback, Checkpoint
 from omegaconf import DictConfig, OmegaConf
 
 from xferlab import __version__
+from xferlab.backbones.preprocess import Preprocessor
 from xferlab.backbones.registry import create_model
 from xferlab.runtime.building import build
 from xferlab.runtime.checkpointing import AtomicCheckpointIO, resume_from
@@ -32,7 +33,7 @@ from xferlab.runtime.io import atomic_write_json, atomic_write_text, replace_dur
 from xferlab.runtime.loggers import build_loggers
 from xferlab.runtime.provenance import config_digest, git_revision, semantic_config
 from xferlab.ssl.augment import MultiCrop
-from xferlab.ssl.data import EpochShuffle, MultiCropDataset, load_rows, pretraining_rows, zscore
+from xferlab.ssl.data import EpochShuffle, MultiCropDataset, load_rows, pretraining_rows, targets_seen
 from xferlab.ssl.module import DINOModule
 
 log = logging.getLogger(__name__)
@@ -139,12 +140,17 @@ def _run_pretraining(cfg: DictConfig, out: Path) -> dict[str, Any]:
     if len(bcfg.in_channels) != len(store.channel_names):
         raise ValueError(f"backbone.in_channels {list(bcfg.in_channels)} does not match the store's channels "
                          f"{store.channel_names}: pretraining feeds the store's channels as they are")
-    train_rows, val_rows = pretraining_rows(store, cfg.split.val, cfg.split.test, cfg.split_seed)
+    use_unlabelled = bool(cfg.get("unlabelled", False))
+    train_rows, val_rows = pretraining_rows(store, cfg.split.val, cfg.split.test, cfg.split_seed, use_unlabelled)
     if cfg.max_images is not None:
         train_rows = np.sort(np.random.default_rng(cfg.seed).permutation(train_rows)[: int(cfg.max_images)])
-    images = zscore(load_rows(store, train_rows))
+    # the backbone's own preprocessing (as at extraction), so pretraining and evaluation see the same intensities
+    prepare = Preprocessor.for_store(OmegaConf.to_container(bcfg.preprocess, resolve=True), store).pretraining_inputs
+    images = prepare(load_rows(store, train_rows))
+    labelled = store.labels.max(initial=-1) >= 0
     log.info("pretraining on %d images of %s (%s)", len(images), store.path,
-             "training split only" if len(val_rows) else "unlabelled store: all images")
+             "unlabelled store: all images" if not labelled else
+             "training split and unlabelled targets" if use_unlabelled else "training split only")
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     s = cfg.ssl
     transform = MultiCrop(s.global_size, s.local_size, s.n_local, s.global_scale, s.local_scale)
@@ -158,8 +164,8 @@ def _run_pretraining(cfg: DictConfig, out: Path) -> dict[str, Any]:
         labels = store.labels
         keep = train_rows[np.random.default_rng(0).permutation(len(train_rows))[: s.knn_max_images]]
         keep.sort()
-        knn = {"train_images": zscore(load_rows(store, keep)), "train_labels": torch.from_numpy(labels[keep]),
-               "val_images": zscore(load_rows(store, val_rows)), "val_labels": torch.from_numpy(labels[val_rows])}
+        knn = {"train_images": prepare(load_rows(store, keep)), "train_labels": torch.from_numpy(labels[keep]),
+               "val_images": prepare(load_rows(store, val_rows)), "val_labels": torch.from_numpy(labels[val_rows])}
     model_kwargs = {**OmegaConf.to_container(bcfg.model_kwargs), "dynamic_img_size": True}
     backbone = create_model(bcfg.arch, len(bcfg.in_channels), model_kwargs, seed=bcfg.get("init_seed", 0))
     module = DINOModule(backbone, steps_per_epoch=len(loader), epochs=s.epochs, out_dim=s.out_dim,
@@ -172,7 +178,13 @@ def _run_pretraining(cfg: DictConfig, out: Path) -> dict[str, Any]:
     meta = {"name": cfg.name, "dataset": cfg.dataset.name, "data_fingerprint": store.fingerprint,
             "config_digest": config_digest(cfg), "git_revision": git_revision(), "xferlab_version": __version__,
             "arch": bcfg.arch, "model_kwargs": {k: v for k, v in model_kwargs.items() if k != "dynamic_img_size"},
-            "in_channels": list(bcfg.in_channels), "n_images": int(len(images))}
+            "in_channels": list(bcfg.in_channels), "n_images": int(len(images)),
+            "split_seed": int(cfg.split_seed), "unlabelled": use_unlabelled,
+            "seen": targets_seen(store, train_rows),  # every target pretraining saw (checked at evaluation)
+            # the scale it was pretrained at: evaluation warns when far from it, and scale=match resamples to it
+            "pixel_size_um": store.pixel_size_um, "input_size": int(s.global_size),
+            "input_pixel_size_um": (None if store.pixel_size_um is None
+                                    else store.pixel_size_um * store.image_size[1] / int(s.global_size))}
     args = {"arch": bcfg.arch, "out_dim": s.out_dim, "epochs": s.epochs, "batch_size_per_gpu": s.batch_size,
             "global_crops_size": s.global_size, "local_crops_number": s.n_local, "seed": cfg.seed}
     loggers, wandb_run = build_loggers(cfg.logger, run_dir=out, group=cfg.experiment_name, name=f"pretrain-{cfg.name}",

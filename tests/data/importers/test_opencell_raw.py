@@ -88,9 +88,9 @@ def test_crops_sit_on_nuclei_and_carry_labels(tmp_path):
 
 def test_max_crops_per_fov_and_centres():
     hoechst = fov_image()[0]
-    assert crop_centres(hoechst, 64, 10, 2.0, 200) == [(60, 60), (60, 190), (190, 128)]
-    assert crop_centres(hoechst, 64, 2, 2.0, 200) == [(60, 60), (60, 190)]
-    assert len(crop_centres(hoechst, 64, 10, 2.0, 1000)) == 0  # disks of ~615 px are below min_area
+    assert crop_centres(hoechst, 64, 10) == [(60, 60), (60, 190), (190, 128)]
+    assert crop_centres(hoechst, 64, 2) == [(60, 60), (60, 190)]
+    assert len(crop_centres(hoechst, 64, 10, {"min_area": 1000})) == 0  # disks of ~615 px are below min_area
 
 
 def test_fov_mode_keeps_one_sample_per_fov(tmp_path):
@@ -197,3 +197,81 @@ def test_hydra_config_builds_and_reuses_the_store(tmp_path, monkeypatch):
     assert second.path == first.path and second.fingerprint == first.fingerprint
     with pytest.raises(FileNotFoundError, match="set dataset.root="):
         instantiate(compose_config(["dataset=opencell_raw", "paths.output_dir=/tmp/x"]).dataset).open(tmp_path)
+
+
+def test_real_fields_give_crops_on_single_nuclei_and_an_empty_field_is_named_and_counted(tmp_path, caplog):
+    """The four real OpenCell Hoechst fields (paired with a protein channel) and one field without
+    nuclei: every real field gives at least 20 crops when the cap allows, each on a nucleus; the
+    empty one gives none, is named in a warning and counted in the store's import summary."""
+    from tests.real_data import hoechst_fields, with_protein
+    from xferlab.data.importers.nuclei import segment_nuclei
+
+    fields = hoechst_fields()
+    names = sorted(fields)
+    root = tmp_path / "raw"
+    genes = ["LAMP2", "LAMP2", "CYP51A1", "CYP51A1"]
+    for fid, (name, gene) in enumerate(zip(names, genes), start=1):
+        path = fov_path(root, gene, GENES[gene][0], fid)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(path, with_protein(fields, name))
+    background = fields[names[0]][segment_nuclei(fields[names[0]]).labels == 0]
+    blank = np.random.default_rng(0).choice(background, size=(2, *fields[names[0]].shape)).astype(np.uint16)
+    empty = write_one(root, blank, gene="CDC27")
+    with caplog.at_level("WARNING"):
+        store = source(root, crop_size=200, size=32, max_crops_per_fov=1000).open(tmp_path / "data")
+    assert any(empty.name in r.getMessage() and "no crop" in r.getMessage() for r in caplog.records)
+    summary = store.attrs["import_summary"]
+    assert summary["fovs"] == len(names) + 1 and summary["fovs_without_crops"] == 1
+    assert list(summary["why_without_crops"]) == [empty.name] and summary["samples"] == len(store)
+    per_fov = store.samples.groupby("fov_id").size()
+    assert len(per_fov) == len(names) and (per_fov >= 20).all(), per_fov.to_dict()
+    centre = store.read(0, len(store))[:, 0, 16, 16]  # the Hoechst value at each crop's centre
+    assert (centre > np.median(background)).all()
+
+
+def test_the_store_records_micrometres_per_stored_pixel(tmp_path):
+    root = write_tree(tmp_path / "raw", fovs_per_gene=1)
+    crops = source(root, pixel_size_um=0.25).open(tmp_path / "data")
+    assert crops.pixel_size_um == pytest.approx(0.25 * 64 / 32)  # 64 px windows stored at 32 px
+    fov = source(root, mode="fov", size=64, pixel_size_um=0.25).open(tmp_path / "data")
+    assert fov.pixel_size_um == pytest.approx(0.25 * FOV / 64)
+    assert source(root, mode="fov", size=64).open(tmp_path / "data").pixel_size_um is None
+    with pytest.raises(ValueError, match="dataset.pixel_size_um"):
+        source(root, pixel_size_um=0)
+    # whole FOVs of two sizes would have two pixel sizes in one store
+    small = fov_path(root, "LAMP2", GENES["LAMP2"][0], 9)
+    tifffile.imwrite(small, fov_image()[:, :128, :128])
+    with pytest.raises(StoreError, match="first FOV has 256 px") as err:
+        source(root, mode="fov", size=64, pixel_size_um=0.25).open(tmp_path / "data2")
+    assert str(small) in str(err.value)
+
+
+def test_single_cell_crops_keep_their_own_cell_and_blank_the_others(tmp_path):
+    """On a real field: each crop keeps its own nucleus untouched, and every pixel of another
+    nucleus becomes one background value per channel (below the nuclei's intensities)."""
+    from tests.real_data import hoechst_fields, with_protein
+    from xferlab.data.importers.nuclei import segment_nuclei
+
+    fields = hoechst_fields()
+    name = sorted(fields)[1]
+    image = with_protein(fields, name)
+    path = fov_path(tmp_path / "raw", "LAMP2", GENES["LAMP2"][0], 1)
+    path.parent.mkdir(parents=True)
+    tifffile.imwrite(path, image)
+    options = {"crop_size": 200, "size": 200, "max_crops_per_fov": 6}
+    masked = source(tmp_path / "raw", single_cell={"enabled": True, "growth": 1.0}, **options).open(tmp_path / "d")
+    plain = source(tmp_path / "raw", **options).open(tmp_path / "d")
+    assert masked.path != plain.path and len(masked) == len(plain) == 6
+    labels = segment_nuclei(image[0]).labels
+    for row, (y, x) in enumerate(zip(masked.samples["crop_y"], masked.samples["crop_x"])):
+        window = labels[y - 100 : y + 100, x - 100 : x + 100]
+        own, other = window == labels[y, x], (window > 0) & (window != labels[y, x])
+        crop, original = masked.read(row, row + 1)[0], plain.read(row, row + 1)[0]
+        assert other.any() and np.array_equal(crop[:, own], original[:, own])
+        for c in range(2):
+            assert len(np.unique(crop[c][other])) == 1
+        assert crop[0][other][0] < np.median(original[0][own])
+    with pytest.raises(ValueError, match="dataset.single_cell"):
+        source(tmp_path / "raw", mode="fov", single_cell={"enabled": True})
+    with pytest.raises(ValueError, match="dataset.single_cell.growth"):
+        source(tmp_path / "raw", single_cell={"enabled": True, "growth": -1})

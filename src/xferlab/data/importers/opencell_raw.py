@@ -10,10 +10,14 @@ protein (`protein`). `_stack.tif` files and anything else in the folders are ign
 
 Modes:
 - `fov`: each FOV resized to `size` x `size` (one sample per FOV; crop_y/crop_x = FOV centre).
-- `crops`: nuclei segmented on the Hoechst channel (Gaussian smoothing, Otsu threshold, connected
-  components of at least `segmentation.min_area` px, centroids); `crop_size` px windows centred on
-  nuclei whose window lies fully inside the FOV, the first `max_crops_per_fov` in raster order of
-  the nuclei, each resized to `size`.
+- `crops`: nuclei segmented on the Hoechst channel (`xferlab.data.importers.nuclei`: a threshold
+  that debris cannot move, touching nuclei split by a distance-transform watershed, only nuclei of
+  a single nucleus's size kept); `crop_size` px windows centred on nuclei whose window lies fully
+  inside the FOV, the first `max_crops_per_fov` in raster order of the nuclei, each resized to
+  `size`. A FOV that yields no crop is named in a warning and listed in the store's
+  `import_summary` attribute. With `single_cell.enabled`, every pixel outside the crop's own cell
+  (its nucleus grown by `single_cell.growth` nucleus radii, split with its neighbours) is set to
+  the field's background: single-cell crops for single-cell evaluation.
 
 Samples are labelled from the packaged OpenCell annotations by ENSG id (`dataset.labels`); targets
 outside the rule are kept as unlabelled (-1). The store holds uint16 pixels.
@@ -29,9 +33,6 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
-from skimage.filters import gaussian, threshold_otsu
-from skimage.measure import label as label_components
-from skimage.measure import regionprops
 
 from xferlab.data.importers.common import (
     DataImportError,
@@ -49,6 +50,7 @@ from xferlab.data.importers.common import (
     to_uint16,
     unknown_target_message,
 )
+from xferlab.data.importers.nuclei import cell_territories, check_options, mask_other_cells, segment_nuclei
 from xferlab.data.store import StoreWriter
 
 log = logging.getLogger(__name__)
@@ -58,7 +60,6 @@ MODES = ("fov", "crops")
 PROJ_SUFFIX = "_proj.tif"
 FILE_PATTERN = re.compile(r"^OC-FOV_(?P<gene>.+)_(?P<ensg>ENSG\d+)_(?P<cid>[^_]+)_(?P<fid>[^_]+)_proj\.tif$")
 FOLDER_PATTERN = re.compile(r"^(?P<gene>.+)_(?P<ensg>ENSG\d+)$")
-SEGMENTATION_DEFAULTS = {"sigma": 2.0, "min_area": 200}
 LAYOUT_HINT = "<root>/<GENE>_<ENSG>/OC-FOV_<GENE>_<ENSG>_<CID>_<FID>_proj.tif"
 
 
@@ -139,28 +140,33 @@ def read_fov(path: Path) -> np.ndarray:
     return image
 
 
-def nucleus_centres(hoechst: np.ndarray, sigma: float, min_area: int) -> list[tuple[int, int]]:
-    """Centroids (row, col), in raster order, of the nuclei segmented on a Hoechst image."""
-    smoothed = gaussian(hoechst.astype(np.float64), sigma=sigma, preserve_range=True)
-    if smoothed.max() == smoothed.min():
-        return []
-    mask = smoothed > threshold_otsu(smoothed)
-    regions = regionprops(label_components(mask))
-    return [
-        (int(round(r.centroid[0])), int(round(r.centroid[1]))) for r in regions if r.area >= min_area
-    ]
-
-
-def crop_centres(hoechst: np.ndarray, crop_size: int, max_crops: int, sigma: float,
-                 min_area: int) -> list[tuple[int, int]]:
-    """Centres of the crop windows to cut: nuclei whose `crop_size` window lies inside the image."""
-    height, width = hoechst.shape
+def windows_inside(centres: list[tuple[int, int]], shape: tuple[int, int], crop_size: int) -> list[tuple[int, int]]:
+    """The centres whose `crop_size` window lies fully inside an image of `shape`."""
+    height, width = shape
     half = crop_size // 2
-    inside = [
-        (y, x) for y, x in nucleus_centres(hoechst, sigma, min_area)
-        if y - half >= 0 and x - half >= 0 and y - half + crop_size <= height and x - half + crop_size <= width
-    ]
-    return inside[:max_crops]
+    return [(y, x) for y, x in centres
+            if y - half >= 0 and x - half >= 0 and y - half + crop_size <= height and x - half + crop_size <= width]
+
+
+def crop_centres(hoechst: np.ndarray, crop_size: int, max_crops: int,
+                 segmentation: dict[str, Any] | None = None) -> list[tuple[int, int]]:
+    """Centres of the crop windows to cut: single nuclei whose `crop_size` window lies inside the image."""
+    return windows_inside(segment_nuclei(hoechst, segmentation).centres, hoechst.shape, crop_size)[:max_crops]
+
+
+def single_cell_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """`dataset.single_cell`: whether crops keep only their own cell, and how far (in nucleus
+    radii) a nucleus is grown into its cell."""
+    given = dict(options or {})
+    unknown = sorted(set(given) - {"enabled", "growth"})
+    if unknown:
+        raise ValueError(f"dataset.single_cell has unknown key(s) {unknown}; known: ['enabled', 'growth']")
+    enabled, growth = given.get("enabled", False), given.get("growth", 1.0)
+    if not isinstance(enabled, bool):
+        raise ValueError(f"dataset.single_cell.enabled={enabled!r}: expected true or false")
+    if isinstance(growth, bool) or not isinstance(growth, (int, float)) or growth < 0:
+        raise ValueError(f"dataset.single_cell.growth={growth!r}: expected a number of nucleus radii >= 0")
+    return {"enabled": enabled, "growth": float(growth)}
 
 
 def cut(image: np.ndarray, centre: tuple[int, int], crop_size: int) -> np.ndarray:
@@ -182,37 +188,35 @@ class OpenCellRawSource(ImportedSource):
         segmentation: Mapping[str, Any] | None = None,
         labels: Mapping[str, Any] | None = None,
         allow_unknown_targets: bool = False,
+        pixel_size_um: float | None = None,
+        single_cell: Mapping[str, Any] | None = None,
     ):
         super().__init__(name)
         if mode not in MODES:
             raise ValueError(f"dataset.mode={mode!r}; choose one of {MODES}")
-        seg = dict(plain(segmentation) or {})
-        unknown = sorted(set(seg) - set(SEGMENTATION_DEFAULTS))
-        if unknown:
-            raise ValueError(
-                f"dataset.segmentation has unknown key(s) {unknown}; known: {sorted(SEGMENTATION_DEFAULTS)}"
-            )
-        seg = {**SEGMENTATION_DEFAULTS, **seg}
-        if float(seg["sigma"]) < 0:
-            raise ValueError(f"dataset.segmentation.sigma={seg['sigma']}: expected >= 0")
+        seg = check_options(plain(segmentation))
         self.root = root
         self.mode = mode
         self.size = positive_int(size, "dataset.size")
         self.crop_size = positive_int(crop_size, "dataset.crop_size")
         self.max_crops_per_fov = positive_int(max_crops_per_fov, "dataset.max_crops_per_fov")
-        self.segmentation = {
-            "sigma": float(seg["sigma"]),
-            "min_area": positive_int(seg["min_area"], "dataset.segmentation.min_area"),
-        }
+        self.segmentation = seg
         self.labels = label_options(labels)
         self.allow_unknown_targets = bool(allow_unknown_targets)
+        if pixel_size_um is not None and not float(pixel_size_um) > 0:
+            raise ValueError(f"dataset.pixel_size_um={pixel_size_um!r}: expected micrometres per FOV pixel (> 0) or null")
+        self.pixel_size_um = None if pixel_size_um is None else float(pixel_size_um)
+        self.single_cell = single_cell_options(plain(single_cell))
+        if self.single_cell["enabled"] and mode != "crops":
+            raise ValueError("dataset.single_cell.enabled=true masks the other cells of nucleus crops; it needs "
+                             "dataset.mode=crops")
 
     def scan(self) -> tuple[dict[str, Any], list[Fov]]:
         root = require_path(self.root, "dataset.root", self.name, f"an OpenCell image folder ({LAYOUT_HINT})")
         fovs = find_fovs(root)
         spec = {
             "importer": "opencell_raw",
-            "importer_version": 1,
+            "importer_version": 2,  # 2: watershed-split single nuclei
             "root": str(root),
             "inputs": file_inventory((f.path for f in fovs), root),
             "mode": self.mode,
@@ -223,7 +227,18 @@ class OpenCellRawSource(ImportedSource):
         if self.mode == "crops":
             spec.update(crop_size=self.crop_size, max_crops_per_fov=self.max_crops_per_fov,
                         segmentation=self.segmentation)
+        if self.pixel_size_um is not None:
+            spec["pixel_size_um"] = self.pixel_size_um
+        if self.single_cell["enabled"]:
+            spec["single_cell"] = self.single_cell
         return spec, fovs
+
+    def stored_pixel_size(self, fov_size: int) -> float | None:
+        """Micrometres per stored pixel: the FOV's pixel size times the window-to-`size` factor."""
+        if self.pixel_size_um is None:
+            return None
+        window = self.crop_size if self.mode == "crops" else fov_size
+        return self.pixel_size_um * window / self.size
 
     def check_targets(self, fovs: list[Fov]) -> None:
         if self.allow_unknown_targets:
@@ -233,22 +248,29 @@ class OpenCellRawSource(ImportedSource):
             if fov.ensg_id not in known:
                 raise DataImportError(unknown_target_message(str(fov.path.parent), fov.ensg_id))
 
-    def plan_crops(self, fovs: list[Fov]) -> list[tuple[Fov, list[tuple[int, int]]]]:
-        """Read and segment every FOV (before any store exists): the crop centres of each."""
-        plan = []
+    def plan_crops(self, fovs: list[Fov]) -> tuple[list[tuple[Fov, list[tuple[int, int]]]], dict[str, str]]:
+        """Read and segment every FOV (before any store exists): the crop centres of each, and the
+        FOVs that yield none (file name -> why), each named in a warning."""
+        plan, empty = [], {}
         for fov in fovs:
             hoechst = read_fov(fov.path)[0]
-            centres = crop_centres(hoechst, self.crop_size, self.max_crops_per_fov,
-                                   self.segmentation["sigma"], self.segmentation["min_area"])
-            log.debug("%s: %d crops", fov.path.name, len(centres))
+            nuclei = segment_nuclei(hoechst, self.segmentation)
+            inside = windows_inside(nuclei.centres, hoechst.shape, self.crop_size)
+            centres = inside[: self.max_crops_per_fov]
+            if not centres:
+                empty[fov.path.name] = nuclei.reason or (
+                    f"none of its {len(nuclei.centres)} nuclei has a {self.crop_size} px window inside the FOV")
+                log.warning("%s: no crop (%s); the FOV is left out", fov.path, empty[fov.path.name])
+            log.debug("%s: %d nuclei kept, %d with a window inside, %d crops", fov.path.name, len(nuclei.centres),
+                      len(inside), len(centres))
             plan.append((fov, centres))
-        if not any(centres for _, centres in plan):
+        if len(empty) == len(fovs):
             raise DataImportError(
-                f"{fovs[0].path.parent.parent}: no nucleus crops found in {len(fovs)} FOV(s). Check that "
-                "channel 0 is the Hoechst stain, lower dataset.segmentation.min_area or dataset.crop_size, "
-                "or use dataset.mode=fov."
+                f"{fovs[0].path.parent.parent}: no nucleus crops found in {len(fovs)} FOV(s) (first: "
+                f"{next(iter(empty.items()))}). Check that channel 0 is the Hoechst stain, adjust "
+                "dataset.segmentation (min_area, min_contrast) or dataset.crop_size, or use dataset.mode=fov."
             )
-        return plan
+        return plan, empty
 
     def sample_row(self, fov: Fov, y: int, x: int) -> dict[str, Any]:
         """The sample-table row of the image centred at (y, x) of `fov`."""
@@ -256,9 +278,10 @@ class OpenCellRawSource(ImportedSource):
         return {"sample_id": f"{fov.ensg_id}_{fov.fov_id}{suffix}", "target": fov.gene,
                 "ensg_id": fov.ensg_id, "fov_id": fov.fov_id, "crop_y": y, "crop_x": x}
 
-    def images(self, plan: list[tuple[Fov, list[tuple[int, int]] | None]],
-               rows: list[dict[str, Any]]) -> Iterator[np.ndarray]:
-        """The store's images in order (uint16, `size` x `size`), appending each one's row to `rows`."""
+    def images(self, plan: list[tuple[Fov, list[tuple[int, int]] | None]], rows: list[dict[str, Any]],
+               fov_size: int = 0) -> Iterator[np.ndarray]:
+        """The store's images in order (uint16, `size` x `size`), appending each one's row to `rows`.
+        `fov_size` (mode fov with a pixel size): the size every FOV must have."""
         for fov, centres in plan:
             image = read_fov(fov.path)
             if centres is None:
@@ -267,23 +290,40 @@ class OpenCellRawSource(ImportedSource):
                         f"{fov.path}: FOV of {image.shape[1]}x{image.shape[2]} px is not square; "
                         "mode=fov resizes whole FOVs to size x size. Use dataset.mode=crops."
                     )
+                if fov_size and image.shape[1] != fov_size:
+                    raise DataImportError(
+                        f"{fov.path}: FOV of {image.shape[1]} px, but the first FOV has {fov_size} px; with "
+                        "dataset.pixel_size_um set, mode=fov needs FOVs of one size (one pixel size per store). "
+                        "Import them with dataset.mode=crops, or separately."
+                    )
                 rows.append(self.sample_row(fov, image.shape[1] // 2, image.shape[2] // 2))
                 yield to_uint16(resize_image(image, self.size))
                 continue
+            territories = None
+            if self.single_cell["enabled"] and centres:
+                territories = cell_territories(segment_nuclei(image[0], self.segmentation), self.single_cell["growth"])
             for centre in centres:
                 rows.append(self.sample_row(fov, *centre))
-                yield to_uint16(resize_image(cut(image, centre, self.crop_size), self.size))
+                if territories is not None:  # the crop's own cell only (its centre lies in its nucleus)
+                    window = cut(territories[None], centre, self.crop_size)[0]
+                    crop = mask_other_cells(cut(image, centre, self.crop_size), window, int(territories[centre]))
+                else:
+                    crop = cut(image, centre, self.crop_size)
+                yield to_uint16(resize_image(crop, self.size))
 
     def build(self, path: Path, spec: dict[str, Any], inputs: list[Fov]) -> None:
         fovs = inputs
         self.check_targets(fovs)
         plan: list[tuple[Fov, list[tuple[int, int]] | None]]
+        empty: dict[str, str] = {}
         if self.mode == "crops":
-            plan = list(self.plan_crops(fovs))
+            plan, empty = self.plan_crops(fovs)
             n = sum(len(centres) for _, centres in plan)
         else:
             plan = [(fov, None) for fov in fovs]
             n = len(fovs)
+        summary = {"fovs": len(fovs), "samples": n, "fovs_without_crops": len(empty), "why_without_crops": empty}
+        fov_size = read_fov(fovs[0].path).shape[1] if self.mode == "fov" and self.pixel_size_um is not None else 0
         target_labels = annotation_labels(self.labels)
         rows: list[dict[str, Any]] = []
         with StoreWriter(
@@ -293,13 +333,15 @@ class OpenCellRawSource(ImportedSource):
             image_size=(self.size, self.size),
             dtype="uint16",
             classes=target_labels.classes,
-            attrs={"source": spec, "label_rule": self.labels["rule"]},
+            attrs={"source": spec, "label_rule": self.labels["rule"], "import_summary": summary,
+                   "pixel_size_um": self.stored_pixel_size(fov_size)},
         ) as writer:
-            append_in_blocks(writer, self.images(plan, rows), np.uint16)
+            append_in_blocks(writer, self.images(plan, rows, fov_size), np.uint16)
             samples = pd.DataFrame(rows)
             labels, sets = target_labels.for_targets(samples["ensg_id"].tolist())
             samples["label"] = labels
             writer.write_samples(samples)
             if self.labels["rule"] == "multilabel":
                 writer.write_label_sets(sets)
-        log.info("%s: %d samples from %d FOVs, %d labelled", self.name, n, len(fovs), int((labels >= 0).sum()))
+        log.info("%s: %d samples from %d FOVs (%d FOV(s) without a crop%s), %d labelled", self.name, n, len(fovs),
+                 len(empty), f": {sorted(empty)}" if empty else "", int((labels >= 0).sum()))
