@@ -182,6 +182,46 @@ def test_multilabel_run_scores_macro_f1_at_threshold_half(job_config):
     assert truth.sum(axis=1).max() >= 1
 
 
+def test_graded_run_trains_on_grade_weights_and_scores_map_auroc_and_tuned_thresholds(job_config):
+    """`labels.rule=graded`: soft targets (grade 3: 1, 2: 0.5, 1: 0.25); evaluation counts a class
+    present at grade >= 2; threshold-free mAP / AUROC; F1 at per-class thresholds chosen on validation."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from xferlab.runtime.building import build
+
+    cfg = job_config("dataset=synthcell_tiny", "dataset.labels.rule=graded", "dataset.workers=1")
+    store = build(cfg.dataset).open(cfg.paths.data_dir)
+    assert store.label_sets.dtype == np.float32 and set(np.unique(store.label_sets)) <= {0.0, 0.25, 0.5, 1.0}
+    assert (store.label_sets == 0.25).any()
+    result = run_job(cfg)
+    m = result.metrics
+    predictions = pd.read_csv(result.run_dir / "predictions.csv", keep_default_na=False)
+    classes = [c.split("/", 1)[1] for c in predictions.columns if c.startswith("score/")]
+    rows = store.samples.set_index("sample_id").index.get_indexer(predictions["sample_id"])
+    truth = store.label_sets[rows] >= 0.5
+    scores = predictions[[f"score/{c}" for c in classes]].to_numpy()
+    keep = truth.any(axis=0) & ~truth.all(axis=0)
+    assert m["test/macro_map"] == pytest.approx(average_precision_score(truth[:, keep], scores[:, keep]), abs=1e-9)
+    assert m["test/macro_auroc"] == pytest.approx(roc_auc_score(truth[:, keep], scores[:, keep]), abs=1e-9)
+    thresholds = np.array([m[f"head/threshold/{c}"] for c in classes])
+    expected = f1_score(truth, scores > thresholds, average=None, zero_division=0)
+    present = truth.any(axis=0) | (scores > thresholds).any(axis=0)
+    assert m["test/tuned_macro_f1"] == pytest.approx(expected[present].mean(), abs=1e-9)
+    assert 0 < m["test/macro_auroc"] <= 1 and "test/protein_macro_map" in m
+
+
+def test_tuned_thresholds_maximise_each_classs_f1_on_the_rows_given():
+    from xferlab.metrics import tuned_thresholds
+
+    labels = np.array([[1, 0], [1, 0], [0, 1], [0, 0], [1, 1]], dtype=float)
+    scores = np.array([[0.9, 0.2], [0.3, 0.1], [0.35, 0.8], [0.1, 0.6], [0.2, 0.05]])
+    t = tuned_thresholds(labels, scores)
+    for k in range(2):
+        best = max(f1_score(labels[:, k], scores[:, k] > c, zero_division=0) for c in np.r_[scores[:, k], 1.0])
+        assert f1_score(labels[:, k], scores[:, k] > t[k], zero_division=0) == pytest.approx(best)
+    assert tuned_thresholds(np.zeros((3, 1)), np.full((3, 1), 0.7)).tolist() == [1.0]  # no positive: never predicted
+
+
 def test_split_from_the_store(job_config, tmp_path):
     from tests.conftest import write_store
     from xferlab.data.store import ImageStore, StoreWriter

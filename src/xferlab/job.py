@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from xferlab import metrics
 from xferlab.backbones.preprocess import Preprocessor, with_checkpoint_scale
 from xferlab.backbones.registry import Backbone
+from xferlab.data.labels import MULTILABEL_RULES
 from xferlab.data.leakage import check_pretraining_overlap
 from xferlab.data.splits import check_class_coverage, check_label_fraction, store_split, subsample_training
 from xferlab.data.store import ImageStore
@@ -59,7 +60,7 @@ class JobInputs:
     backbone: Backbone
     adapter: Any
     features: np.ndarray
-    labels: np.ndarray  # class indices (N,), or multi-hot rows (N, K) for multilabel stores
+    labels: np.ndarray  # class indices (N,), or rows (N, K) of multi-hot values or grade weights (multilabel)
     split: np.ndarray
     multilabel: bool
     extract_info: dict[str, Any]
@@ -74,7 +75,7 @@ def check_config(cfg: DictConfig) -> Head:
     check_label_fraction(float(cfg.label_fraction))
     head: Head = build(cfg.head)
     rule = OmegaConf.select(cfg, "dataset.labels.rule")
-    head.check(multilabel=rule == "multilabel", multi_view=bool(get_class(cfg.channels._target_).multi_view))
+    head.check(multilabel=rule in MULTILABEL_RULES, multi_view=bool(get_class(cfg.channels._target_).multi_view))
     return head
 
 
@@ -104,7 +105,7 @@ def load_inputs(cfg: DictConfig, head: Head) -> JobInputs:
     adapter = build(cfg.channels, dataset_channels=store.channel_names, model_channels=backbone.in_channels)
     multilabel = store.label_sets is not None
     head.check(multilabel=multilabel, multi_view=adapter.multi_view)  # for stores whose config names no rule
-    labels = store.label_sets.astype(np.int64) if multilabel else store.labels
+    labels = store.label_sets.astype(np.float32) if multilabel else store.labels
     split = store_split(store.samples, store.labels, where=f"{store.path} (label rule {store.label_rule!r})",
                         source=cfg.split.source, val=cfg.split.val, test=cfg.split.test, seed=cfg.split_seed)
     split = subsample_training(split, store.samples["target"].to_numpy(), store.labels, float(cfg.label_fraction),
@@ -156,6 +157,9 @@ def _run_job(cfg: DictConfig, head: Head) -> JobResult:
         scores = metrics.score(labels[fit.rows], fit.scores, classes=store.classes, multilabel=multilabel,
                                average_over=str(cfg.metrics.average_over),
                                groups=store.samples["target"].to_numpy()[fit.rows])
+        if multilabel and fit.val_scores is not None:  # per-class thresholds chosen on validation
+            scores.update(metrics.tuned(labels[fit.rows], fit.scores, labels[fit.val_rows], fit.val_scores,
+                                        classes=store.classes, average_over=str(cfg.metrics.average_over)))
         log_final(loggers, scores)
         results = {**scores, **fit.selection, **provenance(cfg, names, store, backbone, split, inputs.extract_info)}
         predictions = predictions_table(store, fit.rows, fit.scores, multilabel=multilabel)

@@ -2,8 +2,11 @@
 averaging. Heads, the job, the report and the tests all call this module.
 
 - single-label: labels are class indices `(N,)`; a sample's prediction is its highest score.
-- multilabel: labels are multi-hot rows `(N, K)`; a class is predicted when its score exceeds
-  `THRESHOLD`; accuracy is the fraction of samples whose whole label set is right (exact match).
+- multilabel: labels are rows `(N, K)` of multi-hot values or grade weights (the `graded` rule); a
+  class is present when its weight is at least `POSITIVE` (grade >= 2) and predicted when its
+  score exceeds `THRESHOLD` (or a per-class threshold chosen on validation: `tuned`); accuracy is
+  the fraction of samples whose whole label set is right (exact match). Threshold-free: macro and
+  micro mean average precision and macro AUROC over the classes with a positive and a negative.
 
 Macro averages (macro F1, balanced accuracy) run over the classes `metrics.average_over` names:
 - `present` (default): the classes that occur in the labels or the predictions of the split
@@ -16,8 +19,9 @@ Macro averages (macro F1, balanced accuracy) run over the classes `metrics.avera
 
 Adding a metric: write `def name(c: Counts) -> float` (or a per-class array) and decorate it with
 `@metric("name")` (`@metric("name", per_class=True)` for one value per class, written as
-`<split>/<name>/<class>`). `score` then computes it for every head, the report shows it (runs
-that predate it show it as missing) and W&B receives it.
+`<split>/<name>/<class>`); a threshold-free multilabel metric takes `(truth, scores)` and is
+registered with `@score_metric("name")`. `score` then computes it for every head, the report
+shows it (runs that predate it show it as missing) and W&B receives it.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import numpy as np
 import torch
 
 THRESHOLD = 0.5  # multilabel decision threshold
+POSITIVE = 0.5  # multilabel: a class is present at this weight or more (graded: grade >= 2)
 AVERAGE_OVER = ("present", "all")
 DEFAULT_AVERAGE_OVER = "present"
 
@@ -66,20 +71,23 @@ class Counts:
         return (per_class * mask).sum(axis=-1) / np.maximum(mask.sum(axis=-1), 1)
 
 
-def predicted(scores: np.ndarray, multilabel: bool) -> np.ndarray:
-    """Class indices `(N,)` (single-label: the highest score) or a boolean `(N, K)` (multilabel)."""
+def predicted(scores: np.ndarray, multilabel: bool, thresholds: np.ndarray | None = None) -> np.ndarray:
+    """Class indices `(N,)` (single-label: the highest score) or a boolean `(N, K)` (multilabel:
+    scores above `THRESHOLD`, or above each class's own threshold)."""
     scores = np.asarray(scores)
-    return scores > THRESHOLD if multilabel else scores.argmax(axis=-1)
+    if not multilabel:
+        return scores.argmax(axis=-1)
+    return scores > (THRESHOLD if thresholds is None else np.asarray(thresholds))
 
 
 def counts(labels: np.ndarray, scores: np.ndarray, *, multilabel: bool,
-           average_over: str = DEFAULT_AVERAGE_OVER) -> Counts:
+           average_over: str = DEFAULT_AVERAGE_OVER, thresholds: np.ndarray | None = None) -> Counts:
     """The counts of one head's scores `(N, K)` against `labels`."""
     scores = np.asarray(scores)
     k = scores.shape[-1]
-    pred = predicted(scores, multilabel)
+    pred = predicted(scores, multilabel, thresholds)
     if multilabel:
-        truth = np.asarray(labels).astype(bool)
+        truth = np.asarray(labels) >= POSITIVE
         correct = int((pred == truth).all(axis=1).sum())
     else:
         truth = np.eye(k, dtype=bool)[np.asarray(labels)]
@@ -160,14 +168,76 @@ def per_group(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> tup
     return names, np.asarray(labels)[first], sums / np.bincount(inverse)[:, None]
 
 
+# -- threshold-free multilabel metrics ----------------------------------------------------------
+SCORE_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {}
+
+
+def score_metric(name: str):
+    """Register `fn(truth (N, K) bool, scores (N, K)) -> value`, computed for multilabel heads."""
+    def register(fn):
+        if name in SCORE_METRICS or name in METRICS:
+            raise ValueError(f"metric {name!r} is registered twice")
+        SCORE_METRICS[name] = fn
+        return fn
+    return register
+
+
+def _ranked(truth: np.ndarray) -> np.ndarray:
+    """The classes with at least one positive and one negative: where ranking metrics are defined."""
+    return (truth.sum(axis=0) > 0) & (truth.sum(axis=0) < len(truth))
+
+
+@score_metric("macro_map")
+def macro_map(truth: np.ndarray, scores: np.ndarray) -> float:
+    from sklearn.metrics import average_precision_score
+
+    keep = _ranked(truth)
+    return float(average_precision_score(truth[:, keep], scores[:, keep], average="macro")) if keep.any() else np.nan
+
+
+@score_metric("micro_map")
+def micro_map(truth: np.ndarray, scores: np.ndarray) -> float:
+    from sklearn.metrics import average_precision_score
+
+    keep = _ranked(truth)
+    return float(average_precision_score(truth[:, keep], scores[:, keep], average="micro")) if keep.any() else np.nan
+
+
+@score_metric("macro_auroc")
+def macro_auroc(truth: np.ndarray, scores: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    keep = _ranked(truth)
+    return float(roc_auc_score(truth[:, keep], scores[:, keep], average="macro")) if keep.any() else np.nan
+
+
+def tuned_thresholds(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Per class, the threshold (one of the class's scores, or 1 when it has no positive) that
+    maximises that class's F1 on these rows: chosen on validation, applied on test."""
+    truth = np.asarray(labels) >= POSITIVE
+    out = np.ones(scores.shape[1])
+    for k in range(scores.shape[1]):
+        if not truth[:, k].any():
+            continue
+        order = np.argsort(-scores[:, k], kind="stable")
+        hits = np.cumsum(truth[order, k])
+        f1 = 2 * hits / (np.arange(1, len(order) + 1) + truth[:, k].sum())  # predicting the top i+1 as positive
+        best = int(np.argmax(f1))
+        below = scores[order[best + 1], k] if best + 1 < len(order) else 0.0
+        out[k] = (scores[order[best], k] + below) / 2  # between the last positive kept and the next score
+    return out
+
+
 def score(labels: np.ndarray, scores: np.ndarray, *, classes: list[str], multilabel: bool,
           average_over: str = DEFAULT_AVERAGE_OVER, prefix: str = "test/",
-          groups: np.ndarray | None = None) -> dict[str, float]:
+          groups: np.ndarray | None = None, thresholds: np.ndarray | None = None) -> dict[str, float]:
     """Every registered metric of one head's `scores` `(N, K)` against `labels`, as
-    `{prefix + name: value}` (per-class metrics as `prefix + name/<class>`). With `groups` (each
-    row's target), the same metrics once more per protein, as `prefix + protein_<name>`: each
-    target's crop scores averaged into one prediction (as OpenCell and cytoself evaluate)."""
-    c = counts(labels, scores, multilabel=multilabel, average_over=average_over)
+    `{prefix + name: value}` (per-class metrics as `prefix + name/<class>`; multilabel adds the
+    threshold-free metrics). With `groups` (each row's target), the same metrics once more per
+    protein, as `prefix + protein_<name>`: each target's crop scores averaged into one prediction
+    (as OpenCell and cytoself evaluate). With `thresholds` (multilabel), per-class thresholds
+    replace `THRESHOLD`."""
+    c = counts(labels, scores, multilabel=multilabel, average_over=average_over, thresholds=thresholds)
     out: dict[str, float] = {}
     for m in METRICS.values():
         value = m.compute(c)
@@ -175,18 +245,42 @@ def score(labels: np.ndarray, scores: np.ndarray, *, classes: list[str], multila
             out.update({f"{prefix}{m.name}/{name}": float(v) for name, v in zip(classes, value)})
         else:
             out[f"{prefix}{m.name}"] = float(value)
+    if multilabel:
+        truth = np.asarray(labels) >= POSITIVE
+        out.update({f"{prefix}{name}": fn(truth, np.asarray(scores)) for name, fn in SCORE_METRICS.items()})
     if groups is not None:
         _, group_labels, group_scores = per_group(labels, scores, groups)
         out.update(score(group_labels, group_scores, classes=classes, multilabel=multilabel,
-                         average_over=average_over, prefix=prefix + PROTEIN))
+                         average_over=average_over, prefix=prefix + PROTEIN, thresholds=thresholds))
+    return out
+
+
+TUNED = "tuned_"  # prefix of the multilabel metrics at per-class thresholds chosen on validation
+
+
+def tuned(labels: np.ndarray, scores: np.ndarray, val_labels: np.ndarray, val_scores: np.ndarray, *,
+          classes: list[str], average_over: str = DEFAULT_AVERAGE_OVER, prefix: str = "test/") -> dict[str, float]:
+    """Multilabel: the thresholded metrics at per-class thresholds chosen on the validation rows
+    (`prefix + tuned_<name>`), and the thresholds (`head/threshold/<class>`)."""
+    thresholds = tuned_thresholds(val_labels, val_scores)
+    c = counts(labels, scores, multilabel=True, average_over=average_over, thresholds=thresholds)
+    out = {f"head/threshold/{name}": float(t) for name, t in zip(classes, thresholds)}
+    for m in METRICS.values():
+        value = m.compute(c)
+        if m.per_class:
+            out.update({f"{prefix}{TUNED}{m.name}/{name}": float(v) for name, v in zip(classes, value)})
+        else:
+            out[f"{prefix}{TUNED}{m.name}"] = float(value)
     return out
 
 
 def reported(prefix: str = "test/") -> list[str]:
-    """The names of the single-number metrics, in registration order, per crop then per protein
-    (what the report tables show)."""
-    names = [m.name for m in METRICS.values() if not m.per_class]
-    return [f"{prefix}{n}" for n in names] + [f"{prefix}{PROTEIN}{n}" for n in names]
+    """The names of the single-number metrics, in registration order, per crop then per protein,
+    then the multilabel macro F1 at thresholds chosen on validation (what the report tables show;
+    a metric a run lacks is shown as missing)."""
+    names = [m.name for m in METRICS.values() if not m.per_class] + list(SCORE_METRICS)
+    return ([f"{prefix}{n}" for n in names] + [f"{prefix}{PROTEIN}{n}" for n in names]
+            + [f"{prefix}{TUNED}macro_f1"])
 
 
 def macro_f1_score(labels: np.ndarray, pred: np.ndarray, num_classes: int,
@@ -216,7 +310,7 @@ class GridCounts:
         """`scores` `(G, B, K)` (probabilities); `targets` `(B,)` class indices or `(B, K)` multi-hot."""
         if self.multilabel:
             pred = scores > THRESHOLD
-            truth = targets.bool()[None]
+            truth = (targets >= POSITIVE)[None]
             self.correct += (pred == truth).all(dim=2).sum(dim=1)
         else:
             pred = torch.nn.functional.one_hot(scores.argmax(dim=2), self.k).bool()  # (G, B, K)

@@ -41,6 +41,21 @@ def test_multilabel_sets_hold_grade_two_and_three():
     assert all(row.label in row.label_set for row in labels.table.itertuples())
 
 
+def test_graded_rule_weighs_every_annotated_category_by_its_grade():
+    table = opencell_annotations()
+    labels = target_labels(table, "graded", min_targets=15)
+    row = labels.table.set_index("target_name").loc["AAMP"]  # cytoplasmic 3, nucleoplasm 1
+    weights = {labels.classes[i]: w for i, w in zip(row["label_set"], row["label_weights"])}
+    assert weights == {"cytoplasmic": 1.0, "nucleoplasm": 0.25}
+    assert labels.classes[row["label"]] == "cytoplasmic"  # the primary: highest grade
+    _, sets = labels.for_targets([labels.table.set_index("target_name").loc["AAMP", "ensg_id"]])
+    assert sorted(sets[0][sets[0] > 0].tolist()) == [0.25, 1.0]
+    # every category with more than 15 annotated targets at any grade is a class
+    counts = table.groupby("annotation_name")["ensg_id"].nunique()
+    assert list(labels.classes) == sorted(counts[counts > 15].index)
+    assert set(labels.table["label_weights"].explode()) <= {1.0, 0.5, 0.25}
+
+
 def test_for_targets_returns_labels_and_multi_hot_sets():
     labels = target_labels(opencell_annotations(), "single_grade3")
     first = labels.table.iloc[0]

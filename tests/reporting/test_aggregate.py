@@ -39,8 +39,11 @@ def test_runs_from_before_a_metric_existed_are_kept_and_show_it_as_missing(tmp_p
     assert np.isnan(table.loc["old", "test/balanced_accuracy/mean"])
     assert table.loc["new", "test/balanced_accuracy/mean"] == pytest.approx(0.4)
     header, _, *rows = markdown(experiment_table(runs)).splitlines()
-    column = header.split(" | ").index("balanced accuracy")
-    assert {r.split(" | ")[0].strip("| "): r.split(" | ")[column] for r in rows} == {
+    def cells(line):
+        return [c.strip("| ") for c in line.split(" | ")]
+
+    column = cells(header).index("balanced accuracy")
+    assert {cells(r)[0]: cells(r)[column] for r in rows} == {
         "new": "0.4000 ± 0.0000", "old": "–"}
 
 

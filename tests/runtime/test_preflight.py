@@ -50,10 +50,12 @@ def test_the_design_card_sweep_offline_stops_at_once_with_one_list(tmp_path):
 
 def test_the_sweep_is_expanded_with_the_experiment_params_and_the_command_line():
     overrides = sweep(["experiment=paper", "seed=0,1"], job_overrides)
-    assert len(overrides) == 6  # 3 backbones from the experiment x 2 seeds from the command line
-    assert ["backbone=hpa", "experiment=paper", "seed=1"] in [sorted(o) for o in overrides]
+    backbones = ("hpa", "imagenet", "imagenet_vitb8", "opencell")
+    assert len(overrides) == 16  # 4 backbones x 2 dataset modes from the experiment x 2 seeds from the command line
+    assert ["backbone=hpa", "dataset.mode=fov", "experiment=paper", "seed=1"] in [sorted(o) for o in overrides]
     distinct = input_overrides(overrides, {"backbone", "dataset", "experiment"})
-    assert sorted(map(sorted, distinct)) == [["backbone=" + b, "experiment=paper"] for b in ("hpa", "imagenet", "opencell")]
+    assert sorted(map(sorted, distinct)) == [["backbone=" + b, f"dataset.mode={m}", "experiment=paper"]
+                                             for b in backbones for m in ("crops", "fov")]
     kept = input_overrides([["seed=0", "backbone.weights=a"], ["seed=1", "backbone.weights=b"]], set())
     assert kept == [["backbone.weights=a"], ["backbone.weights=b"]]  # a value under backbone counts, a seed not
 
@@ -62,8 +64,9 @@ def test_missing_inputs_of_the_paper_study_are_listed_once_each(tmp_path, monkey
     monkeypatch.setenv("XFERLAB_WEIGHTS", str(tmp_path / "weights"))
     problems = sweep(["experiment=paper"], lambda cfg: missing_inputs(job_configs(cfg, multirun=True)[0]))
     text = "\n".join(problems)
-    assert len(problems) == 4  # 15 jobs: three weights files and the dataset root, each once
-    for name in ("dino_deitsmall16_pretrain.pth is not", "DINO_FOV_checkpoint.pth is not", "opencell_dino.pth not found",
+    assert len(problems) == 5  # 40 jobs: four weights files and the dataset root, each once
+    for name in ("dino_deitsmall16_pretrain.pth is not", "dino_vitbase8_pretrain.pth is not",
+                 "DINO_FOV_checkpoint.pth is not", "opencell_dino.pth not found",
                  "dataset=opencell_raw: dataset.root=None does not exist"):
         assert text.count(name) == 1, name
 

@@ -7,6 +7,11 @@ Rules (selected by `dataset.labels.rule`):
 - `multilabel`: each target's set of categories annotated with grade >= `min_grade` (default 2),
   restricted to categories with more than `min_targets` targets. The target's primary class
   (highest grade, then name) stratifies the split.
+- `graded`: soft targets over the categories with more than `min_targets` annotated targets (any
+  grade): each annotated category weighs `GRADE_WEIGHTS[grade]` (3: 1, 2: 0.5, 1: 0.25), as peers
+  train on OpenCell. Heads train on the weights (binary cross-entropy); evaluation counts a
+  category as present at weight >= 0.5 (grade >= 2, `xferlab.metrics.POSITIVE`). The primary class
+  stratifies the split as for `multilabel`.
 Targets outside a rule stay in a store as unlabelled (label -1), e.g. for pretraining.
 """
 
@@ -24,7 +29,9 @@ OPENCELL_CATEGORIES = (
     "cytoplasmic", "cytoskeleton", "membrane", "cell_contact", "focal_adhesions", "vesicles", "centrosome",
     "mitochondria", "golgi", "er", "big_aggregates",
 )
-RULES = ("single_grade3", "multilabel")
+RULES = ("single_grade3", "multilabel", "graded")
+MULTILABEL_RULES = ("multilabel", "graded")
+GRADE_WEIGHTS = {3: 1.0, 2: 0.5, 1: 0.25}
 ANNOTATIONS_FILE = "public-annotations-flat-2021-09-29.csv"
 
 
@@ -61,24 +68,25 @@ def opencell_annotations() -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class TargetLabels:
-    """Per-target labels under one rule: `table` has `ensg_id, target_name, label, label_set`
-    (label: class index or -1; label_set: tuple of class indices)."""
+    """Per-target labels under one rule: `table` has `ensg_id, target_name, label, label_set,
+    label_weights` (label: class index or -1; label_set: tuple of class indices; label_weights:
+    their weights, 1 except under `graded`)."""
 
     rule: str
     classes: tuple[str, ...]
     table: pd.DataFrame
 
     def for_targets(self, ensg_ids) -> tuple[np.ndarray, np.ndarray]:
-        """Single labels `(N,)` and multi-hot label sets `(N, K)` for each given ENSG id
-        (unlabelled: -1 and all zeros)."""
+        """Single labels `(N,)` and label sets `(N, K)` (multi-hot, or grade weights under
+        `graded`) for each given ENSG id (unlabelled: -1 and all zeros)."""
         index = self.table.set_index("ensg_id")
         labels = np.full(len(ensg_ids), -1, dtype=np.int64)
-        sets = np.zeros((len(ensg_ids), len(self.classes)), dtype=np.uint8)
+        sets = np.zeros((len(ensg_ids), len(self.classes)), dtype=np.float32)
         for i, ensg in enumerate(ensg_ids):
             if ensg in index.index:
                 row = index.loc[ensg]
                 labels[i] = int(row["label"])
-                sets[i, list(row["label_set"])] = 1
+                sets[i, list(row["label_set"])] = row["label_weights"]
         return labels, sets
 
     def describe(self) -> dict:
@@ -96,18 +104,21 @@ def target_labels(annotations: pd.DataFrame, rule: str = "single_grade3", min_ta
         counts = single.value_counts()
         classes = tuple(sorted(counts[counts > min_targets].index))
         kept = single[single.isin(classes)]
-        rows = [(ensg, name, classes.index(name), (classes.index(name),)) for ensg, name in kept.items()]
+        rows = [(ensg, name, classes.index(name), (classes.index(name),), (1.0,)) for ensg, name in kept.items()]
     else:
-        graded = annotations[annotations["annotation_grade"] >= min_grade]
+        graded = annotations[annotations["annotation_grade"] >= (1 if rule == "graded" else min_grade)]
         counts = graded.groupby("annotation_name")["ensg_id"].nunique()
         classes = tuple(sorted(counts[counts > min_targets].index))
         graded = graded[graded["annotation_name"].isin(classes)]
         rows = []
         for ensg, group in graded.groupby("ensg_id"):
             ordered = group.sort_values(["annotation_grade", "annotation_name"], ascending=[False, True])
+            ordered = ordered.drop_duplicates("annotation_name")  # a category's highest grade
             idx = [classes.index(n) for n in ordered["annotation_name"]]
-            rows.append((ensg, None, idx[0], tuple(sorted(idx))))
+            weights = [GRADE_WEIGHTS[int(g)] if rule == "graded" else 1.0 for g in ordered["annotation_grade"]]
+            pairs = sorted(zip(idx, weights))
+            rows.append((ensg, None, idx[0], tuple(i for i, _ in pairs), tuple(w for _, w in pairs)))
     names = annotations.drop_duplicates("ensg_id").set_index("ensg_id")["target_name"]
-    table = pd.DataFrame(rows, columns=["ensg_id", "target_name", "label", "label_set"])
+    table = pd.DataFrame(rows, columns=["ensg_id", "target_name", "label", "label_set", "label_weights"])
     table["target_name"] = table["ensg_id"].map(names)
     return TargetLabels(rule=rule, classes=classes, table=table.sort_values("ensg_id").reset_index(drop=True))

@@ -205,8 +205,14 @@ class StoreWriter:
         self._samples_written = True
 
     def write_label_sets(self, label_sets: np.ndarray) -> None:
-        """Multi-hot labels `(N, K)` for multilabel rules (K = number of classes)."""
-        label_sets = np.asarray(label_sets, dtype=np.uint8)
+        """Multilabel targets `(N, K)` (K = number of classes): multi-hot (stored as uint8), or
+        grade weights in [0, 1] (the `graded` rule; stored as float32)."""
+        label_sets = np.asarray(label_sets)
+        if label_sets.size and (label_sets.min() < 0 or label_sets.max() > 1):
+            raise StoreError(f"label_sets hold values outside [0, 1] ({label_sets.min()}..{label_sets.max()}); "
+                             "write multi-hot rows or grade weights")
+        binary = np.isin(label_sets, (0, 1)).all()
+        label_sets = label_sets.astype(np.uint8 if binary else np.float32)
         if label_sets.shape != (self.n, len(self.classes)):
             raise StoreError(f"label_sets has shape {label_sets.shape}; expected {(self.n, len(self.classes))}")
         self._group.create_array("label_sets", data=label_sets)

@@ -45,13 +45,16 @@ class HeadResult:
     """A fitted head's class scores `(n_test, K)` for the test rows `rows` (store indices), what it
     chose on validation (`selection`: at least `val/macro_f1`, plus `head/*`, `grid/*`, `knn/*`
     as the head has them; written to metrics.json), run facts (`info`: timings, digests; written to
-    run_info.json) and the fitted module, if there is one."""
+    run_info.json), the fitted module, if there is one, and the chosen head's validation scores,
+    if it has them."""
 
     rows: np.ndarray
     scores: np.ndarray
     selection: dict[str, Any]
     info: dict[str, Any] = field(default_factory=dict)
     module: torch.nn.Module | None = None
+    val_rows: np.ndarray | None = None  # the chosen head's validation scores, where it has them
+    val_scores: np.ndarray | None = None  # (multilabel thresholds are tuned on them)
 
 
 class Head(Protocol):

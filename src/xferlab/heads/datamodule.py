@@ -48,7 +48,8 @@ class EmbeddingDataModule(L.LightningDataModule):
                  batch_size: int = 256, seed: int = 0, eval_batch_size: int | None = None):
         super().__init__()
         self.embeddings = torch.from_numpy(np.array(embeddings, dtype=np.float32))
-        self.labels = torch.from_numpy(np.array(labels, dtype=np.int64))  # multi-hot rows stay 2-D
+        labels = np.asarray(labels)  # class indices, or multilabel rows (multi-hot or grade weights) as floats
+        self.labels = torch.from_numpy(np.array(labels, dtype=np.float32 if labels.ndim == 2 else np.int64))
         self.split = np.asarray(split)
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size or 4 * self.batch_size)

@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig
 
 from xferlab.backbones.weights import state_dict_sha256
-from xferlab.data.splits import TRAIN
+from xferlab.data.splits import TRAIN, VAL
 from xferlab.heads.base import EMBEDDINGS, HeadData, HeadResult, check_class_weights, class_weights
 from xferlab.heads.datamodule import EmbeddingDataModule
 from xferlab.heads.grid import GridHeadClassifier, Setting
@@ -98,6 +98,9 @@ def _train_head(head_cfg: DictConfig, embeddings: np.ndarray, labels: np.ndarray
     fit_seconds = time.perf_counter() - started
     trainer.test(model, datamodule=data, verbose=False)
     head = model.best_head
+    val_rows, val_x, _ = data.part(VAL)
+    with torch.no_grad():
+        val_scores = model.scores(model.best_member.eval()(val_x)).numpy()
     info = {
         "fit_seconds": fit_seconds,
         "head_seconds": time.perf_counter() - started,
@@ -106,7 +109,8 @@ def _train_head(head_cfg: DictConfig, embeddings: np.ndarray, labels: np.ndarray
         "head_sha256_after": state_dict_sha256(head),
     }
     return HeadResult(rows=torch.cat(model.test_rows).numpy(), scores=torch.cat(model.test_scores).numpy(),
-                      selection=model.selection(), info=info, module=head)
+                      selection=model.selection(), info=info, module=head, val_rows=val_rows.numpy(),
+                      val_scores=val_scores)
 
 
 class GridHead:

@@ -96,7 +96,8 @@ def experiment_report(experiment: str, group: pd.DataFrame, folder: Path, n_boot
             text.append(f"paired differences in macro F1, 95% bootstrap over test proteins ({boot.n_boot} draws, "
                         f"shared by the conditions), Holm-corrected over the {len(lines)} planned comparisons:\n"
                         "per crop:\n" + "\n".join(lines) + ("\nper protein:\n" + "\n".join(protein) if protein else ""))
-            atomic_write_text(folder / "verdicts.md", "\n".join(lines + protein) + "\n")
+            atomic_write_text(folder / "verdicts.md", "per crop:\n" + "\n".join(lines) + "\n"
+                              + ("per protein:\n" + "\n".join(protein) + "\n" if protein else ""))
         classes = classes_of(table.loc[0, "_runs"])
         per_class = per_class_intervals(table, boot, conditions, classes, average_over)
         atomic_write_text(folder / "per_class_f1.csv", per_class.to_csv(index=False))

@@ -93,15 +93,17 @@ OTHER = [m for m in METRICS if m not in PRIMARY.values()]
 
 
 def markdown(table: pd.DataFrame) -> str:
+    """The table as Markdown; a metric no condition has (multilabel ones on single-label runs) is left out."""
+    other = [m for m in OTHER if np.isfinite(table[f"{m}/mean"].to_numpy(float)).any()]
     head = ["condition", "n", "macro F1 (crops)", "95% CI (test proteins)", "macro F1 (proteins)",
-            "95% CI (test proteins)", *(label(m) for m in OTHER)]
+            "95% CI (test proteins)", *(label(m) for m in other)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in table.iterrows():
         n = f"{r['n_units']}" + (f" ({r['n_splits']} splits)" if r["n_splits"] > 1 else "")
         cells = [r["condition"], n]
         for m in PRIMARY.values():
             cells += [fmt(r[f"{m}/mean"], r[f"{m}/std"]), ci(r, m)]
-        cells += [fmt(r[f"{m}/mean"], r[f"{m}/std"]) for m in OTHER]
+        cells += [fmt(r[f"{m}/mean"], r[f"{m}/std"]) for m in other]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

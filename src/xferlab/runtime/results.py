@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from xferlab import __version__
 from xferlab.data.splits import TEST, TRAIN, VAL
+from xferlab.metrics import POSITIVE
 from xferlab.runtime.io import atomic_write_json, atomic_write_text
 from xferlab.runtime.provenance import config_digest, git_revision
 
@@ -94,7 +95,7 @@ def predictions_table(store: ImageStore, rows: np.ndarray, scores: np.ndarray, m
     })
     if multilabel:
         names = np.array(store.classes)
-        table["labels"] = [";".join(names[row > 0]) for row in store.label_sets[rows]]
+        table["labels"] = [";".join(names[row >= POSITIVE]) for row in store.label_sets[rows]]
         table["preds"] = [";".join(names[row > 0.5]) for row in scores]
     for k, name in enumerate(store.classes):
         table[f"score/{name}"] = scores[:, k]

@@ -43,7 +43,7 @@ from xferlab.data.importers.common import (
     resize_image,
     unknown_target_message,
 )
-from xferlab.data.labels import OPENCELL_CATEGORIES
+from xferlab.data.labels import MULTILABEL_RULES, OPENCELL_CATEGORIES
 from xferlab.data.store import StoreWriter
 
 log = logging.getLogger(__name__)
@@ -141,6 +141,9 @@ def find_proteins(root: Path) -> list[Protein]:
 def table_labels(proteins: list[Protein], rule: str,
                  min_targets: int) -> tuple[list[str], dict[str, tuple[int, list[int]]]]:
     """Classes and per-protein (label, label indices) from the files' own grade columns."""
+    if rule == "graded":
+        raise DataImportError("dataset.labels.rule=graded needs every annotation grade: use "
+                              "dataset.labels.from=annotations (the packaged OpenCell table)")
     grades = {p.name: (categories(p.table["loc_grade2"].iloc[0]), categories(p.table["loc_grade3"].iloc[0]))
               for p in proteins}
     for p in proteins:
@@ -270,7 +273,7 @@ class CytoselfSource(ImportedSource):
         ) as writer:
             append_in_blocks(writer, self.images(proteins, size), np.float32)
             writer.write_samples(samples)
-            if self.labels["rule"] == "multilabel":
+            if self.labels["rule"] in MULTILABEL_RULES:
                 writer.write_label_sets(sets)
         log.info("%s: %d crops of %d proteins, %d labelled", self.name, len(samples), len(proteins),
                  int((labels >= 0).sum()))

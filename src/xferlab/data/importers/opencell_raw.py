@@ -50,6 +50,7 @@ from xferlab.data.importers.common import (
     to_uint16,
     unknown_target_message,
 )
+from xferlab.data.labels import MULTILABEL_RULES
 from xferlab.data.importers.nuclei import cell_territories, check_options, mask_other_cells, segment_nuclei
 from xferlab.data.store import StoreWriter
 
@@ -341,7 +342,7 @@ class OpenCellRawSource(ImportedSource):
             labels, sets = target_labels.for_targets(samples["ensg_id"].tolist())
             samples["label"] = labels
             writer.write_samples(samples)
-            if self.labels["rule"] == "multilabel":
+            if self.labels["rule"] in MULTILABEL_RULES:
                 writer.write_label_sets(sets)
         log.info("%s: %d samples from %d FOVs (%d FOV(s) without a crop%s), %d labelled", self.name, n, len(fovs),
                  len(empty), f": {sorted(empty)}" if empty else "", int((labels >= 0).sum()))

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from xferlab.data.labels import opencell_annotations, target_labels
+from xferlab.data.labels import MULTILABEL_RULES, opencell_annotations, target_labels
 from xferlab.data.sources import BuiltSource
 from xferlab.data.store import StoreWriter
 from xferlab.data.synthcell.domains import IMAGING, Target, hpa_targets, opencell_targets
@@ -106,7 +106,7 @@ class SynthCellSource(BuiltSource):
                 for job in jobs:
                     writer.append(render_target(job))
             writer.write_samples(pd.DataFrame(rows))
-            if rule == "multilabel":
+            if rule in MULTILABEL_RULES:
                 writer.write_label_sets(np.repeat(sets, crops, axis=0))
         seconds = time.perf_counter() - start
         log.info("rendered %d crops in %.1f s (%.0f crops/s)", n, seconds, n / seconds)
