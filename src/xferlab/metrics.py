@@ -8,7 +8,8 @@ averaging. Heads, the job, the report and the tests all call this module.
   the fraction of samples whose whole label set is right (exact match). Threshold-free: macro and
   micro mean average precision and macro AUROC over the classes with a positive and a negative.
 
-Macro averages (macro F1, balanced accuracy) run over the classes `metrics.average_over` names:
+Macro F1 (and per-class F1 averages) run over the classes `metrics.average_over` names (balanced
+accuracy always averages recall over the classes with a labelled sample, where recall is defined):
 - `present` (default): the classes that occur in the labels or the predictions of the split
   scored. A class with no sample there that is never predicted is left out; one that is
   predicted counts with score 0. This is scikit-learn's `f1_score(average="macro")` and
