@@ -57,6 +57,8 @@ def test_report_writes_tables_and_figures(tmp_path):
     row = compared[compared["level"] == "crop"].iloc[0]
     assert (row["a"], row["b"]) == ("y", "x") and row["diff"] > 0.1 and row["ci_low"] > 0
     assert row["verdict"].startswith("y > x: +") and row["verdict"] in text
+    tex = (tmp_path / "out" / "e" / "comparisons.tex").read_text()
+    assert f"y vs x & crop & ${row['diff']:+.4f}$ & $[{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]$" in tex
 
 
 def test_report_draws_the_knn_curve(tmp_path):

@@ -16,7 +16,7 @@ from xferlab.reporting.aggregate import scan_runs
 from xferlab.reporting.compare import classes_of, comparisons, per_class_intervals, prepare
 from xferlab.reporting.confusion import confusion_from_runs, top_confusions
 from xferlab.reporting.consistency import flag_inconsistent
-from xferlab.reporting.tables import experiment_table, latex, markdown, usable_predictions
+from xferlab.reporting.tables import comparisons_latex, experiment_table, latex, markdown, usable_predictions
 from xferlab.runtime.io import atomic_write_text
 
 DEFAULT_BOOTSTRAP = 2000
@@ -90,6 +90,7 @@ def experiment_report(experiment: str, group: pd.DataFrame, folder: Path, n_boot
             reference = None
         compared = comparisons(table, boot, conditions, reference, pairs, average_over)
         atomic_write_text(folder / "comparisons.csv", compared.to_csv(index=False))
+        atomic_write_text(folder / "comparisons.tex", comparisons_latex(compared, experiment))
         if len(compared):
             lines = [f"- {v}" for v in compared.loc[compared["level"] == "crop", "verdict"]]
             protein = [f"- {v}" for v in compared.loc[compared["level"] == "protein", "verdict"]]

@@ -127,3 +127,15 @@ def latex(table: pd.DataFrame, experiment: str) -> str:
               f"% experiment: {experiment.replace('_', ' ')}; mean $\\pm$ std over (split, seed) units, "
               "[95% bootstrap interval over test proteins]"]
     return "\n".join(lines) + "\n"
+
+
+def comparisons_latex(compared: pd.DataFrame, experiment: str) -> str:
+    """The planned comparisons: difference in macro F1, paired 95 % interval, Holm-corrected p."""
+    lines = [r"\begin{tabular}{llrrr}", r"\toprule",
+             r"Comparison & Level & $\Delta$ macro F1 & 95\% interval & Holm $p$ \\", r"\midrule"]
+    for r in compared.itertuples():
+        name = f"{r.a} vs {r.b}".replace("_", r"\_")
+        lines.append(f"{name} & {r.level} & ${r.diff:+.4f}$ & $[{r.ci_low:+.4f}, {r.ci_high:+.4f}]$ & {r.p_holm:.3g} \\\\")
+    lines += [r"\bottomrule", r"\end{tabular}",
+              f"% experiment: {experiment.replace('_', ' ')}; paired bootstrap over test proteins, Holm-corrected per level"]
+    return "\n".join(lines) + "\n"
