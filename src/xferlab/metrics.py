@@ -229,6 +229,18 @@ def tuned_thresholds(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return out
 
 
+def counted(c: Counts, classes: list[str], prefix: str) -> dict[str, float]:
+    """Every counts metric of `c`, as `{prefix + name: value}` (per class: `prefix + name/<class>`)."""
+    out: dict[str, float] = {}
+    for m in METRICS.values():
+        value = m.compute(c)
+        if m.per_class:
+            out.update({f"{prefix}{m.name}/{name}": float(v) for name, v in zip(classes, value)})
+        else:
+            out[f"{prefix}{m.name}"] = float(value)
+    return out
+
+
 def score(labels: np.ndarray, scores: np.ndarray, *, classes: list[str], multilabel: bool,
           average_over: str = DEFAULT_AVERAGE_OVER, prefix: str = "test/",
           groups: np.ndarray | None = None, thresholds: np.ndarray | None = None) -> dict[str, float]:
@@ -238,14 +250,8 @@ def score(labels: np.ndarray, scores: np.ndarray, *, classes: list[str], multila
     protein, as `prefix + protein_<name>`: each target's crop scores averaged into one prediction
     (as OpenCell and cytoself evaluate). With `thresholds` (multilabel), per-class thresholds
     replace `THRESHOLD`."""
-    c = counts(labels, scores, multilabel=multilabel, average_over=average_over, thresholds=thresholds)
-    out: dict[str, float] = {}
-    for m in METRICS.values():
-        value = m.compute(c)
-        if m.per_class:
-            out.update({f"{prefix}{m.name}/{name}": float(v) for name, v in zip(classes, value)})
-        else:
-            out[f"{prefix}{m.name}"] = float(value)
+    out = counted(counts(labels, scores, multilabel=multilabel, average_over=average_over, thresholds=thresholds),
+                  classes, prefix)
     if multilabel:
         truth = np.asarray(labels) >= POSITIVE
         out.update({f"{prefix}{name}": fn(truth, np.asarray(scores)) for name, fn in SCORE_METRICS.items()})
@@ -265,14 +271,8 @@ def tuned(labels: np.ndarray, scores: np.ndarray, val_labels: np.ndarray, val_sc
     (`prefix + tuned_<name>`), and the thresholds (`head/threshold/<class>`)."""
     thresholds = tuned_thresholds(val_labels, val_scores)
     c = counts(labels, scores, multilabel=True, average_over=average_over, thresholds=thresholds)
-    out = {f"head/threshold/{name}": float(t) for name, t in zip(classes, thresholds)}
-    for m in METRICS.values():
-        value = m.compute(c)
-        if m.per_class:
-            out.update({f"{prefix}{TUNED}{m.name}/{name}": float(v) for name, v in zip(classes, value)})
-        else:
-            out[f"{prefix}{TUNED}{m.name}"] = float(value)
-    return out
+    return {**{f"head/threshold/{name}": float(t) for name, t in zip(classes, thresholds)},
+            **counted(c, classes, prefix + TUNED)}
 
 
 def reported(prefix: str = "test/") -> list[str]:
