@@ -177,7 +177,8 @@ def build_backbone(
                              weights=weights, init_seed=int(init_seed), checkpoint_key=checkpoint_key,
                              trust_checkpoint=bool(trust_checkpoint), hub_id=hub_id, download=download)
     loaded = WEIGHT_SOURCES[init](request)
-    check_patch_grid(loaded.model, preprocess.get("input_size"), name)
+    check_patch_grid(getattr(getattr(loaded.model, "patch_embed", None), "patch_size", None),
+                     preprocess.get("input_size"), name)
     backbone = Backbone(
         loaded.model, name=name, arch=arch, in_channels=in_channels, features=features, preprocess=preprocess,
         model_kwargs=loaded.model_kwargs, weights_source=loaded.source, file_sha256=loaded.file_sha256,
@@ -188,10 +189,9 @@ def build_backbone(
     return backbone
 
 
-def check_patch_grid(model: nn.Module, input_size: int | None, name: str) -> None:
+def check_patch_grid(patch: int | Sequence[int] | None, input_size: int | None, name: str) -> None:
     """A ViT sees whole patches: an input size that is not a multiple of the patch size would
     silently drop the image's last rows and columns."""
-    patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
     if input_size is None or patch is None:
         return
     patch = int(patch[0] if isinstance(patch, (tuple, list)) else patch)
