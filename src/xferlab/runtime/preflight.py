@@ -11,12 +11,20 @@ public checkpoint, `backbone.download=auto` and downloads are allowed (once, bef
 not once per job); a dataset's `root` / `csv` / `path` must exist. Whatever is missing is printed
 once, as a list (the file, where to get it, where to put it), and the command exits with status 1
 before any job starts: no traceback and no run folder.
+
+`missing_backbones=skip` (set by `experiment=zoo`): the backbones the experiment's sweep lists
+(`hydra.sweeper.params.backbone`) whose weights are missing and cannot be fetched are taken out
+of the sweep before it is expanded, listed (where to get each) on the terminal and in
+`<sweep dir>/not_run.txt` (which the report repeats); the others run. Everything else is checked
+as always, and backbones chosen on the command line are never skipped. (The callback runs before
+Hydra builds its sweeper from `hydra.sweeper.params`, so the sweep is the one left here.)
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +33,8 @@ from omegaconf import DictConfig, OmegaConf
 
 DATASET_INPUTS = ("root", "csv", "path")
 INPUT_NODES = ("backbone", "dataset", "paths")
+MISSING_MODES = ("fail", "skip")
+NOT_RUN_FILE = "not_run.txt"
 
 
 def job_overrides(config: DictConfig) -> list[list[str]]:
@@ -135,6 +145,50 @@ def missing_inputs(jobs: list[DictConfig]) -> list[str]:
     return list(problems)
 
 
+def swept_backbones(config: DictConfig) -> list[str]:
+    """The backbones the experiment's sweep lists, unless the command line chooses the backbone."""
+    task = OmegaConf.select(config, "hydra.overrides.task", default=None) or []
+    if any(o.split("=", 1)[0].lstrip("+~") == "backbone" for o in task):
+        return []
+    value = OmegaConf.select(config, "hydra.sweeper.params.backbone", default=None)
+    return [v.strip() for v in str(value or "").split(",") if v.strip()]
+
+
+def skip_missing_backbones(config: DictConfig) -> list[str]:
+    """Take the swept backbones whose weights are missing (and cannot be fetched) out of the
+    experiment's sweep; return what is missing for each."""
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import read_write
+
+    loader = GlobalHydra.instance().config_loader()
+    names = swept_backbones(config)
+    if not names:
+        return []
+    first_job = [o for o in job_overrides(config)[0] if o.split("=", 1)[0] != "backbone"]
+    present, problems = [], []
+    for name in names:
+        node = loader.load_sweep_config(config, [*first_job, f"backbone={name}"]).backbone
+        problem = _backbone_problem(OmegaConf.to_container(node, resolve=True))
+        (problems.append(problem) if problem else present.append(name))
+    if problems and not present:
+        raise SystemExit(report(problems, 0))
+    if problems:
+        with read_write(config.hydra.sweeper.params):
+            config.hydra.sweeper.params.backbone = ",".join(present)
+    return problems
+
+
+def not_run(problems: list[str], config: DictConfig) -> str:
+    text = (f"{len(problems)} backbone{'s' if len(problems) != 1 else ''} of this experiment not run "
+            "(missing_backbones=skip), their weights missing:\n- " + "\n- ".join(problems))
+    folder = Path(str(config.hydra.sweep.dir))
+    folder.mkdir(parents=True, exist_ok=True)
+    from xferlab.runtime.io import atomic_write_text
+
+    atomic_write_text(folder / NOT_RUN_FILE, text + "\n")
+    return text
+
+
 def report(problems: list[str], n_jobs: int) -> str:
     jobs = f"{n_jobs} job{'s' if n_jobs != 1 else ''}"
     return (f"xferlab: cannot start ({jobs}, none launched); missing input{'s' if len(problems) != 1 else ''}:\n- "
@@ -143,14 +197,32 @@ def report(problems: list[str], n_jobs: int) -> str:
 
 class Preflight(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        self._check(config, multirun=True)
+        self._stop_on_error(config, multirun=True)
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        self._check(config, multirun=False)
+        self._stop_on_error(config, multirun=False)
+
+    @classmethod
+    def _stop_on_error(cls, config: DictConfig, multirun: bool) -> None:
+        """Hydra turns a callback's exception into a warning and carries on; a check that could
+        not be made must stop the command instead."""
+        try:
+            cls._check(config, multirun)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as err:  # noqa: BLE001
+            raise SystemExit(f"xferlab: the check of the jobs' inputs failed ({type(err).__name__}: {err}); "
+                             "no job was launched") from err
 
     @staticmethod
     def _check(config: DictConfig, multirun: bool) -> None:
+        mode = OmegaConf.select(config, "missing_backbones", default="fail")
+        if mode not in MISSING_MODES:
+            raise SystemExit(f"xferlab: missing_backbones={mode!r}; choose one of {MISSING_MODES}")
+        skipped = skip_missing_backbones(config) if multirun and mode == "skip" else []
         configs, n_jobs = job_configs(config, multirun)
         problems = missing_inputs(configs)
         if problems:
             raise SystemExit(report(problems, n_jobs))
+        if skipped:
+            print(not_run(skipped, config), file=sys.stderr, flush=True)
