@@ -74,6 +74,9 @@ KNOWN_CHECKPOINTS = {c.file: c for c in (
           ("DNA-Protein", "subcell_bg", "nucleus, protein"),
       )
       for kind, what in (("MAE-CellS-ProtS-Pool", "MAE + contrastive"), ("ViT-ProtS-Pool", "supervised-contrastive ViT"))),
+    KnownCheckpoint("OpenPhenom.safetensors", "openphenom",
+                    "OpenPhenom-S/16, Recursion's channel-agnostic MAE (encoder and decoder; non-commercial licence)",
+                    url="recursionpharma/OpenPhenom/resolve/main/model.safetensors", host="huggingface"),
     KnownCheckpoint("opencell_dino.pth", "opencell", "a DINO trained on OpenCell images (the study's third backbone)",
                     how="train one with `python -m xferlab.pretrain dataset=opencell_raw dataset.root=<images> "
                         "backbone=random_vits16 name=opencell_dino` (or use your own DINO checkpoint) and copy its "
