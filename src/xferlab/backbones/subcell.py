@@ -202,7 +202,9 @@ class SubCellBackbone(Backbone):
 
     @property
     def embed_dim(self) -> int:
-        return int(self.model.num_features if self.features == "pool" else self.model.encoder.layernorm.normalized_shape[0])
+        if self.features == "pool":
+            return int(self.model.num_features)
+        return int(self.model.encoder.layernorm.normalized_shape[0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x, self.features)
