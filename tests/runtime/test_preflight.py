@@ -120,6 +120,17 @@ def test_online_the_design_card_sweep_downloads_once_and_every_job_runs(tmp_path
     assert len(list(out.glob("sweeps/default/*/*/metrics.json"))) == 2
 
 
+def test_a_backbone_that_matches_pixel_sizes_needs_a_dataset_that_declares_one(tmp_path, monkeypatch):
+    from tests.backbones.test_subcell import released_state
+
+    monkeypatch.setenv("XFERLAB_WEIGHTS", str(tmp_path))
+    torch.save(released_state(2), tmp_path / "DNA-Protein_MAE-CellS-ProtS-Pool.pth")
+    problems = sweep(["backbone=subcell_bg", "seed=0,1"], lambda cfg: missing_inputs(job_configs(cfg, True)[0]))
+    assert problems == [p for p in problems if "declares no pixel size" in p] and len(problems) == 1
+    assert sweep(["backbone=subcell_bg", "backbone.preprocess.scale=resize", "seed=0,1"],
+                 lambda cfg: missing_inputs(job_configs(cfg, True)[0])) == []
+
+
 def test_a_hub_backbone_offline_and_not_cached_is_listed(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     task = ["backbone=imagenet", "backbone.init=hub", "backbone.hub_id=vit_small_patch16_224.not_cached_here", "seed=0,1"]
@@ -142,14 +153,19 @@ def test_zoo_sweep_keeps_the_backbones_present_and_lists_the_others(tmp_path, mo
         problems = skip_missing_backbones(cfg)
         return listed, problems, str(cfg.hydra.sweeper.params.backbone), job_overrides(cfg)
 
-    listed, problems, kept, jobs = sweep(["experiment=zoo"], check)
+    listed, problems, kept, jobs = sweep(["experiment=zoo", "dataset=opencell_raw"], check)
     assert kept == "subcell_bg,random,pixels"
-    assert len(problems) == len(listed) - 3 and len(listed) >= 17
+    assert len(problems) == len(listed) - 3 and len(listed) >= 18
     assert any("DINO_FOV_checkpoint.pth" in p and "zenodo" in p for p in problems)  # where to get it
     assert any("vit_small_patch14_dinov2.lvd142m.safetensors" in p and "huggingface.co" in p for p in problems)
     assert any("opencell_dino.pth" in p and "xferlab.pretrain" in p for p in problems)
     assert len(jobs) == 3 * 5 and {o for j in jobs for o in j if o.startswith("backbone=")} == {
         "backbone=subcell_bg", "backbone=random", "backbone=pixels"}
+    # SynthCell has no pixel size: SubCell (scale=match) cannot run there, and is listed with the fix
+    _, problems, kept, _ = sweep(["experiment=zoo"], check)
+    assert kept == "random,pixels"
+    assert any(p.startswith("backbone=subcell_bg resamples") and "backbone.preprocess.scale=resize" in p
+               for p in problems)
     # a backbone chosen on the command line is never skipped: the usual check stops the sweep
     _, problems, kept, _ = sweep(["experiment=zoo", "backbone=hpa,random"], check)
     assert problems == [] and "hpa" in kept
@@ -168,6 +184,7 @@ def test_zoo_runs_offline_on_synthcell_with_what_is_present_and_the_report_lists
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, text[-3000:]
     assert "2 backbones of this experiment not run" in text and "Traceback" not in text
+    assert "DINO_FOV_checkpoint.pth" in text  # where to get it
     (sweep_dir,) = (out / "sweeps" / "zoo").iterdir()
     jobs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir())
     assert len(jobs) == 2 and all("metrics.json" in {f.name for f in (sweep_dir / j).iterdir()} for j in jobs)

@@ -12,9 +12,12 @@ not once per job); a dataset's `root` / `csv` / `path` must exist. Whatever is m
 once, as a list (the file, where to get it, where to put it), and the command exits with status 1
 before any job starts: no traceback and no run folder.
 
+A backbone that resamples images to its pretraining's pixel size (`preprocess.scale=match`) needs
+a dataset that declares its pixel size (`dataset.pixel_size_um`; a stored dataset may carry one).
+
 `missing_backbones=skip` (set by `experiment=zoo`): the backbones the experiment's sweep lists
-(`hydra.sweeper.params.backbone`) whose weights are missing and cannot be fetched are taken out
-of the sweep before it is expanded, listed (where to get each) on the terminal and in
+(`hydra.sweeper.params.backbone`) whose weights are missing and cannot be fetched, or which cannot
+run on the dataset for want of its pixel size, are taken out of the sweep before it is expanded, listed (where to get each) on the terminal and in
 `<sweep dir>/not_run.txt` (which the report repeats); the others run. Everything else is checked
 as always, and backbones chosen on the command line are never skipped. (The callback runs before
 Hydra builds its sweeper from `hydra.sweeper.params`, so the sweep is the one left here.)
@@ -115,6 +118,17 @@ def _hub_problem(node: Any) -> str | None:
             "backbone.init=weights backbone.weights=/path/to/file")
 
 
+def _scale_problem(backbone: dict, dataset: dict) -> str | None:
+    """`scale=match` resamples the store to the backbone's pretraining pixel size: the dataset must
+    declare its own (`dataset.pixel_size_um`), or be a stored one that may record it (`path`)."""
+    pre = backbone.get("preprocess") or {}
+    if pre.get("scale") != "match" or dataset.get("pixel_size_um") is not None or dataset.get("path"):
+        return None
+    return (f"backbone={backbone.get('name')} resamples images to the {pre.get('pretrained_pixel_size_um')} um pixels "
+            f"of its pretraining (backbone.preprocess.scale=match), but dataset={dataset.get('name')} declares no "
+            "pixel size: set dataset.pixel_size_um=<micrometres per pixel>, or backbone.preprocess.scale=resize")
+
+
 def _dataset_problems(node: Any) -> list[str]:
     problems = []
     for key in DATASET_INPUTS:
@@ -142,6 +156,12 @@ def missing_inputs(jobs: list[DictConfig]) -> list[str]:
             seen.add(key)
             found = [_backbone_problem(plain)] if group == "backbone" else _dataset_problems(plain)
             problems.update(dict.fromkeys(p for p in found if p))
+        backbone, dataset = (OmegaConf.select(cfg, g, default=None) for g in ("backbone", "dataset"))
+        if backbone is not None and dataset is not None:
+            mismatch = _scale_problem(OmegaConf.to_container(backbone, resolve=True),
+                                      OmegaConf.to_container(dataset, resolve=True))
+            if mismatch:
+                problems[mismatch] = None
     return list(problems)
 
 
@@ -167,8 +187,10 @@ def skip_missing_backbones(config: DictConfig) -> list[str]:
     first_job = [o for o in job_overrides(config)[0] if o.split("=", 1)[0] != "backbone"]
     present, problems = [], []
     for name in names:
-        node = loader.load_sweep_config(config, [*first_job, f"backbone={name}"]).backbone
-        problem = _backbone_problem(OmegaConf.to_container(node, resolve=True))
+        job = loader.load_sweep_config(config, [*first_job, f"backbone={name}"])
+        backbone = OmegaConf.to_container(job.backbone, resolve=True)
+        problem = _scale_problem(backbone, OmegaConf.to_container(job.dataset, resolve=True)) or \
+            _backbone_problem(backbone)
         (problems.append(problem) if problem else present.append(name))
     if problems and not present:
         raise SystemExit(report(problems, 0))
@@ -180,7 +202,7 @@ def skip_missing_backbones(config: DictConfig) -> list[str]:
 
 def not_run(problems: list[str], config: DictConfig) -> str:
     text = (f"{len(problems)} backbone{'s' if len(problems) != 1 else ''} of this experiment not run "
-            "(missing_backbones=skip), their weights missing:\n- " + "\n- ".join(problems))
+            "(missing_backbones=skip):\n- " + "\n- ".join(problems))
     folder = Path(str(config.hydra.sweep.dir))
     folder.mkdir(parents=True, exist_ok=True)
     from xferlab.runtime.io import atomic_write_text
