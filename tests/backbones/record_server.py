@@ -1,6 +1,7 @@
 """A real HTTP server on 127.0.0.1 for download tests: static files with byte ranges (HEAD, GET,
-`Range: bytes=a-b`, `bytes=-n`), JSON documents (a Zenodo-like record), and a switch that cuts a
-file's body short while announcing its full length (an interrupted download)."""
+`Range: bytes=a-b`, `bytes=-n`), JSON documents (a Zenodo-like record), redirects with headers
+(the Hugging Face hub's answer for a large file), and a switch that cuts a file's body short while
+announcing its full length (an interrupted download)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ class RecordServer:
     def __init__(self):
         self.files: dict[str, bytes] = {}
         self.cut: dict[str, int] = {}  # path -> bytes sent before the connection is dropped
+        self.redirects: dict[str, tuple[str, dict[str, str]]] = {}  # path -> (target path, headers of the 302)
         self.requests: list[tuple[str, str, str | None]] = []
         server = self
 
@@ -36,6 +38,15 @@ class RecordServer:
                 path = self.path.split("?", 1)[0]
                 rng = self.headers.get("Range")
                 server.requests.append((self.command, path, rng))
+                if path in server.redirects:  # as the Hugging Face hub answers for large files
+                    target, headers = server.redirects[path]
+                    self.send_response(302)
+                    self.send_header("Location", server.url + target)
+                    for key, value in headers.items():
+                        self.send_header(key, value)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 body = server.files.get(path)
                 if body is None:
                     self.send_response(404)

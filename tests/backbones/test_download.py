@@ -167,3 +167,55 @@ def test_fetch_weights_verifies_a_file_placed_by_hand_once_and_pins_it(tmp_path,
     captured = capsys.readouterr()
     assert "present  dino_vitbase8_pretrain.pth" in captured.out and "FAILED   dino_deitsmall16_pretrain.pth" in captured.err
     assert read_lock(folder) == {"dino_vitbase8_pretrain.pth": sha256(good)}  # only the file that loads is pinned
+
+
+# ---------------------------------------------------------------- DINOv2 / DINOv3 and SubCell files
+
+HUB_PATH = "/timm/vit_small_patch14_dinov2.lvd142m/resolve/main/model.safetensors"
+
+
+def hub_file(server, monkeypatch, announced: str | None = None) -> bytes:
+    """timm's DINOv2 ViT-S/14 layout (a small model of it) behind a hub-like redirect that announces
+    the file's sha256 (`X-Linked-Etag`), as huggingface.co does."""
+    import timm
+    from safetensors.torch import save
+
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    model = timm.create_model("vit_small_patch14_dinov2", pretrained=False, num_classes=0, img_size=28,
+                              embed_dim=128, depth=1, num_heads=2)
+    data = save({k: v.contiguous() for k, v in model.state_dict().items()})
+    server.files["/cdn/blob"] = data
+    server.redirects[HUB_PATH] = ("/cdn/blob", {"X-Linked-Etag": f'"{announced or sha256(data)}"'})
+    return data
+
+
+def test_hub_file_downloaded_checked_against_the_announced_sha256_and_locked(server, tmp_path, monkeypatch):
+    data = hub_file(server, monkeypatch)
+    bb = backbone("dinov2_vits14")
+    path = tmp_path / "weights" / "vit_small_patch14_dinov2.lvd142m.safetensors"
+    assert path.read_bytes() == data and bb.file_sha256 == sha256(data)
+    assert read_lock(path.parent) == {path.name: sha256(data)}
+    assert bb.model.num_prefix_tokens == 1 and bb.model.patch_embed.patch_size == (14, 14)
+
+
+def test_hub_file_whose_bytes_differ_from_the_announced_sha256_is_not_kept(server, tmp_path, monkeypatch):
+    hub_file(server, monkeypatch, announced="0" * 64)
+    with pytest.raises(WeightsError, match="checksum mismatch: sha256 .* the server lists 0{64}"):
+        backbone("dinov2_vits14")
+    assert not (tmp_path / "weights" / "vit_small_patch14_dinov2.lvd142m.safetensors").exists()
+    assert leftovers(tmp_path / "weights") == []
+
+
+def test_subcell_encoder_downloaded_from_its_bucket_verified_and_locked(server, tmp_path, monkeypatch):
+    from tests.backbones.test_subcell import released_state
+
+    monkeypatch.setenv("XFERLAB_SUBCELL_URL", server.url + "/models")
+    data = saved(released_state(2))
+    server.files["/models/DNA-Protein_MAE-CellS-ProtS-Pool.pth"] = data
+    bb = backbone("subcell_bg")
+    path = tmp_path / "weights" / "DNA-Protein_MAE-CellS-ProtS-Pool.pth"
+    assert path.read_bytes() == data and bb.file_sha256 == sha256(data)
+    assert read_lock(path.parent) == {path.name: sha256(data)}
+    server.files["/models/DNA-Protein_ViT-ProtS-Pool.pth"] = saved(released_state(4))  # not a bg encoder
+    assert fetch.main(["--no-progress", "weights", "DNA-Protein_ViT-ProtS-Pool.pth"]) == 1
+    assert not (tmp_path / "weights" / "DNA-Protein_ViT-ProtS-Pool.pth").exists()

@@ -3,6 +3,7 @@ once, nothing launched and no run folder left."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -122,9 +123,79 @@ def test_online_the_design_card_sweep_downloads_once_and_every_job_runs(tmp_path
     assert len(list(out.glob("sweeps/default/*/*/metrics.json"))) == 2
 
 
+def test_a_backbone_that_matches_pixel_sizes_needs_a_dataset_that_declares_one(tmp_path, monkeypatch):
+    from tests.backbones.test_subcell import released_state
+
+    monkeypatch.setenv("XFERLAB_WEIGHTS", str(tmp_path))
+    torch.save(released_state(2), tmp_path / "DNA-Protein_MAE-CellS-ProtS-Pool.pth")
+    problems = sweep(["backbone=subcell_bg", "seed=0,1"], lambda cfg: missing_inputs(job_configs(cfg, True)[0]))
+    assert problems == [p for p in problems if "declares no pixel size" in p] and len(problems) == 1
+    assert sweep(["backbone=subcell_bg", "backbone.preprocess.scale=resize", "seed=0,1"],
+                 lambda cfg: missing_inputs(job_configs(cfg, True)[0])) == []
+
+
 def test_a_hub_backbone_offline_and_not_cached_is_listed(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     task = ["backbone=imagenet", "backbone.init=hub", "backbone.hub_id=vit_small_patch16_224.not_cached_here", "seed=0,1"]
     problems = sweep(task, lambda cfg: missing_inputs(job_configs(cfg, multirun=True)[0]))
     assert len(problems) == 1 and "timm/vit_small_patch16_224.not_cached_here is not in the local Hugging Face cache" \
         in problems[0]
+
+
+# ---------------------------------------------------------------- experiment=zoo: missing_backbones=skip
+
+def test_zoo_sweep_keeps_the_backbones_present_and_lists_the_others(tmp_path, monkeypatch):
+    from tests.backbones.test_subcell import released_state
+    from xferlab.runtime.preflight import skip_missing_backbones
+
+    monkeypatch.setenv("XFERLAB_WEIGHTS", str(tmp_path))
+    torch.save(released_state(2), tmp_path / "DNA-Protein_MAE-CellS-ProtS-Pool.pth")  # only SubCell bg is here
+
+    def check(cfg):
+        listed = str(cfg.hydra.sweeper.params.backbone).split(",")
+        problems = skip_missing_backbones(cfg)
+        return listed, problems, str(cfg.hydra.sweeper.params.backbone), job_overrides(cfg)
+
+    listed, problems, kept, jobs = sweep(["experiment=zoo", "dataset=opencell_raw"], check)
+    assert kept == "subcell_bg,random,pixels"
+    assert len(problems) == len(listed) - 3 and len(listed) >= 18
+    assert any("DINO_FOV_checkpoint.pth" in p and "zenodo" in p for p in problems)  # where to get it
+    assert any("vit_small_patch14_dinov2.lvd142m.safetensors" in p and "huggingface.co" in p for p in problems)
+    assert any("opencell_dino.pth" in p and "xferlab.pretrain" in p for p in problems)
+    assert len(jobs) == 3 * 5 and {o for j in jobs for o in j if o.startswith("backbone=")} == {
+        "backbone=subcell_bg", "backbone=random", "backbone=pixels"}
+    # SynthCell has no pixel size: SubCell (scale=match) cannot run there, and is listed with the fix
+    _, problems, kept, _ = sweep(["experiment=zoo"], check)
+    assert kept == "random,pixels"
+    assert any(p.startswith("backbone=subcell_bg resamples") and "backbone.preprocess.scale=resize" in p
+               for p in problems)
+    # a backbone chosen on the command line is never skipped: the usual check stops the sweep
+    _, problems, kept, _ = sweep(["experiment=zoo", "backbone=hpa,random"], check)
+    assert problems == [] and "hpa" in kept
+
+
+def test_zoo_runs_offline_on_synthcell_with_what_is_present_and_the_report_lists_the_rest(tmp_path):
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "XFERLAB_WEIGHTS": str(weights),
+           "PYTHONPATH": os.pathsep.join([str(SRC), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    out = tmp_path / "outputs"
+    args = ["-m", "experiment=zoo", "dataset=synthcell_tiny", "logger=csv", f"paths.output_root={out}",
+            "hydra.sweeper.params.backbone='random_tiny,pixels,hpa,dinov3_vits16'", "hydra.sweeper.params.seed=0"]
+    proc = subprocess.run([sys.executable, "-m", "xferlab.train", *args], cwd=tmp_path, env=env, text=True,
+                          capture_output=True, timeout=600)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0, text[-3000:]
+    assert "2 backbones of this experiment not run" in text and "Traceback" not in text
+    assert "DINO_FOV_checkpoint.pth" in text  # where to get it
+    (sweep_dir,) = (out / "sweeps" / "zoo").iterdir()
+    jobs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir())
+    assert len(jobs) == 2 and all("metrics.json" in {f.name for f in (sweep_dir / j).iterdir()} for j in jobs)
+    assert {json.loads((sweep_dir / j / "metrics.json").read_text())["backbone"] for j in jobs} == {"random_tiny",
+                                                                                                   "pixels"}
+    report = subprocess.run([sys.executable, "-m", "xferlab.report", str(sweep_dir), "--bootstrap", "0"],
+                            cwd=tmp_path, env=env, text=True, capture_output=True, timeout=300)
+    assert report.returncode == 0, report.stderr[-3000:]
+    first = report.stdout.split("\n\n")[0]
+    assert "DINO_FOV_checkpoint.pth" in first and "vit_small_patch16_dinov3.lvd1689m.safetensors" in first
+    assert "random_tiny" in report.stdout and "pixels" in report.stdout

@@ -52,6 +52,13 @@ class BackboneState:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+def is_safetensors(path: Path) -> bool:
+    """A safetensors file starts with its JSON header's length (8 bytes, little-endian), then `{`."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:] == b"{" and 0 < int.from_bytes(head[:8], "little") < path.stat().st_size
+
+
 def read_file(path: str | Path, trust: bool = False) -> Any:
     """The object stored in a checkpoint file (tensors, containers, Namespace only unless trusted)."""
     path = Path(path)
@@ -59,7 +66,7 @@ def read_file(path: str | Path, trust: bool = False) -> Any:
         raise WeightsError(f"weights file {path} does not exist; set backbone.weights to a checkpoint file")
     if path.stat().st_size == 0:
         raise WeightsError(f"weights file {path} is empty: download it again")
-    if path.suffix == ".safetensors":
+    if path.suffix == ".safetensors" or is_safetensors(path):  # by content too: a download's temporary name
         from safetensors.torch import load_file
 
         try:

@@ -2,6 +2,11 @@
 
 - DINO files: one HTTPS download from DINO's server (`XFERLAB_DINO_URL`, default
   https://dl.fbaipublicfiles.com/dino), size checked against Content-Length.
+- DINOv2 / DINOv3 files: timm's `model.safetensors` from the Hugging Face hub (`HF_ENDPOINT`,
+  default https://huggingface.co), size checked, and its sha256 against the one the hub announces
+  (`X-Linked-Etag`).
+- SubCell encoders: from CZI's public bucket over HTTPS (`XFERLAB_SUBCELL_URL`, default
+  https://czi-subcell-public.s3.amazonaws.com/models), size checked.
 - DINO4Cells files: the Zenodo record's file list is read from the REST API
   (`<XFERLAB_ZENODO_URL>/api/records/<id>`, default https://zenodo.org), which gives each file's
   md5. A checkpoint listed in the record is downloaded and its md5 checked; one inside a zip in the
@@ -30,10 +35,21 @@ log = logging.getLogger(__name__)
 DINO_URL = "https://dl.fbaipublicfiles.com/dino"
 ZENODO_URL = "https://zenodo.org"
 TIMEOUT = 30  # seconds to connect, and between bytes
+# where a checkpoint's `url` is relative to: host -> (environment variable that moves it, default)
+HOSTS = {
+    "dino": ("XFERLAB_DINO_URL", DINO_URL),
+    "huggingface": ("HF_ENDPOINT", "https://huggingface.co"),  # huggingface_hub's own setting
+    "subcell": ("XFERLAB_SUBCELL_URL", "https://czi-subcell-public.s3.amazonaws.com/models"),
+}
+
+
+def host_url(host: str) -> str:
+    variable, default = HOSTS[host]
+    return os.environ.get(variable, default).rstrip("/")
 
 
 def dino_url() -> str:
-    return os.environ.get("XFERLAB_DINO_URL", DINO_URL).rstrip("/")
+    return host_url("dino")
 
 
 def zenodo_url() -> str:
@@ -42,7 +58,7 @@ def zenodo_url() -> str:
 
 def source_url(known: KnownCheckpoint) -> str:
     if known.url:
-        return f"{dino_url()}/{known.url}"
+        return f"{host_url(known.host)}/{known.url}"
     return f"{known.member or known.file} from {zenodo_url()}/records/{known.zenodo}"
 
 
@@ -119,9 +135,32 @@ def _checker(known: KnownCheckpoint, source: str, verify) -> Callable[[Path], No
     return check
 
 
+def _with_sha256(check: Callable[[Path], None], expected: str, source: str) -> Callable[[Path], None]:
+    def checked(tmp: Path) -> None:
+        from xferlab.backbones.weights import file_sha256
+
+        got = file_sha256(tmp)
+        if got != expected:
+            raise TransferError(f"{source}: checksum mismatch: sha256 {got} of the received bytes, the server lists "
+                                f"{expected}; the file changed on the server or was damaged in transit. Nothing was "
+                                "kept. Run the command again")
+        check(tmp)
+
+    return checked
+
+
 def _from_url(known: KnownCheckpoint, dest: Path, verify, progress: bool) -> str:
-    url = f"{dino_url()}/{known.url}"
-    return _get(url, dest, known, verify, progress, md5=None)
+    return _get(source_url(known), dest, known, verify, progress, md5=None)
+
+
+def published_sha256(response) -> str | None:
+    """The sha256 the Hugging Face hub announces for a large file (`X-Linked-Etag` on its answer
+    before the redirect to the storage), or None where the server gives none."""
+    for r in [*response.history, response]:
+        tag = (r.headers.get("X-Linked-Etag") or "").strip('"').lower()
+        if len(tag) == 64 and all(c in "0123456789abcdef" for c in tag):
+            return tag
+    return None
 
 
 def _get(url: str, dest: Path, known: KnownCheckpoint, verify, progress: bool, md5: str | None,
@@ -134,9 +173,12 @@ def _get(url: str, dest: Path, known: KnownCheckpoint, verify, progress: bool, m
             length = response.headers.get("Content-Length")
             size = size if size is not None else (int(length) if length else None)
             bar = Progress(1, size or 0, what=dest.name, enabled=progress)
+            check, sha256 = _checker(known, url, verify), published_sha256(response)
+            if sha256 is not None:
+                check = _with_sha256(check, sha256, url)
             try:
                 return stream_to(dest, response.iter_content(1 << 20), source=url, size=size, md5=md5,
-                                 check=_checker(known, url, verify), on_bytes=bar.add_bytes)
+                                 check=check, on_bytes=bar.add_bytes)
             finally:
                 bar.file_done()
                 bar.close()

@@ -29,7 +29,8 @@ class KnownCheckpoint:
     file: str
     backbone: str  # the backbone config (conf/backbone/<name>.yaml) the file loads into
     what: str
-    url: str | None = None  # direct download, relative to the DINO server (`download.DINO_URL`)
+    url: str | None = None  # direct download, relative to its host's address (`download.HOSTS`)
+    host: str = "dino"  # dino (DINO's server), huggingface (the Hugging Face hub), subcell (CZI's SubCell bucket)
     zenodo: str | None = None  # Zenodo record id holding the file (directly or inside a zip)
     member: str | None = None  # the file's name in the record or its archive (default: `file`)
     how: str | None = None  # for files users make themselves
@@ -54,6 +55,28 @@ KNOWN_CHECKPOINTS = {c.file: c for c in (
                     zenodo="8061392", member="DINO_FOV_checkpoint.pth"),
     KnownCheckpoint("DINO_single_cell_checkpoint.pth", "hpa_sc", "DINO4Cells, HPA single cells (4 channels)",
                     zenodo="8061426", member="DINO_single_cell_checkpoint.pth"),
+    *(KnownCheckpoint(f"{hub_id}.safetensors", backbone, f"{what}, timm's layout on the Hugging Face hub",
+                      url=f"timm/{hub_id}/resolve/main/model.safetensors", host="huggingface")
+      for hub_id, backbone, what in (
+          ("vit_small_patch14_dinov2.lvd142m", "dinov2_vits14", "DINOv2 ViT-S/14, LVD-142M"),
+          ("vit_small_patch14_reg4_dinov2.lvd142m", "dinov2_vits14_reg4", "DINOv2 ViT-S/14 with 4 registers, LVD-142M"),
+          ("vit_base_patch14_dinov2.lvd142m", "dinov2_vitb14", "DINOv2 ViT-B/14, LVD-142M"),
+          ("vit_base_patch14_reg4_dinov2.lvd142m", "dinov2_vitb14_reg4", "DINOv2 ViT-B/14 with 4 registers, LVD-142M"),
+          ("vit_small_patch16_dinov3.lvd1689m", "dinov3_vits16", "DINOv3 ViT-S/16, LVD-1689M"),
+          ("vit_base_patch16_dinov3.lvd1689m", "dinov3_vitb16", "DINOv3 ViT-B/16, LVD-1689M"),
+      )),
+    *(KnownCheckpoint(f"{prefix}_{kind}.pth", backbone, f"SubCell {what} encoder and pooler ({channels})",
+                      url=f"{prefix}_{kind}.pth", host="subcell")
+      for prefix, backbone, channels in (
+          ("all_channels", "subcell_rybg", "microtubules, ER, nucleus, protein"),
+          ("MT-DNA-Protein", "subcell_rbg", "microtubules, nucleus, protein"),
+          ("ER-DNA-Protein", "subcell_ybg", "ER, nucleus, protein"),
+          ("DNA-Protein", "subcell_bg", "nucleus, protein"),
+      )
+      for kind, what in (("MAE-CellS-ProtS-Pool", "MAE + contrastive"), ("ViT-ProtS-Pool", "supervised-contrastive ViT"))),
+    KnownCheckpoint("OpenPhenom.safetensors", "openphenom",
+                    "OpenPhenom-S/16, Recursion's channel-agnostic MAE (encoder and decoder; non-commercial licence)",
+                    url="recursionpharma/OpenPhenom/resolve/main/model.safetensors", host="huggingface"),
     KnownCheckpoint("opencell_dino.pth", "opencell", "a DINO trained on OpenCell images (the study's third backbone)",
                     how="train one with `python -m xferlab.pretrain dataset=opencell_raw dataset.root=<images> "
                         "backbone=random_vits16 name=opencell_dino` (or use your own DINO checkpoint) and copy its "

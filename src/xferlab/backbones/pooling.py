@@ -6,6 +6,9 @@
   tokens left out), concatenated.
 - `last4`: the class tokens of the last four blocks, each after the final norm, concatenated
   (DINO's linear-evaluation features).
+
+All three work on timm's `VisionTransformer` (DINO, DINOv2 with or without registers) and `Eva`
+(DINOv3: RoPE, registers); register tokens count among `num_prefix_tokens`.
 """
 
 from __future__ import annotations
@@ -56,10 +59,7 @@ def cls_avg(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def last4(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if len(model.blocks) < 4:
         raise ValueError(f"backbone.features=last4 needs at least 4 blocks; this model has {len(model.blocks)}")
-    x = model.norm_pre(model.patch_drop(model._pos_embed(model.patch_embed(x))))
-    outs = []
-    for i, block in enumerate(model.blocks):
-        x = block(x)
-        if i >= len(model.blocks) - 4:
-            outs.append(model.norm(x)[:, 0])
-    return torch.cat(outs, dim=1)
+    # timm's intermediate-layer API serves plain ViTs (DINO, DINOv2) and RoPE ViTs (DINOv3, an Eva) alike
+    outs = model.forward_intermediates(x, indices=4, norm=True, return_prefix_tokens=True, output_fmt="NLC",
+                                       intermediates_only=True)
+    return torch.cat([prefix[:, 0] for _, prefix in outs], dim=1)

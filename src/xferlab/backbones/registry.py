@@ -177,6 +177,8 @@ def build_backbone(
                              weights=weights, init_seed=int(init_seed), checkpoint_key=checkpoint_key,
                              trust_checkpoint=bool(trust_checkpoint), hub_id=hub_id, download=download)
     loaded = WEIGHT_SOURCES[init](request)
+    check_patch_grid(getattr(getattr(loaded.model, "patch_embed", None), "patch_size", None),
+                     preprocess.get("input_size"), name)
     backbone = Backbone(
         loaded.model, name=name, arch=arch, in_channels=in_channels, features=features, preprocess=preprocess,
         model_kwargs=loaded.model_kwargs, weights_source=loaded.source, file_sha256=loaded.file_sha256,
@@ -185,6 +187,18 @@ def build_backbone(
     log.info("backbone %s (%s): weights %s, weights sha256 %s%s", name, arch, loaded.source,
              backbone.weights_sha256[:16], f", file sha256 {loaded.file_sha256[:16]}" if loaded.file_sha256 else "")
     return backbone
+
+
+def check_patch_grid(patch: int | Sequence[int] | None, input_size: int | None, name: str) -> None:
+    """A ViT sees whole patches: an input size that is not a multiple of the patch size would
+    silently drop the image's last rows and columns."""
+    if input_size is None or patch is None:
+        return
+    patch = int(patch[0] if isinstance(patch, (tuple, list)) else patch)
+    if int(input_size) % patch:
+        fits = ", ".join(str(patch * k) for k in (int(input_size) // patch, int(input_size) // patch + 1) if k)
+        raise ValueError(f"backbone={name}: backbone.preprocess.input_size={input_size} is not a multiple of its "
+                         f"patch size {patch}; use e.g. {fits}")
 
 
 def create_model(arch: str, in_chans: int, model_kwargs: dict[str, Any], seed: int) -> nn.Module:

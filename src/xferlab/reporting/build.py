@@ -18,6 +18,7 @@ from xferlab.reporting.confusion import confusion_from_runs, top_confusions
 from xferlab.reporting.consistency import flag_inconsistent
 from xferlab.reporting.tables import comparisons_latex, experiment_table, latex, markdown, usable_predictions
 from xferlab.runtime.io import atomic_write_text
+from xferlab.runtime.preflight import NOT_RUN_FILE
 
 DEFAULT_BOOTSTRAP = 2000
 
@@ -38,9 +39,10 @@ def build_report(dirs: Sequence[Path], out: Path, n_boot: int = DEFAULT_BOOTSTRA
     """Tables and figures of every experiment under `dirs`. A job whose metrics.json is missing or
     broken is left out and named (with the reason, also in `<out>/left_out.txt`); one whose
     predictions.csv is missing or broken counts in the tables but leaves its condition without
-    intervals, comparisons and confusion matrix, and is named too."""
+    intervals, comparisons and confusion matrix, and is named too. Backbones the preflight left out
+    of a sweep for want of weights (`not_run.txt` in the sweep folder) are listed first."""
     runs, problems = scan_runs(dirs)
-    text = []
+    text = [note.read_text().strip() for note in (Path(d) / NOT_RUN_FILE for d in dirs) if note.is_file()]
     if problems:
         lines = [f"- {d}: {why}" for d, why in problems]
         text.append(f"{len(problems)} job(s) left out of the report:\n" + "\n".join(lines))

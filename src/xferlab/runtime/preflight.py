@@ -11,12 +11,23 @@ public checkpoint, `backbone.download=auto` and downloads are allowed (once, bef
 not once per job); a dataset's `root` / `csv` / `path` must exist. Whatever is missing is printed
 once, as a list (the file, where to get it, where to put it), and the command exits with status 1
 before any job starts: no traceback and no run folder.
+
+A backbone that resamples images to its pretraining's pixel size (`preprocess.scale=match`) needs
+a dataset that declares its pixel size (`dataset.pixel_size_um`; a stored dataset may carry one).
+
+`missing_backbones=skip` (set by `experiment=zoo`): the backbones the experiment's sweep lists
+(`hydra.sweeper.params.backbone`) whose weights are missing and cannot be fetched, or which cannot
+run on the dataset for want of its pixel size, are taken out of the sweep before it is expanded, listed (where to get each) on the terminal and in
+`<sweep dir>/not_run.txt` (which the report repeats); the others run. Everything else is checked
+as always, and backbones chosen on the command line are never skipped. (The callback runs before
+Hydra builds its sweeper from `hydra.sweeper.params`, so the sweep is the one left here.)
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +36,8 @@ from omegaconf import DictConfig, OmegaConf
 
 DATASET_INPUTS = ("root", "csv", "path")
 INPUT_NODES = ("backbone", "dataset", "paths")
+MISSING_MODES = ("fail", "skip")
+NOT_RUN_FILE = "not_run.txt"
 
 
 def job_overrides(config: DictConfig) -> list[list[str]]:
@@ -105,6 +118,17 @@ def _hub_problem(node: Any) -> str | None:
             "backbone.init=weights backbone.weights=/path/to/file")
 
 
+def _scale_problem(backbone: dict, dataset: dict) -> str | None:
+    """`scale=match` resamples the store to the backbone's pretraining pixel size: the dataset must
+    declare its own (`dataset.pixel_size_um`), or be a stored one that may record it (`path`)."""
+    pre = backbone.get("preprocess") or {}
+    if pre.get("scale") != "match" or dataset.get("pixel_size_um") is not None or dataset.get("path"):
+        return None
+    return (f"backbone={backbone.get('name')} resamples images to the {pre.get('pretrained_pixel_size_um')} um pixels "
+            f"of its pretraining (backbone.preprocess.scale=match), but dataset={dataset.get('name')} declares no "
+            "pixel size: set dataset.pixel_size_um=<micrometres per pixel>, or backbone.preprocess.scale=resize")
+
+
 def _dataset_problems(node: Any) -> list[str]:
     problems = []
     for key in DATASET_INPUTS:
@@ -132,7 +156,59 @@ def missing_inputs(jobs: list[DictConfig]) -> list[str]:
             seen.add(key)
             found = [_backbone_problem(plain)] if group == "backbone" else _dataset_problems(plain)
             problems.update(dict.fromkeys(p for p in found if p))
+        backbone, dataset = (OmegaConf.select(cfg, g, default=None) for g in ("backbone", "dataset"))
+        if backbone is not None and dataset is not None:
+            mismatch = _scale_problem(OmegaConf.to_container(backbone, resolve=True),
+                                      OmegaConf.to_container(dataset, resolve=True))
+            if mismatch:
+                problems[mismatch] = None
     return list(problems)
+
+
+def swept_backbones(config: DictConfig) -> list[str]:
+    """The backbones the experiment's sweep lists, unless the command line chooses the backbone."""
+    task = OmegaConf.select(config, "hydra.overrides.task", default=None) or []
+    if any(o.split("=", 1)[0].lstrip("+~") == "backbone" for o in task):
+        return []
+    value = OmegaConf.select(config, "hydra.sweeper.params.backbone", default=None)
+    return [v.strip() for v in str(value or "").split(",") if v.strip()]
+
+
+def skip_missing_backbones(config: DictConfig) -> list[str]:
+    """Take the swept backbones whose weights are missing (and cannot be fetched) out of the
+    experiment's sweep; return what is missing for each."""
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import read_write
+
+    loader = GlobalHydra.instance().config_loader()
+    names = swept_backbones(config)
+    if not names:
+        return []
+    first_job = [o for o in job_overrides(config)[0] if o.split("=", 1)[0] != "backbone"]
+    present, problems = [], []
+    for name in names:
+        job = loader.load_sweep_config(config, [*first_job, f"backbone={name}"])
+        backbone = OmegaConf.to_container(job.backbone, resolve=True)
+        problem = _scale_problem(backbone, OmegaConf.to_container(job.dataset, resolve=True)) or \
+            _backbone_problem(backbone)
+        (problems.append(problem) if problem else present.append(name))
+    if problems and not present:
+        raise SystemExit(report(problems, 0))
+    if problems:
+        with read_write(config.hydra.sweeper.params):
+            config.hydra.sweeper.params.backbone = ",".join(present)
+    return problems
+
+
+def not_run(problems: list[str], config: DictConfig) -> str:
+    text = (f"{len(problems)} backbone{'s' if len(problems) != 1 else ''} of this experiment not run "
+            "(missing_backbones=skip):\n- " + "\n- ".join(problems))
+    folder = Path(str(config.hydra.sweep.dir))
+    folder.mkdir(parents=True, exist_ok=True)
+    from xferlab.runtime.io import atomic_write_text
+
+    atomic_write_text(folder / NOT_RUN_FILE, text + "\n")
+    return text
 
 
 def report(problems: list[str], n_jobs: int) -> str:
@@ -143,14 +219,32 @@ def report(problems: list[str], n_jobs: int) -> str:
 
 class Preflight(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        self._check(config, multirun=True)
+        self._stop_on_error(config, multirun=True)
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        self._check(config, multirun=False)
+        self._stop_on_error(config, multirun=False)
+
+    @classmethod
+    def _stop_on_error(cls, config: DictConfig, multirun: bool) -> None:
+        """Hydra turns a callback's exception into a warning and carries on; a check that could
+        not be made must stop the command instead."""
+        try:
+            cls._check(config, multirun)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as err:  # noqa: BLE001
+            raise SystemExit(f"xferlab: the check of the jobs' inputs failed ({type(err).__name__}: {err}); "
+                             "no job was launched") from err
 
     @staticmethod
     def _check(config: DictConfig, multirun: bool) -> None:
+        mode = OmegaConf.select(config, "missing_backbones", default="fail")
+        if mode not in MISSING_MODES:
+            raise SystemExit(f"xferlab: missing_backbones={mode!r}; choose one of {MISSING_MODES}")
+        skipped = skip_missing_backbones(config) if multirun and mode == "skip" else []
         configs, n_jobs = job_configs(config, multirun)
         problems = missing_inputs(configs)
         if problems:
             raise SystemExit(report(problems, n_jobs))
+        if skipped:
+            print(not_run(skipped, config), file=sys.stderr, flush=True)
