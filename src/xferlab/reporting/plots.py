@@ -1,6 +1,6 @@
 """Report figures (PNG): every run as a point over its condition's mean and interval, per-class F1
-(forest plot with intervals, heat map), confusion matrix, and F1 against a swept number (label
-fraction, k)."""
+(forest plot with intervals, heat map), confusion matrix, F1 against a swept number (label
+fraction, k), and a 2-D map of each condition's test embeddings."""
 
 from __future__ import annotations
 
@@ -88,7 +88,35 @@ def curve(runs: pd.DataFrame, x: str, series: str, path: Path, metric: str = "te
         ax.errorbar(agg.index, agg["mean"], yerr=agg["std"].fillna(0), marker="o", capsize=3, label=str(name))
     if log_x:
         ax.set_xscale("log")
-    ax.set_xlabel(x)
-    ax.set_ylabel(metric)
-    ax.legend(fontsize=7)
+    ax.set_xlabel(x.replace("_", " "))
+    ax.set_ylabel(metric.split("/", 1)[-1].replace("_", " ") + " (test)")
+    ax.legend(fontsize=7, title=series.replace("_", " "), title_fontsize=7)
+    return _save(fig, path)
+
+
+METHOD_NAMES = {"umap": "UMAP", "tsne": "t-SNE", "pca": "PCA"}
+
+
+def embedding_maps(maps: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, method: str) -> Path:
+    """One panel per condition: its test embeddings in 2-D, each point a crop coloured by its class
+    (the same colour for a class in every panel; one legend)."""
+    classes = sorted({c for _, labels in maps.values() for c in labels})
+    colours = dict(zip(classes, plt.get_cmap("tab20")(np.linspace(0, 1, 20))[: len(classes)]))
+    n = len(maps)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n + 2.2, 3.6), squeeze=False)
+    name = METHOD_NAMES.get(method, method)
+    for ax, (condition, (points, labels)) in zip(axes[0], maps.items()):
+        for c in classes:
+            at = labels == c
+            ax.scatter(points[at, 0], points[at, 1], s=3, color=colours[c], alpha=0.7, linewidths=0, label=c)
+        ax.set_title(f"{condition} (n={len(points)})", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel(f"{name} 1", fontsize=8)
+        ax.set_ylabel(f"{name} 2", fontsize=8)
+    handles = [plt.Line2D([], [], marker="o", ls="", color=colours[c], label=c) for c in classes]
+    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, title="class",
+               title_fontsize=8, frameon=False)
+    fig.suptitle(f"test embeddings, {name} of each condition's first run", fontsize=10)
+    fig.tight_layout()
     return _save(fig, path)
