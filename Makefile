@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml $(LOCK)
 install: $(STAMP)  ## create .venv and install xferlab with its dev extras, versions from requirements.lock (skipped when up to date)
 
 lock: $(STAMP)  ## rewrite requirements.lock from the versions installed in .venv (after changing pyproject.toml)
-	$(PY) -m pip install --quiet -c $(LOCK) -e '.[dev,notebook]'
+	$(PY) -m pip install --quiet -e '.[dev,notebook]'
 	$(PY) tools/lock.py
 
 DEMO_DIR ?= outputs/sweeps/demo/make-$(shell date +%Y-%m-%d_%H-%M-%S)
@@ -36,16 +36,14 @@ demo: $(STAMP)  ## run the main job (a five-seed sweep per backbone), print its 
 	@mkdir -p $(dir $(DEMO_LATEST)) && ln -sfn "$(abspath $(DEMO_DIR))" $(DEMO_LATEST)
 	$(PY) -m xferlab.report $(DEMO_LATEST)
 
-NOTEBOOK_REPORT ?= $(DEMO_LATEST)/report
-
 notebook: $(STAMP)  ## execute notebooks/results.ipynb on the latest demo's report (make demo first); HTML copy in outputs/notebooks/
-	@test -d $(NOTEBOOK_REPORT) || { echo "no report at $(NOTEBOOK_REPORT): run make demo first"; exit 2; }
-	XFERLAB_REPORT="$(abspath $(NOTEBOOK_REPORT))" $(PY) -m jupyter nbconvert --to notebook --execute --inplace notebooks/results.ipynb
+	@test -d $(DEMO_LATEST)/report || { echo "no report at $(DEMO_LATEST)/report: run make demo first"; exit 2; }
+	$(PY) -m jupyter nbconvert --to notebook --execute --inplace notebooks/results.ipynb
 	$(PY) -m jupyter nbconvert --to html notebooks/results.ipynb --output-dir outputs/notebooks
 	@echo "executed notebooks/results.ipynb; HTML copy: outputs/notebooks/results.html"
 
 readme-results: $(STAMP)  ## copy the latest demo's tables into docs/results/ and the README (make demo first)
-	$(PY) -m xferlab.readme update $(DEMO_LATEST)/report
+	$(PY) tools/readme.py update $(DEMO_LATEST)/report
 
 test: $(STAMP)  ## the default test suite (fast; slow tests excluded)
 	$(PY) -m pytest -q
