@@ -41,7 +41,7 @@ def dot_chart(table: pd.DataFrame, path: Path, metric: str = "test/macro_f1") ->
             ax.plot([lo, hi], [yi, yi], color="#DD8452", lw=1.5, zorder=2,
                     label="95% interval over test proteins" if yi == y[0] else None)
     ax.set_yticks(y, table["condition"])
-    ax.set_xlabel(metric.split("/", 1)[1].replace("_", " ") + " (test)")
+    ax.set_xlabel(metric.split("/", 1)[1].replace("_", " ").replace("f1", "F1") + " (test)")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     return _save(fig, path)
@@ -89,7 +89,7 @@ def curve(runs: pd.DataFrame, x: str, series: str, path: Path, metric: str = "te
     if log_x:
         ax.set_xscale("log")
     ax.set_xlabel(x.replace("_", " "))
-    ax.set_ylabel(metric.split("/", 1)[-1].replace("_", " ") + " (test)")
+    ax.set_ylabel(metric.split("/", 1)[-1].replace("_", " ").replace("f1", "F1") + " (test)")
     ax.legend(fontsize=7, title=series.replace("_", " "), title_fontsize=7)
     return _save(fig, path)
 
