@@ -42,8 +42,10 @@ notebook: $(STAMP)  ## execute notebooks/results.ipynb on the latest demo's repo
 	$(PY) -m jupyter nbconvert --to html notebooks/results.ipynb --output-dir outputs/notebooks
 	@echo "executed notebooks/results.ipynb; HTML copy: outputs/notebooks/results.html"
 
-readme-results: $(STAMP)  ## copy the latest demo's tables into docs/results/ and the README (make demo first)
-	$(PY) tools/readme.py update $(DEMO_LATEST)/report
+REPORTS ?= $(DEMO_LATEST)/report
+
+readme-results: $(STAMP)  ## copy the latest demo's tables (or those of REPORTS="<report dir> ...") into docs/results/ and the README
+	$(PY) tools/readme.py update $(REPORTS)
 
 test: $(STAMP)  ## the default test suite (fast; slow tests excluded)
 	$(PY) -m pytest -q

@@ -1,6 +1,6 @@
 """The README's result tables come from files, never typed by hand.
 
-    .venv/bin/python tools/readme.py update outputs/sweeps/demo/latest/report   # `make readme-results`
+    .venv/bin/python tools/readme.py update outputs/sweeps/demo/latest/report [<report> ...]  # `make readme-results`
     .venv/bin/python tools/readme.py check                                        # exit 1 on drift
 
 `update` copies each experiment's `summary.md` and `verdicts.md` from a report folder into
@@ -70,14 +70,15 @@ def copy_report(report: Path, results: Path = RESULTS) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("update", help="copy a report's tables into docs/results/ and the README")
-    up.add_argument("report", type=Path)
+    up = sub.add_parser("update", help="copy reports' tables into docs/results/ and the README")
+    up.add_argument("reports", type=Path, nargs="+", help="report folders (<sweep dir>/report)")
     sub.add_parser("check", help="exit 1 if a README block differs from its file")
     args = parser.parse_args(argv)
     text = README.read_text()
     if args.command == "update":
-        for path in copy_report(args.report):
-            print(f"wrote {path.relative_to(ROOT)}")
+        for report in args.reports:
+            for path in copy_report(report):
+                print(f"wrote {path.relative_to(ROOT)}")
         README.write_text(render(text))
         print(f"updated {len(blocks(text))} results block(s) in README.md")
         return 0
