@@ -118,14 +118,16 @@ def _experiment_report(experiment: str, group: pd.DataFrame, folder: Path, n_boo
         atomic_write_text(folder / "per_class_f1.csv", per_class.to_csv(index=False))
         plots.forest(per_class, folder / "per_class_f1_forest.png")
         plots.heat_map(per_class.pivot(index="condition", columns="class", values="f1"),
-                       folder / "per_class_f1.png", "test F1 per class (mean over units)")
+                       folder / "per_class_f1.png", "test F1 per class (mean over units)", xlabel="class",
+                       ylabel="condition")
     step("confusion")
     best = table.loc[0, "_runs"]
     best_runs = best.loc[usable_predictions(best), "run_dir"]
     if len(best_runs):
         matrix = confusion_from_runs(best_runs)
         atomic_write_text(folder / "confusion_best.csv", matrix.to_csv())
-        plots.heat_map(matrix, folder / "confusion_best.png", f"confusion, {table.loc[0, 'condition']} (rows: true)")
+        plots.heat_map(matrix, folder / "confusion_best.png", f"confusion, {table.loc[0, 'condition']}",
+                       xlabel="predicted class", ylabel="true class")
         pairs_text = "\n".join(f"  {t:>18} -> {p:<18} {s:.2f}" for t, p, s in top_confusions(matrix))
         text.append(f"most confused classes of the best condition ({table.loc[0, 'condition']}):\n{pairs_text}")
     if embedding_map != "none":

@@ -68,7 +68,8 @@ def forest(per_class: pd.DataFrame, path: Path) -> Path:
     return _save(fig, path)
 
 
-def heat_map(matrix: pd.DataFrame, path: Path, title: str, fmt: str = "{:.2f}") -> Path:
+def heat_map(matrix: pd.DataFrame, path: Path, title: str, fmt: str = "{:.2f}", xlabel: str = "",
+             ylabel: str = "") -> Path:
     fig, ax = plt.subplots(figsize=(0.6 * matrix.shape[1] + 3, 0.45 * matrix.shape[0] + 2))
     im = ax.imshow(matrix.to_numpy(float), vmin=0, vmax=1, cmap="viridis", aspect="auto")
     ax.set_xticks(range(matrix.shape[1]), matrix.columns, rotation=45, ha="right")
@@ -76,6 +77,8 @@ def heat_map(matrix: pd.DataFrame, path: Path, title: str, fmt: str = "{:.2f}") 
     for (i, j), v in np.ndenumerate(matrix.to_numpy(float)):
         ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=7, color="white" if v < 0.6 else "black")
     ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     fig.colorbar(im, ax=ax, fraction=0.03, label="F1" if "F1" in title else "share of the true class")
     return _save(fig, path)
 
