@@ -57,6 +57,9 @@ def test_report_writes_tables_and_figures(tmp_path):
     row = compared[compared["level"] == "crop"].iloc[0]
     assert (row["a"], row["b"]) == ("y", "x") and row["diff"] > 0.1 and row["ci_low"] > 0
     assert row["verdict"].startswith("y > x: +") and row["verdict"] in text
+    verdicts = (tmp_path / "out" / "e" / "verdicts.md").read_text()
+    assert verdicts.startswith("**per crop**\n\n- " + row["verdict"])
+    assert "is not a condition" not in text and "no umap map" in text  # these test runs have no embedding cache
 
 
 def test_report_draws_the_knn_curve(tmp_path):

@@ -111,7 +111,9 @@ def _experiment_report(experiment: str, group: pd.DataFrame, folder: Path, n_boo
             text.append(f"paired differences in macro F1, 95% bootstrap over test proteins ({boot.n_boot} draws, "
                         f"shared by the conditions), Holm-corrected over the {len(lines)} planned comparisons:\n"
                         "per crop:\n" + "\n".join(lines) + ("\nper protein:\n" + "\n".join(protein) if protein else ""))
-            atomic_write_text(folder / "verdicts.md", "\n".join(lines + protein) + "\n")
+            sections = [("per crop", lines), ("per protein", protein)]
+            atomic_write_text(folder / "verdicts.md", "\n\n".join(f"**{title}**\n\n" + "\n".join(items)
+                                                                 for title, items in sections if items) + "\n")
         step("per-class intervals")
         classes = classes_of(table.loc[0, "_runs"])
         per_class = per_class_intervals(table, boot, conditions, classes, average_over)
