@@ -4,8 +4,9 @@
     .venv/bin/python tools/readme.py check                                        # exit 1 on drift
 
 `update` copies each experiment's `summary.md` and `verdicts.md` from a report folder into
-`docs/results/<experiment>.md` and `docs/results/<experiment>_verdicts.md`, then rewrites every
-README block that quotes one of them. A block is whatever lies between
+`docs/results/<experiment>.md` and `docs/results/<experiment>_verdicts.md` (and a kNN sweep's
+macro F1 by k, `knn_macro_f1_by_k.csv`, as the table `docs/results/<experiment>_by_k.md`), then
+rewrites every README block that quotes one of them. A block is whatever lies between
 
     <!-- results: docs/results/<file>.md -->
     <!-- /results -->
@@ -49,6 +50,18 @@ def drift(text: str, root: Path = ROOT) -> list[str]:
     return [f for (f, body), (_, new) in zip(blocks(text), blocks(render(text, root))) if body != new]
 
 
+def by_k_table(path: Path) -> str:
+    """The report's kNN macro F1 by k (rows: backbone, columns: k) as a Markdown table, best first
+    (by the mean over k), 4 decimals."""
+    import pandas as pd
+
+    curve = pd.read_csv(path, index_col=0)
+    curve = curve.loc[curve.mean(axis=1).sort_values(ascending=False, kind="stable").index]
+    lines = ["| backbone | " + " | ".join(f"k={k}" for k in curve.columns) + " |", "|---" * (len(curve.columns) + 1) + "|"]
+    lines += [f"| `{name}` | " + " | ".join(f"{v:.4f}" for v in row) + " |" for name, row in curve.iterrows()]
+    return "\n".join(lines) + "\n"
+
+
 def copy_report(report: Path, results: Path = RESULTS) -> list[Path]:
     """Each experiment's summary.md and verdicts.md from a report folder into `results`."""
     if not report.is_dir():
@@ -62,6 +75,10 @@ def copy_report(report: Path, results: Path = RESULTS) -> list[Path]:
             if source.exists():
                 shutil.copyfile(source, results / target)
                 written.append(results / target)
+        by_k = summary.parent / "knn_macro_f1_by_k.csv"
+        if by_k.exists():
+            (results / f"{name}_by_k.md").write_text(by_k_table(by_k))
+            written.append(results / f"{name}_by_k.md")
     if not written:
         raise SystemExit(f"{report} holds no <experiment>/summary.md: is it a report folder of xferlab.report?")
     return written

@@ -96,3 +96,14 @@ def test_installed_requirement_pins_come_from_the_environment():
     from importlib.metadata import version
 
     assert pinned["packaging"] == version("packaging")
+
+
+def test_a_knn_curve_becomes_a_table_best_first(tmp_path):
+    report = tmp_path / "report" / "knn"
+    report.mkdir(parents=True)
+    (report / "summary.md").write_text("| condition |\n")
+    (report / "knn_macro_f1_by_k.csv").write_text("backbone,1,5\nrandom,0.25,0.2\nsynth_hpa,0.45,0.46\n")
+    written = readme.copy_report(tmp_path / "report", tmp_path / "results")
+    assert sorted(p.name for p in written) == ["knn.md", "knn_by_k.md"]
+    assert (tmp_path / "results" / "knn_by_k.md").read_text() == (
+        "| backbone | k=1 | k=5 |\n|---|---|---|\n| `synth_hpa` | 0.4500 | 0.4600 |\n| `random` | 0.2500 | 0.2000 |\n")
