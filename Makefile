@@ -7,24 +7,45 @@ export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
-.PHONY: help install demo test test-all bench weights pretrain wheel clean
+.PHONY: help install lock demo notebook readme-results test test-all bench weights pretrain wheel clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-$(STAMP): pyproject.toml
+LOCK   := requirements.lock
+
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	@echo "installing xferlab and its dependencies at the versions of $(LOCK) into $(VENV) (a few minutes the first time)"
+	$(PY) -m pip install --progress-bar on -c $(LOCK) -e '.[dev]'
 	@touch $(STAMP)
 
-install: $(STAMP)  ## create .venv and install xferlab with its dev extras (skipped when up to date)
+install: $(STAMP)  ## create .venv and install xferlab with its dev extras, versions from requirements.lock (skipped when up to date)
+
+lock: $(STAMP)  ## rewrite requirements.lock from the versions installed in .venv (after changing pyproject.toml)
+	$(PY) -m pip install --quiet -e '.[dev,notebook]'
+	$(PY) tools/lock.py
 
 DEMO_DIR ?= outputs/sweeps/demo/make-$(shell date +%Y-%m-%d_%H-%M-%S)
 
-demo: $(STAMP)  ## run the main job (a five-seed sweep per backbone) and print its result table
+DEMO_LATEST := outputs/sweeps/demo/latest
+
+demo: $(STAMP)  ## run the main job (a five-seed sweep per backbone), print its result table; outputs/sweeps/demo/latest points to it
 	$(PY) -m xferlab.train -m experiment=demo hydra.sweep.dir=$(DEMO_DIR)
-	$(PY) -m xferlab.report $(DEMO_DIR)
+	@mkdir -p $(dir $(DEMO_LATEST)) && ln -sfn "$(abspath $(DEMO_DIR))" $(DEMO_LATEST)
+	$(PY) -m xferlab.report $(DEMO_LATEST)
+
+notebook: $(STAMP)  ## execute notebooks/results.ipynb on the latest demo's report (make demo first); HTML copy in outputs/notebooks/
+	@test -d $(DEMO_LATEST)/report || { echo "no report at $(DEMO_LATEST)/report: run make demo first"; exit 2; }
+	$(PY) -m jupyter nbconvert --to notebook --execute --inplace notebooks/results.ipynb
+	$(PY) -m jupyter nbconvert --to html notebooks/results.ipynb --output-dir outputs/notebooks
+	@echo "executed notebooks/results.ipynb; HTML copy: outputs/notebooks/results.html"
+
+REPORTS ?= $(DEMO_LATEST)/report
+
+readme-results: $(STAMP)  ## copy the latest demo's tables (or those of REPORTS="<report dir> ...") into docs/results/ and the README
+	$(PY) tools/readme.py update $(REPORTS)
 
 test: $(STAMP)  ## the default test suite (fast; slow tests excluded)
 	$(PY) -m pytest -q

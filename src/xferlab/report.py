@@ -1,13 +1,15 @@
 """`python -m xferlab.report <sweep dir> [<sweep dir> ...]`: one table per experiment (mean ± std
 over (split, seed) units, per crop and per protein, with 95% intervals over test proteins), the
 planned paired comparisons (Holm-corrected) with their verdicts, per-class intervals, as Markdown
-(printed), CSV and LaTeX, plus figures; written to `--out` (default `<first dir>/report`)."""
+(printed), CSV and LaTeX, plus figures (a 2-D UMAP of each condition's test embeddings among them); written to `--out` (default `<first dir>/report`)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+
+METHODS = ("umap", "tsne", "pca", "none")  # xferlab.reporting.embedding_map.METHODS, without importing it here
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,12 +22,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="compare every condition with this one (default: the experiment's report.reference)")
     parser.add_argument("--pairs", choices=("all", "none"), default=None,
                         help="also compare every pair of conditions (default: the experiment's report.pairs)")
+    parser.add_argument("--map", choices=METHODS, default="umap", dest="embedding_map",
+                        help="2-D map of each condition's test embeddings (umap: the first takes ~1 min to compile; "
+                             "pca: instant; none: no map)")
     args = parser.parse_args(argv)
     from xferlab.reporting.build import build_report
 
     out = args.out or args.dirs[0] / "report"
     try:
-        text = build_report(args.dirs, out, n_boot=args.bootstrap, reference=args.reference, pairs=args.pairs)
+        text = build_report(args.dirs, out, n_boot=args.bootstrap, reference=args.reference, pairs=args.pairs,
+                            embedding_map=args.embedding_map)
     except (FileNotFoundError, ValueError) as err:
         print(f"xferlab.report: {err}", file=sys.stderr)
         return 2

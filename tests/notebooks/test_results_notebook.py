@@ -24,3 +24,13 @@ def test_results_notebook_executes_on_a_tiny_report(tmp_path, monkeypatch):
     assert "1 experiment(s)" in text
     assert any("image/png" in o.get("data", {}) for o in outputs)
     assert any("| y |" in o.get("data", {}).get("text/markdown", "") for o in outputs)
+
+
+def test_the_committed_notebook_shows_the_demo_results_the_readme_quotes():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    markdown = "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
+    table = (NOTEBOOK.parents[1] / "docs" / "results" / "demo.md").read_text().strip()
+    assert table in markdown, "re-run `make demo`, `make readme-results` and `make notebook` together"
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 4

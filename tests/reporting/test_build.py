@@ -59,6 +59,9 @@ def test_report_writes_tables_and_figures(tmp_path):
     assert row["verdict"].startswith("y > x: +") and row["verdict"] in text
     tex = (tmp_path / "out" / "e" / "comparisons.tex").read_text()
     assert f"y vs x & crop & ${row['diff']:+.4f}$ & $[{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]$" in tex
+    verdicts = (tmp_path / "out" / "e" / "verdicts.md").read_text()
+    assert verdicts.startswith("**per crop**\n\n- " + row["verdict"])
+    assert "is not a condition" not in text and "no umap map" in text  # these test runs have no embedding cache
 
 
 def test_report_draws_the_knn_curve(tmp_path):

@@ -28,3 +28,23 @@ def test_unknown_mode_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="logger.mode"):
         start_wandb_run(mode="sometimes", project="p", entity=None, group="g", name="n", job_type="train",
                         tags=[], config={}, save_dir=tmp_path)
+
+
+def test_a_rerun_replaces_the_earlier_csv_log_without_lightnings_warning(tmp_path):
+    import warnings
+
+    from omegaconf import OmegaConf
+
+    from xferlab.runtime.loggers import build_loggers
+
+    old = tmp_path / "csv" / "metrics.csv"
+    old.parent.mkdir(parents=True)
+    old.write_text("epoch,val/macro_f1\n0,0.5\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Lightning's "log files will be deleted" would raise here
+        loggers, run = build_loggers(OmegaConf.create({"mode": "disabled"}), run_dir=tmp_path, group="g", name="n",
+                                     job_type="train", tags=[], config={})
+        loggers[0].log_metrics({"val/macro_f1": 0.7}, step=0)
+        loggers[0].save()
+    assert run is None
+    assert "0.7" in old.read_text() and "0.5" not in old.read_text()

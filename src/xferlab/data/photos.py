@@ -13,6 +13,7 @@ from skimage.transform import resize
 
 from xferlab.data.sources import BuiltSource
 from xferlab.data.store import StoreWriter
+from xferlab.runtime.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ class PhotosSource(BuiltSource):
         rng = np.random.default_rng(spec["seed"])
         photos = [getattr(skimage.data, name)() for name in PHOTOS]
         size, rows, crops = spec["size"], [], []
-        for i in range(spec["n_crops"]):
+        for i in track(range(spec["n_crops"]), spec["n_crops"], "crop photos", unit="img"):
             k = int(rng.integers(len(photos)))
             photo = photos[k]
             side = int(min(photo.shape[:2]) * rng.uniform(*spec["scale"]))

@@ -29,6 +29,7 @@ from xferlab.backbones.registry import Backbone
 from xferlab.data.checked_reads import CheckedLocalStore
 from xferlab.data.store import ImageStore, StoreError
 from xferlab.embeddings.cache import ChunkWriter, EmbeddingCache
+from xferlab.embeddings.progress import ExtractionProgress
 from xferlab.runtime.integrity import describe
 
 log = logging.getLogger(__name__)
@@ -249,7 +250,8 @@ def _extract(cache: EmbeddingCache, store: ImageStore, backbone: Backbone, adapt
     dataset = StoreBlocks(store, batch_size)
     with cache.build(len(store), backbone.embed_dim * adapter.n_views, dataset.block_rows,
                      source=store.source_record()) as writer:
-        trainer = make_trainer(callbacks=[CacheWriterCallback(writer)], **trainer_kwargs)
+        trainer = make_trainer(callbacks=[CacheWriterCallback(writer), ExtractionProgress(len(store), backbone.name)],
+                               **trainer_kwargs)
         on_cpu = isinstance(trainer.accelerator, CPUAccelerator)
         if on_cpu and str(precision).startswith("bf16") and cpu_has_bf16() is False:
             log.warning("extract.precision=%s on a CPU without bf16 units (no avx512_bf16 or amx_bf16): "

@@ -16,9 +16,11 @@ from xferlab.reporting.aggregate import scan_runs
 from xferlab.reporting.compare import classes_of, comparisons, per_class_intervals, prepare
 from xferlab.reporting.confusion import confusion_from_runs, top_confusions
 from xferlab.reporting.consistency import flag_inconsistent
+from xferlab.reporting.embedding_map import condition_maps
 from xferlab.reporting.tables import comparisons_latex, experiment_table, latex, markdown, usable_predictions
 from xferlab.runtime.io import atomic_write_text
 from xferlab.runtime.preflight import NOT_RUN_FILE
+from xferlab.runtime.progress import bar
 
 DEFAULT_BOOTSTRAP = 2000
 
@@ -35,12 +37,14 @@ def report_settings(runs: pd.DataFrame, reference: str | None, pairs: str | None
 
 
 def build_report(dirs: Sequence[Path], out: Path, n_boot: int = DEFAULT_BOOTSTRAP, reference: str | None = None,
-                 pairs: str | None = None) -> str:
+                 pairs: str | None = None, embedding_map: str = "umap") -> str:
     """Tables and figures of every experiment under `dirs`. A job whose metrics.json is missing or
     broken is left out and named (with the reason, also in `<out>/left_out.txt`); one whose
     predictions.csv is missing or broken counts in the tables but leaves its condition without
     intervals, comparisons and confusion matrix, and is named too. Backbones the preflight left out
-    of a sweep for want of weights (`not_run.txt` in the sweep folder) are listed first."""
+    of a sweep for want of weights (`not_run.txt` in the sweep folder) are listed first.
+    `embedding_map`: how each condition's test embeddings are drawn in 2-D
+    (`reporting.embedding_map.METHODS`)."""
     runs, problems = scan_runs(dirs)
     text = [note.read_text().strip() for note in (Path(d) / NOT_RUN_FILE for d in dirs) if note.is_file()]
     if problems:
@@ -59,7 +63,7 @@ def build_report(dirs: Sequence[Path], out: Path, n_boot: int = DEFAULT_BOOTSTRA
     runs, flagged = flag_inconsistent(runs)
     for experiment, group in runs.groupby("experiment", sort=False):
         text += experiment_report(str(experiment), group, out / str(experiment), n_boot,
-                                  *report_settings(group, reference, pairs))
+                                  *report_settings(group, reference, pairs), embedding_map=embedding_map)
     if len(flagged):
         lines = [f"- {d}: {r}" for d, r in zip(flagged["run_dir"], flagged["reason"])]
         text.append("flagged and left out (their config differs beyond the swept keys):\n" + "\n".join(lines))
@@ -68,10 +72,21 @@ def build_report(dirs: Sequence[Path], out: Path, n_boot: int = DEFAULT_BOOTSTRA
 
 
 def experiment_report(experiment: str, group: pd.DataFrame, folder: Path, n_boot: int, reference: str | None,
-                      pairs: str) -> list[str]:
+                      pairs: str, embedding_map: str = "umap") -> list[str]:
+    with bar(None, f"report {experiment}", unit="step") as progress:
+        return _experiment_report(experiment, group, folder, n_boot, reference, pairs, embedding_map, progress)
+
+
+def _experiment_report(experiment: str, group: pd.DataFrame, folder: Path, n_boot: int, reference: str | None,
+                       pairs: str, embedding_map: str, progress) -> list[str]:
+    def step(what: str) -> None:
+        progress.set_postfix_str(what, refresh=False)
+        progress.update(1)
+
     averaging = sorted(group["macro_f1_average_over"].unique())
     average_over = averaging[0]
     table = experiment_table(group)
+    step("bootstrap")
     boot, conditions, why_not = prepare(table, n_boot)
     if boot is not None:
         table = experiment_table(group, boot, conditions)
@@ -90,6 +105,7 @@ def experiment_report(experiment: str, group: pd.DataFrame, folder: Path, n_boot
             text.append(f"report.reference={reference!r} is not a condition of {experiment} "
                         f"({sorted(conditions)}); comparisons against it are left out")
             reference = None
+        step("comparisons")
         compared = comparisons(table, boot, conditions, reference, pairs, average_over)
         atomic_write_text(folder / "comparisons.csv", compared.to_csv(index=False))
         atomic_write_text(folder / "comparisons.tex", comparisons_latex(compared, experiment))
@@ -99,22 +115,34 @@ def experiment_report(experiment: str, group: pd.DataFrame, folder: Path, n_boot
             text.append(f"paired differences in macro F1, 95% bootstrap over test proteins ({boot.n_boot} draws, "
                         f"shared by the conditions), Holm-corrected over the {len(lines)} planned comparisons:\n"
                         "per crop:\n" + "\n".join(lines) + ("\nper protein:\n" + "\n".join(protein) if protein else ""))
-            atomic_write_text(folder / "verdicts.md", "per crop:\n" + "\n".join(lines) + "\n"
-                              + ("per protein:\n" + "\n".join(protein) + "\n" if protein else ""))
+            sections = [("per crop", lines), ("per protein", protein)]
+            atomic_write_text(folder / "verdicts.md", "\n\n".join(f"**{title}**\n\n" + "\n".join(items)
+                                                                 for title, items in sections if items) + "\n")
+        step("per-class intervals")
         classes = classes_of(table.loc[0, "_runs"])
         per_class = per_class_intervals(table, boot, conditions, classes, average_over)
         atomic_write_text(folder / "per_class_f1.csv", per_class.to_csv(index=False))
         plots.forest(per_class, folder / "per_class_f1_forest.png")
         plots.heat_map(per_class.pivot(index="condition", columns="class", values="f1"),
-                       folder / "per_class_f1.png", "test F1 per class (mean over units)")
+                       folder / "per_class_f1.png", "test F1 per class (mean over units)", xlabel="class",
+                       ylabel="condition")
+    step("confusion")
     best = table.loc[0, "_runs"]
     best_runs = best.loc[usable_predictions(best), "run_dir"]
     if len(best_runs):
         matrix = confusion_from_runs(best_runs)
         atomic_write_text(folder / "confusion_best.csv", matrix.to_csv())
-        plots.heat_map(matrix, folder / "confusion_best.png", f"confusion, {table.loc[0, 'condition']} (rows: true)")
+        plots.heat_map(matrix, folder / "confusion_best.png", f"confusion, {table.loc[0, 'condition']}",
+                       xlabel="predicted class", ylabel="true class")
         pairs_text = "\n".join(f"  {t:>18} -> {p:<18} {s:.2f}" for t, p, s in top_confusions(matrix))
         text.append(f"most confused classes of the best condition ({table.loc[0, 'condition']}):\n{pairs_text}")
+    if embedding_map != "none":
+        step(f"{embedding_map} maps")
+        maps, missing = condition_maps(table, embedding_map, progress)
+        if maps:
+            plots.embedding_maps(maps, folder / f"embeddings_{embedding_map}.png", embedding_map)
+        if missing:
+            text.append(f"no {embedding_map} map of the test embeddings for:\n" + "\n".join(f"- {m}" for m in missing))
     if "label_fraction" in group.columns and group["label_fraction"].nunique() > 1:
         plots.curve(group, "label_fraction", "backbone", folder / "macro_f1_vs_label_fraction.png", log_x=True)
     knn_cols = [c for c in group.columns if c.startswith("knn/k=") and c.endswith("/test/macro_f1")]

@@ -1,6 +1,6 @@
 """Report figures (PNG): every run as a point over its condition's mean and interval, per-class F1
-(forest plot with intervals, heat map), confusion matrix, and F1 against a swept number (label
-fraction, k)."""
+(forest plot with intervals, heat map), confusion matrix, F1 against a swept number (label
+fraction, k), and a 2-D map of each condition's test embeddings."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def dot_chart(table: pd.DataFrame, path: Path, metric: str = "test/macro_f1") ->
             ax.plot([lo, hi], [yi, yi], color="#DD8452", lw=1.5, zorder=2,
                     label="95% interval over test proteins" if yi == y[0] else None)
     ax.set_yticks(y, table["condition"])
-    ax.set_xlabel(metric.split("/", 1)[1].replace("_", " ") + " (test)")
+    ax.set_xlabel(metric.split("/", 1)[1].replace("_", " ").replace("f1", "F1") + " (test)")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     return _save(fig, path)
@@ -68,7 +68,8 @@ def forest(per_class: pd.DataFrame, path: Path) -> Path:
     return _save(fig, path)
 
 
-def heat_map(matrix: pd.DataFrame, path: Path, title: str, fmt: str = "{:.2f}") -> Path:
+def heat_map(matrix: pd.DataFrame, path: Path, title: str, fmt: str = "{:.2f}", xlabel: str = "",
+             ylabel: str = "") -> Path:
     fig, ax = plt.subplots(figsize=(0.6 * matrix.shape[1] + 3, 0.45 * matrix.shape[0] + 2))
     im = ax.imshow(matrix.to_numpy(float), vmin=0, vmax=1, cmap="viridis", aspect="auto")
     ax.set_xticks(range(matrix.shape[1]), matrix.columns, rotation=45, ha="right")
@@ -76,6 +77,8 @@ def heat_map(matrix: pd.DataFrame, path: Path, title: str, fmt: str = "{:.2f}") 
     for (i, j), v in np.ndenumerate(matrix.to_numpy(float)):
         ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=7, color="white" if v < 0.6 else "black")
     ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     fig.colorbar(im, ax=ax, fraction=0.03, label="F1" if "F1" in title else "share of the true class")
     return _save(fig, path)
 
@@ -88,7 +91,35 @@ def curve(runs: pd.DataFrame, x: str, series: str, path: Path, metric: str = "te
         ax.errorbar(agg.index, agg["mean"], yerr=agg["std"].fillna(0), marker="o", capsize=3, label=str(name))
     if log_x:
         ax.set_xscale("log")
-    ax.set_xlabel(x)
-    ax.set_ylabel(metric)
-    ax.legend(fontsize=7)
+    ax.set_xlabel(x.replace("_", " "))
+    ax.set_ylabel(metric.split("/", 1)[-1].replace("_", " ").replace("f1", "F1") + " (test)")
+    ax.legend(fontsize=7, title=series.replace("_", " "), title_fontsize=7)
+    return _save(fig, path)
+
+
+METHOD_NAMES = {"umap": "UMAP", "tsne": "t-SNE", "pca": "PCA"}
+
+
+def embedding_maps(maps: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, method: str) -> Path:
+    """One panel per condition: its test embeddings in 2-D, each point a crop coloured by its class
+    (the same colour for a class in every panel; one legend)."""
+    classes = sorted({c for _, labels in maps.values() for c in labels})
+    colours = dict(zip(classes, plt.get_cmap("tab20")(np.linspace(0, 1, 20))[: len(classes)]))
+    n = len(maps)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n + 2.2, 3.6), squeeze=False)
+    name = METHOD_NAMES.get(method, method)
+    for ax, (condition, (points, labels)) in zip(axes[0], maps.items()):
+        for c in classes:
+            at = labels == c
+            ax.scatter(points[at, 0], points[at, 1], s=3, color=colours[c], alpha=0.7, linewidths=0, label=c)
+        ax.set_title(f"{condition} (n={len(points)})", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel(f"{name} 1", fontsize=8)
+        ax.set_ylabel(f"{name} 2", fontsize=8)
+    handles = [plt.Line2D([], [], marker="o", ls="", color=colours[c], label=c) for c in classes]
+    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, title="class",
+               title_fontsize=8, frameon=False)
+    fig.suptitle(f"test embeddings, {name} of each condition's first run", fontsize=10)
+    fig.tight_layout()
     return _save(fig, path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import netrc
 import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,12 @@ def build_loggers(logger_cfg, *, run_dir: Path, group: str, name: str, job_type:
                   tags: list[str], config: dict[str, Any], csv_version: str = "") -> tuple[list[Logger], Any]:
     """The job's Lightning loggers and its W&B run (None when W&B is disabled). The run's tags are
     `tags` followed by the configured `logger.tags`."""
+    csv_dir = Path(run_dir) / "csv" / csv_version
+    if csv_dir.is_dir() and any(csv_dir.iterdir()):
+        # a rerun in the same run folder (force=true, a resumed sweep): the earlier attempt's CSV log is
+        # replaced, as Lightning would do with a warning that reads like data loss; say it plainly instead
+        log.info("replacing the CSV log of an earlier attempt in %s", csv_dir)
+        shutil.rmtree(csv_dir)
     loggers: list[Logger] = [CSVLogger(save_dir=str(run_dir), name="csv", version=csv_version)]
     run = None
     if logger_cfg.mode != "disabled":

@@ -16,6 +16,7 @@ from skimage.transform import resize
 from xferlab.data.labels import ANNOTATIONS_FILE, RULES, TargetLabels, opencell_annotations, target_labels
 from xferlab.data.sources import build_once
 from xferlab.data.store import ImageStore, StoreError, StoreWriter
+from xferlab.runtime.progress import track
 from xferlab.runtime.provenance import digest
 
 log = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ def append_in_blocks(writer: StoreWriter, images: Iterator[np.ndarray], dtype: n
     """Stack single `(C, H, W)` images into blocks and append them to `writer`; returns the count."""
     block: list[np.ndarray] = []
     count = 0
-    for image in images:
+    for image in track(images, writer.n, "import images", unit="img"):
         block.append(image)
         if len(block) == BLOCK_ROWS:
             writer.append(np.stack(block).astype(dtype, copy=False))

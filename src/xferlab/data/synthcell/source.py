@@ -21,6 +21,7 @@ from xferlab.data.sources import BuiltSource
 from xferlab.data.store import StoreWriter
 from xferlab.data.synthcell.domains import IMAGING, Target, hpa_targets, opencell_targets
 from xferlab.data.synthcell.render import render_crop
+from xferlab.runtime.progress import bar, track
 
 log = logging.getLogger(__name__)
 
@@ -99,11 +100,12 @@ class SynthCellSource(BuiltSource):
                          dtype="uint16", classes=classes, chunk_rows=max(crops * 32, 256),
                          attrs={"source": spec, "label_rule": rule}) as writer:
             if workers > 1:
-                with mp.get_context("fork").Pool(workers) as pool:
+                with mp.get_context("fork").Pool(workers) as pool, bar(n, "render SynthCell", unit="img") as progress:
                     for block in pool.imap(render_target, jobs, chunksize=8):
                         writer.append(block)
+                        progress.update(len(block))
             else:
-                for job in jobs:
+                for job in track(jobs, len(jobs), "render SynthCell", unit="target"):
                     writer.append(render_target(job))
             writer.write_samples(pd.DataFrame(rows))
             if rule in MULTILABEL_RULES:

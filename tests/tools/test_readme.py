@@ -1,0 +1,109 @@
+"""The README cannot drift from what it describes: its result blocks equal docs/results/, its
+config-group and experiment tables list exactly what conf/ holds, and requirements.lock pins
+every dependency of pyproject.toml at a version pyproject allows."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from tools import lock, readme
+
+ROOT = Path(__file__).resolve().parents[2]
+CONF = ROOT / "src" / "xferlab" / "conf"
+TEXT = (ROOT / "README.md").read_text()
+
+
+def section(title: str) -> str:
+    start = TEXT.index(title)
+    end = TEXT.find("\n#", start + len(title))
+    return TEXT[start:end if end > 0 else None]
+
+
+def table_rows(text: str) -> list[list[str]]:
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines()
+            if line.startswith("|") and not set(line) <= set("|-: ")]
+    return rows[1:]  # without the header
+
+
+def options(group: str) -> set[str]:
+    return {p.stem for p in (CONF / group).glob("*.yaml")}
+
+
+def test_the_readme_quotes_the_demo_results_and_they_equal_their_files():
+    quoted = [f for f, _ in readme.blocks(TEXT)]
+    assert "docs/results/demo.md" in quoted
+    assert readme.drift(TEXT) == [], "run `make readme-results` (after `make demo`)"
+
+
+def test_drift_names_the_block_that_differs_and_render_fixes_it(tmp_path):
+    (tmp_path / "a.md").write_text("| x |\n")
+    text = "intro\n<!-- results: a.md -->\n| old |\n<!-- /results -->\nend\n"
+    assert readme.drift(text, tmp_path) == ["a.md"]
+    fixed = readme.render(text, tmp_path)
+    assert fixed == "intro\n<!-- results: a.md -->\n| x |\n<!-- /results -->\nend\n"
+    assert readme.drift(fixed, tmp_path) == []
+
+
+def test_config_group_table_lists_every_option_of_every_group():
+    rows = table_rows(section("### Config groups"))
+    listed = {re.sub(r"`", "", row[0]): set(re.findall(r"`([^`]+)`", row[1])) for row in rows}
+    groups = {p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra"}
+    assert set(listed) == groups
+    for group in groups:
+        assert listed[group] == options(group), f"README's config-group table, row {group}"
+
+
+def test_experiment_table_lists_every_experiment():
+    rows = table_rows(section("## Experiments and the report").split("Measured with")[0])
+    assert {row[0].strip("`") for row in rows} == options("experiment")
+
+
+def test_predictions_columns_in_the_readme_are_the_ones_written(tmp_path):
+    from tests.conftest import write_store
+    from xferlab.runtime.results import predictions_table
+
+    store = write_store(tmp_path / "s.zarr", n_per_class=1)
+    written = predictions_table(store, np.arange(len(store)), np.eye(2)[store.labels], multilabel=False).columns
+    described = section("## What a job does and writes")
+    for column in written:
+        assert f"`{re.sub(r'^score/.*', 'score/<class>', column)}`" in described, column
+
+
+def test_the_lock_pins_every_dependency_at_an_allowed_version():
+    pins = {}
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[canonicalize_name(name)] = version
+    for req in lock.roots(ROOT / "pyproject.toml", lock.EXTRAS):
+        name = canonicalize_name(req.name)
+        assert name in pins, f"{req.name} is in pyproject.toml but not in requirements.lock: run `make lock`"
+        assert req.specifier.contains(pins[name], prereleases=True), f"{req} vs locked {pins[name]}"
+    assert pins["torch"] == "2.14.1" and pins["torchvision"] == "0.29.1"
+
+
+def test_an_unknown_extra_is_refused():
+    with pytest.raises(SystemExit, match="no optional-dependencies.nope"):
+        lock.roots(ROOT / "pyproject.toml", ("nope",))
+
+
+def test_installed_requirement_pins_come_from_the_environment():
+    pinned = lock.closure([Requirement("packaging")])
+    from importlib.metadata import version
+
+    assert pinned["packaging"] == version("packaging")
+
+
+def test_a_knn_curve_becomes_a_table_best_first(tmp_path):
+    report = tmp_path / "report" / "knn"
+    report.mkdir(parents=True)
+    (report / "summary.md").write_text("| condition |\n")
+    (report / "knn_macro_f1_by_k.csv").write_text("backbone,1,5\nrandom,0.25,0.2\nsynth_hpa,0.45,0.46\n")
+    written = readme.copy_report(tmp_path / "report", tmp_path / "results")
+    assert sorted(p.name for p in written) == ["knn.md", "knn_by_k.md"]
+    assert (tmp_path / "results" / "knn_by_k.md").read_text() == (
+        "| backbone | k=1 | k=5 |\n|---|---|---|\n| `synth_hpa` | 0.4500 | 0.4600 |\n| `random` | 0.2500 | 0.2000 |\n")

@@ -1,0 +1,109 @@
+"""The README's result tables come from files, never typed by hand.
+
+    .venv/bin/python tools/readme.py update outputs/sweeps/demo/latest/report [<report> ...]  # `make readme-results`
+    .venv/bin/python tools/readme.py check                                        # exit 1 on drift
+
+`update` copies each experiment's `summary.md` and `verdicts.md` from a report folder into
+`docs/results/<experiment>.md` and `docs/results/<experiment>_verdicts.md` (and a kNN sweep's
+macro F1 by k, `knn_macro_f1_by_k.csv`, as the table `docs/results/<experiment>_by_k.md`), then
+rewrites every README block that quotes one of them. A block is whatever lies between
+
+    <!-- results: docs/results/<file>.md -->
+    <!-- /results -->
+
+`check` (and the fast test tests/tools/test_readme.py) says which blocks differ from their files."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+RESULTS = ROOT / "docs" / "results"
+BLOCK = re.compile(r"(<!-- results: (?P<file>\S+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
+
+
+def blocks(text: str) -> list[tuple[str, str]]:
+    """(file, quoted text) of every results block, in order."""
+    return [(m["file"], m["body"]) for m in BLOCK.finditer(text)]
+
+
+def render(text: str, root: Path = ROOT) -> str:
+    """`text` with every results block holding its file's current content."""
+    def fill(m: re.Match) -> str:
+        path = root / m["file"]
+        if not path.exists():
+            raise SystemExit(f"README block quotes {m['file']}, which does not exist: run `make demo` and "
+                             "`make readme-results`, or remove the block")
+        body = path.read_text()
+        return m.group(1) + body + ("" if body.endswith("\n") else "\n") + m.group(4)
+
+    return BLOCK.sub(fill, text)
+
+
+def drift(text: str, root: Path = ROOT) -> list[str]:
+    """The files whose README block differs from them."""
+    return [f for (f, body), (_, new) in zip(blocks(text), blocks(render(text, root))) if body != new]
+
+
+def by_k_table(path: Path) -> str:
+    """The report's kNN macro F1 by k (rows: backbone, columns: k) as a Markdown table, best first
+    (by the mean over k), 4 decimals."""
+    import pandas as pd
+
+    curve = pd.read_csv(path, index_col=0)
+    curve = curve.loc[curve.mean(axis=1).sort_values(ascending=False, kind="stable").index]
+    lines = ["| backbone | " + " | ".join(f"k={k}" for k in curve.columns) + " |", "|---" * (len(curve.columns) + 1) + "|"]
+    lines += [f"| `{name}` | " + " | ".join(f"{v:.4f}" for v in row) + " |" for name, row in curve.iterrows()]
+    return "\n".join(lines) + "\n"
+
+
+def copy_report(report: Path, results: Path = RESULTS) -> list[Path]:
+    """Each experiment's summary.md and verdicts.md from a report folder into `results`."""
+    if not report.is_dir():
+        raise SystemExit(f"no report folder at {report}: run `make demo` first (it writes "
+                         "outputs/sweeps/demo/latest/report)")
+    written = []
+    results.mkdir(parents=True, exist_ok=True)
+    for summary in sorted(report.glob("*/summary.md")):
+        name = summary.parent.name
+        for source, target in ((summary, f"{name}.md"), (summary.parent / "verdicts.md", f"{name}_verdicts.md")):
+            if source.exists():
+                shutil.copyfile(source, results / target)
+                written.append(results / target)
+        by_k = summary.parent / "knn_macro_f1_by_k.csv"
+        if by_k.exists():
+            (results / f"{name}_by_k.md").write_text(by_k_table(by_k))
+            written.append(results / f"{name}_by_k.md")
+    if not written:
+        raise SystemExit(f"{report} holds no <experiment>/summary.md: is it a report folder of xferlab.report?")
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("update", help="copy reports' tables into docs/results/ and the README")
+    up.add_argument("reports", type=Path, nargs="+", help="report folders (<sweep dir>/report)")
+    sub.add_parser("check", help="exit 1 if a README block differs from its file")
+    args = parser.parse_args(argv)
+    text = README.read_text()
+    if args.command == "update":
+        for report in args.reports:
+            for path in copy_report(report):
+                print(f"wrote {path.relative_to(ROOT)}")
+        README.write_text(render(text))
+        print(f"updated {len(blocks(text))} results block(s) in README.md")
+        return 0
+    stale = drift(text)
+    for f in stale:
+        print(f"README.md quotes {f} but differs from it: run `make readme-results`", file=sys.stderr)
+    return 1 if stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
