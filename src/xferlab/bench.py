@@ -36,7 +36,12 @@ BENCHMARKS: dict[str, Callable[[], list[dict[str, Any]]]] = {
     "sweep": _lazy("sweep", "bench_sweep_cost"),
     "integrity": _lazy("integrity", "bench_integrity"),
 }
-ON_REQUEST = {"extraction_gpu": _lazy("extraction", "bench_extraction_gpu")}  # named to run
+ON_REQUEST = {  # named to run; the whole GPU check: python -m xferlab.benchmarks.gpu (scripts/gpu_bench.sh)
+    "extraction_gpu": _lazy("extraction", "bench_extraction_gpu"),
+    "codecs": _lazy("codecs", "bench_codecs"),
+    "host_feed": _lazy("host_feed", "bench_host_feed"),
+    "peers": _lazy("peers", "bench_peers"),
+}
 
 
 def machine() -> dict[str, Any]:

@@ -25,9 +25,10 @@ def compose_config(overrides: list[str], config_name: str = "train"):
 
 
 def synthetic_store(path: Path, n: int, size: int, channels=("nucleus", "protein"), seed: int = 0,
-                    block: int = 256) -> ImageStore:
+                    block: int = 256, chunk_rows: int | None = None) -> ImageStore:
     """`n` uint16 images of `size` px: a few smooth random patterns plus per-image noise, written
-    block by block (so building a store larger than memory takes little memory)."""
+    block by block (so building a store larger than memory takes little memory), in chunks of
+    `chunk_rows` (None: the store's default)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size] / size
     patterns = np.stack([
@@ -35,7 +36,7 @@ def synthetic_store(path: Path, n: int, size: int, channels=("nucleus", "protein
         for _ in range(8)
     ])
     with StoreWriter(path, n_samples=n, channel_names=channels, image_size=(size, size), dtype="uint16",
-                     classes=["a", "b"], attrs={"source": "bench"}, chunk_rows=block) as writer:
+                     classes=["a", "b"], attrs={"source": "bench"}, chunk_rows=chunk_rows) as writer:
         for start in range(0, n, block):
             m = min(block, n - start)
             noise = rng.integers(0, 64, size=(m, len(channels), size, size))
