@@ -17,6 +17,7 @@ from typing import Any, Callable
 import torch
 
 from xferlab import __version__
+from xferlab.benchmarks.common import versions
 from xferlab.runtime.io import atomic_write_json
 from xferlab.runtime.provenance import git_revision
 
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown benchmark(s) {unknown}; choose from {list(known)}")
     rows = [row for name in args.names for row in known[name]()]
     record = {"time": datetime.now().isoformat(timespec="seconds"), "xferlab": __version__,
-              "git_revision": git_revision(), "machine": machine(), "results": rows}
+              "git_revision": git_revision(), "machine": machine(), "versions": versions(), "results": rows}
     path = args.out / f"{datetime.now():%Y-%m-%d_%H-%M-%S}.json"
     atomic_write_json(path, record)
     print(format_table(rows))

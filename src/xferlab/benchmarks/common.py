@@ -18,6 +18,22 @@ from xferlab.data.store import ImageStore, StoreWriter
 CONF_DIR = Path(xferlab.__file__).parent / "conf"
 
 
+def versions() -> dict[str, str]:
+    """The versions of what the benchmarks' numbers depend on."""
+    import lightning
+    import numcodecs
+    import PIL
+    import timm
+    import torch
+    import torchvision
+    import zarr
+
+    return {"xferlab": xferlab.__version__, "torch": torch.__version__, "cuda_runtime": str(torch.version.cuda),
+            "torchvision": torchvision.__version__, "lightning": lightning.__version__, "timm": timm.__version__,
+            "zarr": zarr.__version__, "numcodecs": numcodecs.__version__, "pillow": PIL.__version__,
+            "numpy": np.__version__}
+
+
 def compose_config(overrides: list[str], config_name: str = "train"):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

@@ -28,11 +28,10 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
-from xferlab import __version__
 from xferlab.backbones.preprocess import Preprocessor
 from xferlab.bench import format_table, machine
 from xferlab.benchmarks.codecs import bench_codecs
-from xferlab.benchmarks.common import compose_config, extract_trainer, synthetic_store
+from xferlab.benchmarks.common import compose_config, extract_trainer, synthetic_store, versions
 from xferlab.benchmarks.extraction import bench_extraction_gpu
 from xferlab.benchmarks.host_feed import bench_host_feed
 from xferlab.benchmarks.peers import GPU_CASES, bench_peers
@@ -40,20 +39,6 @@ from xferlab.embeddings.extractor import EmbeddingExtractor, StoreBlocks
 from xferlab.runtime.building import build
 from xferlab.runtime.io import atomic_write_json
 from xferlab.runtime.provenance import git_revision
-
-
-def versions() -> dict[str, str]:
-    import lightning
-    import numcodecs
-    import PIL
-    import timm
-    import torchvision
-    import zarr
-
-    return {"xferlab": __version__, "torch": torch.__version__, "cuda_runtime": str(torch.version.cuda),
-            "torchvision": torchvision.__version__, "lightning": lightning.__version__, "timm": timm.__version__,
-            "zarr": zarr.__version__, "numcodecs": numcodecs.__version__, "pillow": PIL.__version__,
-            "numpy": np.__version__}
 
 
 def check_staged_copies(n: int = 512, size: int = 128, batch_size: int = 128) -> list[dict[str, Any]]:
