@@ -146,6 +146,12 @@ class EmbeddingExtractor(L.LightningModule):
         with torch.no_grad():
             views = self.preprocessor.views(widen(images, self.store_dtype), self.adapter.views)
             embeddings = torch.cat([self.forward_fn(v) for v in views], dim=1).float()
+        # left on the device, unchecked: reading them back would wait for this batch's forward
+        # (the cache writer checks them with `check_finite`, once the next batch is queued)
+        return rows, embeddings
+
+    def check_finite(self, rows: torch.Tensor, embeddings: torch.Tensor) -> None:
+        """Raise NonFiniteEmbeddingError naming the rows whose embeddings hold NaN or inf."""
         bad = nonfinite_rows(embeddings)
         if len(bad):
             raise NonFiniteEmbeddingError(
@@ -153,25 +159,38 @@ class EmbeddingExtractor(L.LightningModule):
                 f"{self.store_path} (their pixels are finite). With extract.precision=16-mixed this is usually "
                 "an overflow: use 32-true or bf16-mixed; otherwise check the backbone's weights."
             )
-        return rows, embeddings
 
 
 class CacheWriterCallback(BasePredictionWriter):
-    """Each rank writes its own rows through its own copy of the cache writer."""
+    """Each rank writes its own rows through its own copy of the cache writer. A batch's embeddings
+    are read back, checked (`EmbeddingExtractor.check_finite`) and written one batch late, once the
+    next batch's forward is queued: on a GPU, waiting for them then overlaps that forward instead
+    of leaving the device idle while the host writes and fetches. The values are the same."""
 
     def __init__(self, writer: ChunkWriter):
         super().__init__(write_interval="batch")
         self.writer = writer
         self.active: ChunkWriter | None = None
+        self.pending: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def on_predict_start(self, trainer, pl_module):
         self.active = self.writer.renamed(f"rank-{trainer.global_rank}")
+        self.pending = None
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
-        rows, embeddings = prediction
-        self.active.write(rows.cpu().numpy(), embeddings.cpu().numpy())
+        self.flush(pl_module)
+        self.pending = prediction
+
+    def flush(self, pl_module) -> None:
+        if self.pending is None:
+            return
+        (rows, embeddings), self.pending = self.pending, None
+        rows, embeddings = rows.cpu(), embeddings.cpu()  # waits for that batch only
+        pl_module.check_finite(rows, embeddings)
+        self.active.write(rows.numpy(), embeddings.numpy())
 
     def on_predict_end(self, trainer, pl_module):
+        self.flush(pl_module)
         self.active.close()
 
 
