@@ -42,6 +42,7 @@ ON_REQUEST = {  # named to run; the whole GPU check: python -m xferlab.benchmark
     "codecs": _lazy("codecs", "bench_codecs"),
     "host_feed": _lazy("host_feed", "bench_host_feed"),
     "peers": _lazy("peers", "bench_peers"),
+    "peer_feed": _lazy("peers", "bench_peer_feed"),
 }
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from xferlab.benchmarks.peers import ChannelFiles, bench_peers, export_files
+from xferlab.benchmarks.peers import ChannelFiles, bench_peer_feed, bench_peers, export_files
 from xferlab.benchmarks.gpu import SECTIONS, check_staged_copies, run
 
 
@@ -44,3 +44,13 @@ def test_the_gpu_check_names_its_sections_and_refuses_a_machine_without_cuda(tmp
 def test_staged_copies_give_the_embeddings_of_lightnings_transfer():
     (row,) = check_staged_copies(n=64, size=32, batch_size=16)
     assert row["value"] is True
+
+
+def test_peer_feed_rows_give_each_loops_host_rate():
+    rows = bench_peer_feed(sizes=(16,), n=12, batch_size=4, input_size=32, rounds=1)
+    assert [r["benchmark"] for r in rows] == ["peer_feed/16px/xferlab", "peer_feed/16px/dino4cells",
+                                              "peer_feed/16px/imagefolder"]
+    rate = {r["benchmark"].rsplit("/", 1)[1]: r["value"] for r in rows}
+    assert all(v > 0 for v in rate.values())
+    for row in rows:
+        assert row["xferlab_over_this"] == pytest.approx(rate["xferlab"] / row["value"], rel=0.05)

@@ -34,7 +34,7 @@ from xferlab.benchmarks.codecs import bench_codecs
 from xferlab.benchmarks.common import compose_config, extract_trainer, synthetic_store, versions
 from xferlab.benchmarks.extraction import bench_extraction_gpu
 from xferlab.benchmarks.host_feed import bench_host_feed
-from xferlab.benchmarks.peers import GPU_CASES, bench_peers
+from xferlab.benchmarks.peers import GPU_CASES, bench_peer_feed, bench_peers
 from xferlab.embeddings.extractor import EmbeddingExtractor, StoreBlocks
 from xferlab.runtime.building import build
 from xferlab.runtime.io import atomic_write_json
@@ -68,7 +68,7 @@ SECTIONS: dict[str, Callable[[], list[dict[str, Any]]]] = {
     "staged_copies": check_staged_copies,
     "extraction_gpu": bench_extraction_gpu,
     "peers": lambda: bench_peers(GPU_CASES, device="cuda"),
-    "host_feed": bench_host_feed,
+    "host_feed": lambda: bench_host_feed() + bench_peer_feed(),
     "codecs": lambda: bench_codecs(rounds=2),
 }
 

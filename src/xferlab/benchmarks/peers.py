@@ -12,6 +12,12 @@ round of each counts). The images are exported from the store as files first (no
 - `xferlab`: `ensure_embeddings` from the store (reading, checking, preprocessing on the device,
   writing the cache entry).
 `value` is xferlab's images/s over the peer's (> 1: xferlab is faster).
+
+`peer_feed/<size>px/<loop>` (`bench_peer_feed`): the host side alone, images per CPU-second
+(per core) that each loop's data loading delivers without the model, in one process: xferlab
+reads, checks and decodes store chunks (its resize and normalisation run on the device); the
+peers read files and transform each image on the CPU, then collate. On CPU-only machines the
+forward pass dominates every loop; on a GPU this is what bounds them.
 """
 
 from __future__ import annotations
@@ -31,10 +37,10 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets, transforms
 
 from xferlab.backbones.preprocess import Preprocessor
-from xferlab.benchmarks.codecs import synthcell_crops, write_store
+from xferlab.benchmarks.codecs import cpu_seconds, synthcell_crops, write_store
 from xferlab.benchmarks.common import compose_config, extract_trainer
 from xferlab.benchmarks.extraction import autocast
-from xferlab.embeddings.extractor import ensure_embeddings, resolve_workers
+from xferlab.embeddings.extractor import StoreBlocks, ensure_embeddings, resolve_workers
 from xferlab.runtime.building import build
 
 # (name, backbone overrides, stored crop size, images, batch size, precisions)
@@ -155,6 +161,32 @@ def compare(name: str, n: int, batch_size: int, precision: str, rounds: int, dev
     return [{"benchmark": f"peers/{name}/{precision}/xferlab_over_{peer}", "value": round(rate["xferlab"] / rate[peer], 3),
              "unit": "ratio", "peer_images_per_s": round(rate[peer], 1), **common}
             for peer in loops if peer != "xferlab"]
+
+
+def bench_peer_feed(sizes: Sequence[int] = (128, 224), n: int = 256, batch_size: int = 64, input_size: int = 224,
+                    rounds: int = 2) -> list[dict[str, Any]]:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in sizes:
+            root = Path(tmp) / str(size)
+            images = synthcell_crops(size, n)
+            store = write_store(root / "store.zarr", images, "blosc-lz4-5", None)
+            d4c, folder = export_files(images, root / "files")
+            imagefolder = datasets.ImageFolder(folder, transform=transforms.Compose([
+                transforms.Resize((input_size, input_size), antialias=True), transforms.ToTensor(),
+                transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])]))
+            feeds = {
+                "xferlab": lambda: [x for _, x in StoreBlocks(store, batch_size)],
+                "dino4cells": lambda: list(DataLoader(ChannelFiles(d4c, n, images.shape[1], input_size),
+                                                      batch_size=batch_size)),
+                "imagefolder": lambda: list(DataLoader(imagefolder, batch_size=batch_size)),
+            }
+            rate = {name: n / cpu_seconds(feed, rounds) for name, feed in feeds.items()}
+            for name, value in rate.items():
+                rows.append({"benchmark": f"peer_feed/{size}px/{name}", "value": round(value), "unit": "images/s/core",
+                             "stored_px": size, "input_px": input_size, "images": n, "batch_size": batch_size,
+                             "xferlab_over_this": round(rate["xferlab"] / value, 2)})
+    return rows
 
 
 def bench_peers(cases: Sequence = CPU_CASES, rounds: int = 2, device: str = "cpu") -> list[dict[str, Any]]:
