@@ -14,7 +14,8 @@ round of each counts). The images are exported from the store as files first (no
 `value` is xferlab's images/s over the peer's (> 1: xferlab is faster).
 
 `peer_feed/<size>px/<loop>` (`bench_peer_feed`): the host side alone, images per CPU-second
-(per core) that each loop's data loading delivers without the model, in one process: xferlab
+(per core) that each loop's data loading delivers without the model, in one process with one
+torch thread (as in a DataLoader worker): xferlab
 reads, checks and decodes store chunks (its resize and normalisation run on the device); the
 peers read files and transform each image on the CPU, then collate. On CPU-only machines the
 forward pass dominates every loop; on a GPU this is what bounds them.
@@ -181,7 +182,12 @@ def bench_peer_feed(sizes: Sequence[int] = (128, 224), n: int = 256, batch_size:
                                                       batch_size=batch_size)),
                 "imagefolder": lambda: list(DataLoader(imagefolder, batch_size=batch_size)),
             }
-            rate = {name: n / cpu_seconds(feed, rounds) for name, feed in feeds.items()}
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # as in a DataLoader worker (idle intra-op threads would spin on CPU time)
+            try:
+                rate = {name: n / cpu_seconds(feed, rounds) for name, feed in feeds.items()}
+            finally:
+                torch.set_num_threads(threads)
             for name, value in rate.items():
                 rows.append({"benchmark": f"peer_feed/{size}px/{name}", "value": round(value), "unit": "images/s/core",
                              "stored_px": size, "input_px": input_size, "images": n, "batch_size": batch_size,
