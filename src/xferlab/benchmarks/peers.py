@@ -41,6 +41,7 @@ from xferlab.backbones.preprocess import Preprocessor
 from xferlab.benchmarks.codecs import cpu_seconds, synthcell_crops, write_store
 from xferlab.benchmarks.common import compose_config, extract_trainer
 from xferlab.benchmarks.extraction import autocast
+from xferlab.data.codecs import DEFAULT_CODEC
 from xferlab.embeddings.extractor import StoreBlocks, ensure_embeddings, resolve_workers
 from xferlab.runtime.building import build
 
@@ -115,7 +116,7 @@ def measure(name: str, overrides: list[str], size: int, n: int, batch_size: int,
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         images = synthcell_crops(size, n)
-        store = write_store(tmp / "store.zarr", images, "blosc-lz4-5", None)
+        store = write_store(tmp / "store.zarr", images, DEFAULT_CODEC, None)
         d4c, folder = export_files(images, tmp / "files")
         backbone = build(cfg.backbone).eval().to(device)
         adapter = build(cfg.channels, dataset_channels=store.channel_names, model_channels=backbone.in_channels)
@@ -171,7 +172,7 @@ def bench_peer_feed(sizes: Sequence[int] = (128, 224), n: int = 256, batch_size:
         for size in sizes:
             root = Path(tmp) / str(size)
             images = synthcell_crops(size, n)
-            store = write_store(root / "store.zarr", images, "blosc-lz4-5", None)
+            store = write_store(root / "store.zarr", images, DEFAULT_CODEC, None)
             d4c, folder = export_files(images, root / "files")
             imagefolder = datasets.ImageFolder(folder, transform=transforms.Compose([
                 transforms.Resize((input_size, input_size), antialias=True), transforms.ToTensor(),

@@ -25,7 +25,10 @@ CODECS: dict[str, tuple[str, dict[str, Any]]] = {
     "blosc-zstd-3": ("blosc", {"cname": "zstd", "clevel": 3}),
     "blosc-zstd-5": ("blosc", {"cname": "zstd", "clevel": 5}),
 }
-DEFAULT_CODEC = "blosc-lz4-5"
+# lz4 with byte shuffle: 2.3-3x zstd's decode speed per core at ~the same size; level 9 decodes
+# and compresses a little better than 5, for ~10 % more encoding time (stores are read far more
+# often than written)
+DEFAULT_CODEC = "blosc-lz4-9"
 
 
 def compressors(name: str) -> list | None:
