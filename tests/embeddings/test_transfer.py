@@ -17,6 +17,8 @@ def test_auto_workers_follow_the_cores_and_the_blocks():
     assert resolve_workers("auto", on_cpu=False, blocks=100, cores=64) == 62
     assert resolve_workers("auto", on_cpu=False, blocks=3, cores=16) == 3  # no idle readers
     assert resolve_workers("auto", on_cpu=False, blocks=100, cores=2) == 1
+    assert resolve_workers("auto", on_cpu=False, blocks=100, cores=64, ranks=8) == 6  # each rank its share
+    assert resolve_workers("auto", on_cpu=False, blocks=16, cores=64, ranks=8) == 2  # 2 blocks per rank
     assert resolve_workers(5, on_cpu=False, blocks=2, cores=16) == 5  # asked for: kept
     assert resolve_workers("auto", on_cpu=False) >= 1
     with pytest.raises(ValueError, match="extract.num_workers=-1"):

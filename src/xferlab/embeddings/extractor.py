@@ -139,8 +139,8 @@ class EmbeddingExtractor(L.LightningModule):
             bad = nonfinite_rows(images)
             if len(bad):
                 raise StoreError(
-                    f"{self.store_path}: {self.describe_rows(rows[bad.to(rows.device)])} hold NaN or infinite pixels; they would "
-                    "give NaN embeddings. Rebuild the store from fixed inputs (importers and StoreWriter refuse "
+                    f"{self.store_path}: {self.describe_rows(rows[bad.to(rows.device)])} hold NaN or infinite "
+                    "pixels; they would give NaN embeddings. Rebuild the store from fixed inputs (importers and StoreWriter refuse "
                     "such pixels, so an older or hand-made store wrote them)."
                 )
         with torch.no_grad():
@@ -229,11 +229,13 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def resolve_workers(num_workers: int | str, on_cpu: bool, blocks: int | None = None, cores: int | None = None) -> int:
-    """`auto`: no workers on a CPU-only machine (the forward pass already uses every core and
-    reading a block costs far less than its forward pass); on an accelerator, one reader per core
-    but two (the main process feeds the device and runs the loop; a core for the copies and the
-    cache writes), at least one, and no more than there are blocks to read."""
+def resolve_workers(num_workers: int | str, on_cpu: bool, blocks: int | None = None, cores: int | None = None,
+                    ranks: int = 1) -> int:
+    """Reader processes per rank. `auto`: none on a CPU-only machine (the forward pass already uses
+    every core and reading a block costs far less than its forward pass); on an accelerator, the
+    rank's share of the cores (`ranks` processes extracting) less two (its main process feeds the
+    device and runs the loop; a core for the copies and the cache writes), at least one, and no
+    more than the rank has blocks to read."""
     if num_workers != "auto":
         workers = int(num_workers)
         if workers < 0:
@@ -242,8 +244,8 @@ def resolve_workers(num_workers: int | str, on_cpu: bool, blocks: int | None = N
         return workers
     if on_cpu:
         return 0
-    workers = max(1, (cores or usable_cores()) - 2)
-    return workers if blocks is None else max(1, min(workers, blocks))
+    workers = max(1, (cores or usable_cores()) // max(1, ranks) - 2)
+    return workers if blocks is None else max(1, min(workers, math.ceil(blocks / max(1, ranks))))
 
 
 def ensure_embeddings(
@@ -300,7 +302,7 @@ def _extract(cache: EmbeddingCache, store: ImageStore, backbone: Backbone, adapt
         if on_cpu and str(precision).startswith("bf16") and cpu_has_bf16() is False:
             log.warning("extract.precision=%s on a CPU without bf16 units (no avx512_bf16 or amx_bf16): "
                         "expect it to run several times slower than extract.precision=32-true", precision)
-        workers = resolve_workers(num_workers, on_cpu, blocks=dataset.n_blocks)
+        workers = resolve_workers(num_workers, on_cpu, blocks=dataset.n_blocks, ranks=devices)
         # no pinning in the DataLoader: on CUDA the extractor stages batches in its own pinned buffers
         loader = DataLoader(dataset, batch_size=None, num_workers=workers,
                             prefetch_factor=2 if workers else None, pin_memory=False)
