@@ -17,6 +17,7 @@ from typing import Any, Callable
 import torch
 
 from xferlab import __version__
+from xferlab.benchmarks.common import versions
 from xferlab.runtime.io import atomic_write_json
 from xferlab.runtime.provenance import git_revision
 
@@ -36,7 +37,13 @@ BENCHMARKS: dict[str, Callable[[], list[dict[str, Any]]]] = {
     "sweep": _lazy("sweep", "bench_sweep_cost"),
     "integrity": _lazy("integrity", "bench_integrity"),
 }
-ON_REQUEST = {"extraction_gpu": _lazy("extraction", "bench_extraction_gpu")}  # named to run
+ON_REQUEST = {  # named to run; the whole GPU check: python -m xferlab.benchmarks.gpu (scripts/gpu_bench.sh)
+    "extraction_gpu": _lazy("extraction", "bench_extraction_gpu"),
+    "codecs": _lazy("codecs", "bench_codecs"),
+    "host_feed": _lazy("host_feed", "bench_host_feed"),
+    "peers": _lazy("peers", "bench_peers"),
+    "peer_feed": _lazy("peers", "bench_peer_feed"),
+}
 
 
 def machine() -> dict[str, Any]:
@@ -67,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown benchmark(s) {unknown}; choose from {list(known)}")
     rows = [row for name in args.names for row in known[name]()]
     record = {"time": datetime.now().isoformat(timespec="seconds"), "xferlab": __version__,
-              "git_revision": git_revision(), "machine": machine(), "results": rows}
+              "git_revision": git_revision(), "machine": machine(), "versions": versions(), "results": rows}
     path = args.out / f"{datetime.now():%Y-%m-%d_%H-%M-%S}.json"
     atomic_write_json(path, record)
     print(format_table(rows))

@@ -351,3 +351,37 @@ def test_an_entry_computed_from_a_damaged_store_is_rebuilt_once_the_store_is_rep
     assert f"embedding cache entry {info['cache_path']} is damaged (computed from 1 file(s)" in caplog.text
     assert fixed.tobytes() == reference.tobytes()
     assert verify([str(tmp_path)]) == 0
+
+
+def test_each_batch_is_written_once_the_next_forward_is_queued_and_the_last_at_the_end(setup, tmp_path, monkeypatch):
+    """The writer lags one batch (so that on a GPU the host's wait overlaps the next forward): the
+    order of events is forward 0, forward 1, write 0, forward 2, write 1, ..., write of the last."""
+    from xferlab.embeddings.cache import ChunkWriter
+
+    store, _, adapter, pre = setup
+    backbone = tiny_backbone()
+    events = []
+    forward = backbone.forward
+    monkeypatch.setattr(backbone, "forward", lambda x: events.append("forward") or forward(x))
+    write = ChunkWriter.write
+    monkeypatch.setattr(ChunkWriter, "write", lambda self, rows, emb: events.append("write") or write(self, rows, emb))
+    emb, _ = extract_embeddings(store, backbone, adapter, pre, tmp_path / "cache", make_trainer, batch_size=6)
+    batches = 5  # blocks of 8, 8, 4 rows in batches of 6: 6, 2, 6, 2, 4
+    assert events == ["forward"] + ["forward", "write"] * (batches - 1) + ["write"]
+    reference, _ = extract_embeddings(store, tiny_backbone(), adapter, pre, tmp_path / "other", make_trainer,
+                                      batch_size=6)
+    np.testing.assert_array_equal(emb, reference)
+
+
+def test_nan_embeddings_in_the_last_batch_are_refused_too(setup, tmp_path, monkeypatch):
+    from xferlab.embeddings.extractor import NonFiniteEmbeddingError
+
+    store, _, adapter, pre = setup
+    backbone = tiny_backbone()
+    forward = backbone.forward
+    monkeypatch.setattr(backbone, "forward",  # the last batch holds rows 16-19
+                        lambda x: forward(x).index_fill(0, torch.tensor([len(x) - 1]), float("nan")) if len(x) == 4
+                        else forward(x))
+    with pytest.raises(NonFiniteEmbeddingError, match=r"row\(s\) \[19\]"):
+        extract_embeddings(store, backbone, adapter, pre, tmp_path / "cache", make_trainer, batch_size=6)
+    assert not list((tmp_path / "cache").glob("*.zarr"))

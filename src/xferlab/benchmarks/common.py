@@ -18,6 +18,22 @@ from xferlab.data.store import ImageStore, StoreWriter
 CONF_DIR = Path(xferlab.__file__).parent / "conf"
 
 
+def versions() -> dict[str, str]:
+    """The versions of what the benchmarks' numbers depend on."""
+    import lightning
+    import numcodecs
+    import PIL
+    import timm
+    import torch
+    import torchvision
+    import zarr
+
+    return {"xferlab": xferlab.__version__, "torch": torch.__version__, "cuda_runtime": str(torch.version.cuda),
+            "torchvision": torchvision.__version__, "lightning": lightning.__version__, "timm": timm.__version__,
+            "zarr": zarr.__version__, "numcodecs": numcodecs.__version__, "pillow": PIL.__version__,
+            "numpy": np.__version__}
+
+
 def compose_config(overrides: list[str], config_name: str = "train"):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -25,9 +41,10 @@ def compose_config(overrides: list[str], config_name: str = "train"):
 
 
 def synthetic_store(path: Path, n: int, size: int, channels=("nucleus", "protein"), seed: int = 0,
-                    block: int = 256) -> ImageStore:
+                    block: int = 256, chunk_rows: int | None = None) -> ImageStore:
     """`n` uint16 images of `size` px: a few smooth random patterns plus per-image noise, written
-    block by block (so building a store larger than memory takes little memory)."""
+    block by block (so building a store larger than memory takes little memory), in chunks of
+    `chunk_rows` (None: the store's default)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size] / size
     patterns = np.stack([
@@ -35,7 +52,7 @@ def synthetic_store(path: Path, n: int, size: int, channels=("nucleus", "protein
         for _ in range(8)
     ])
     with StoreWriter(path, n_samples=n, channel_names=channels, image_size=(size, size), dtype="uint16",
-                     classes=["a", "b"], attrs={"source": "bench"}, chunk_rows=block) as writer:
+                     classes=["a", "b"], attrs={"source": "bench"}, chunk_rows=chunk_rows) as writer:
         for start in range(0, n, block):
             m = min(block, n - start)
             noise = rng.integers(0, 64, size=(m, len(channels), size, size))

@@ -34,9 +34,12 @@ CASES = [
 
 
 # On a GPU: a larger store and batch, so that the pipeline has to keep thousands of images/s fed.
+# The realistic store holds 128 px crops, resized to the model's 224 px on the device.
 GPU_CASES = [
-    ("vit_small16_224px", ["backbone=random_vits16"], 224, 32768, 256, ("bf16-mixed", "32-true")),
+    ("vit_small16_128px_to_224", ["backbone=random_vits16"], 128, 32768, 256, ("bf16-mixed", "32-true")),
+    ("vit_small16_224px", ["backbone=random_vits16"], 224, 16384, 256, ("bf16-mixed", "32-true")),
 ]
+GPU_TARGETS = {"vit_small16_128px_to_224": 0.90, "vit_small16_224px": 0.75}  # issue 20
 
 
 def autocast(precision: str, device: str):
@@ -53,6 +56,7 @@ def measure(name: str, overrides: list[str], size: int, n: int, batch_size: int,
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         store = synthetic_store(tmp / "store.zarr", n, size)
+        store_chunk_rows = store.chunk_rows
         backbone = build(cfg.backbone).eval().to(device)
         adapter = build(cfg.channels, dataset_channels=store.channel_names, model_channels=backbone.in_channels)
         preprocessor = Preprocessor.for_store(OmegaConf.to_container(cfg.backbone.preprocess), store)
@@ -89,7 +93,8 @@ def measure(name: str, overrides: list[str], size: int, n: int, batch_size: int,
     return {"benchmark": f"extraction/{name}/{precision}", "value": round(ratio, 3), "unit": "ratio",
             "target": f">={TARGET}", "meets_target": bool(ratio >= TARGET),
             "pipeline_images_per_s": round(pipe_rate, 1), "raw_images_per_s": round(raw_rate, 1),
-            "images": n, "batch_size": batch_size, "input_size": int(x.shape[-1]), "threads": torch.get_num_threads(),
+            "images": n, "batch_size": batch_size, "stored_size": size, "input_size": int(x.shape[-1]),
+            "chunk_rows": store_chunk_rows, "threads": torch.get_num_threads(),
             "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu"}
 
 
@@ -107,4 +112,7 @@ def bench_extraction_gpu() -> list[dict[str, Any]]:
     rows = bench_extraction(GPU_CASES, device="cuda")
     for row in rows:
         row["benchmark"] = row["benchmark"].replace("extraction/", "extraction_gpu/")
+        target = GPU_TARGETS.get(row["benchmark"].split("/")[1])
+        if target is not None:
+            row.update(target=f">={target}", meets_target=bool(row["value"] >= target))
     return rows

@@ -1,7 +1,8 @@
 """The image store: the one zarr (v3) format every dataset is written to and the rest reads.
 
 Layout of `<name>.zarr/`:
-- `images`: `(N, C, H, W)` array, chunked along N;
+- `images`: `(N, C, H, W)` array, chunked along N (at most 256 images and 16 MiB a chunk by
+  default), each chunk compressed with the writer's codec (`xferlab.data.codecs`);
 - `samples/<column>`: one array per column of the per-sample table (`sample_id`, `target`,
   `label`, and whatever else the source records, e.g. `ensg_id`, `fov_id`);
 - `label_sets`: optional `(N, K)` multi-hot labels (multilabel rules);
@@ -41,6 +42,7 @@ from xferlab.data.checked_reads import (
     image_chunk_digests,
     recorded_digests,
 )
+from xferlab.data.codecs import DEFAULT_CODEC, compressors
 from xferlab.runtime import faults
 from xferlab.runtime.integrity import (
     default_level,
@@ -62,6 +64,8 @@ COMPLETE_MARKER = "COMPLETE"
 REQUIRED_COLUMNS = ("sample_id", "target", "label")
 UNLABELLED = -1
 PIXEL_KINDS = "uif"  # numpy dtype kinds a store may hold: unsigned, signed integers, floats
+MAX_CHUNK_ROWS = 256
+CHUNK_BYTES = 16 * 2**20  # decoded bytes a chunk holds at most, unless a writer asks for more rows
 
 
 @contextmanager
@@ -72,10 +76,18 @@ def _marker_not_a_node():
         yield
 
 
+def default_chunk_rows(image_bytes: int) -> int:
+    """Images per chunk: 256, or fewer (a power of two) to keep a chunk within CHUNK_BYTES decoded.
+    Larger chunks decode slower per core (they leave the CPU caches; `xferlab.benchmarks.codecs`)."""
+    fit = max(1, CHUNK_BYTES // max(1, image_bytes))
+    return min(MAX_CHUNK_ROWS, 1 << (fit.bit_length() - 1))
+
+
 class StoreWriter:
     """Write a store row block by row block, then `close()` to publish it atomically.
 
-    Use as a context manager; an exception inside the block leaves nothing behind.
+    Use as a context manager; an exception inside the block leaves nothing behind. `codec` names
+    how pixel chunks are compressed (`xferlab.data.codecs`); readers need no setting.
     """
 
     def __init__(
@@ -88,9 +100,11 @@ class StoreWriter:
         dtype: str | np.dtype,
         classes: Sequence[str],
         attrs: dict[str, Any] | None = None,
-        chunk_rows: int = 256,
+        chunk_rows: int | None = None,
+        codec: str = DEFAULT_CODEC,
     ):
         self.path = Path(path)
+        self.compressors = compressors(codec)  # refuses an unknown name before anything is written
         self.n = int(n_samples)
         self.channel_names = list(channel_names)
         self.classes = list(classes)
@@ -100,7 +114,9 @@ class StoreWriter:
         if self.dtype.kind not in PIXEL_KINDS:
             raise StoreError(f"{self.path}: pixel dtype {self.dtype} is not supported; images are stored as "
                              "unsigned or signed integers or floats (e.g. uint8, uint16, float32): convert them")
-        self.chunk_rows = max(1, min(chunk_rows, self.n))
+        if chunk_rows is None:
+            chunk_rows = default_chunk_rows(len(self.channel_names) * int(np.prod(image_size)) * self.dtype.itemsize)
+        self.chunk_rows = max(1, min(int(chunk_rows), self.n))
         self._rows_written = 0
         self._flushed = 0
         self._pending: list[np.ndarray] = []
@@ -123,6 +139,7 @@ class StoreWriter:
             shape=(self.n, len(self.channel_names), h, w),
             chunks=(self.chunk_rows, len(self.channel_names), h, w),
             dtype=self.dtype,
+            compressors=self.compressors,
         )
         header = json.dumps([self.n, self.channel_names, self.image_size, str(self.dtype)]).encode()
         self._hash.update(header)

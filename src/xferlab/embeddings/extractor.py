@@ -30,6 +30,7 @@ from xferlab.data.checked_reads import CheckedLocalStore
 from xferlab.data.store import ImageStore, StoreError
 from xferlab.embeddings.cache import ChunkWriter, EmbeddingCache
 from xferlab.embeddings.progress import ExtractionProgress
+from xferlab.embeddings.transfer import StagedCopies
 from xferlab.runtime.integrity import describe
 
 log = logging.getLogger(__name__)
@@ -102,18 +103,30 @@ def widen(images: torch.Tensor, store_dtype: np.dtype) -> torch.Tensor:
 
 class EmbeddingExtractor(L.LightningModule):
     """Frozen backbone in eval mode without gradients; the channel adapter and preprocessing run
-    on the same device, inside the step. `compile=True` runs the backbone through `torch.compile`."""
+    on the same device, inside the step. `compile=True` runs the backbone through `torch.compile`.
+    On a CUDA device the images reach it through reused pinned buffers on a side stream
+    (`StagedCopies`; `staged_copies=False`: Lightning's own transfer, to compare)."""
 
     def __init__(self, backbone: Backbone, preprocessor: Preprocessor, adapter: ChannelAdapter,
                  compile: bool = False, store_dtype: np.dtype = np.dtype("float32"), store_path: str = "the store",
-                 sample_ids: np.ndarray | None = None):
+                 sample_ids: np.ndarray | None = None, staged_copies: bool = True):
         super().__init__()
+        self.staged_copies = staged_copies
+        self._copies: StagedCopies | None = None
         self.store_dtype = np.dtype(store_dtype)
         self.store_path, self.sample_ids = str(store_path), sample_ids
         self.backbone = backbone.eval().requires_grad_(False)
         self.preprocessor = preprocessor
         self.adapter = adapter
         self.forward_fn = torch.compile(self.backbone, dynamic=False) if compile else self.backbone
+
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        if device.type != "cuda" or not self.staged_copies:
+            return super().transfer_batch_to_device(batch, device, dataloader_idx)
+        if self._copies is None or self._copies.device != device:
+            self._copies = StagedCopies(device)
+        rows, images = batch
+        return rows, self._copies(images)  # rows stay on the host: only the cache writer reads them
 
     def describe_rows(self, rows: torch.Tensor) -> str:
         rows = rows.cpu().tolist()[:5]
@@ -127,39 +140,58 @@ class EmbeddingExtractor(L.LightningModule):
             bad = nonfinite_rows(images)
             if len(bad):
                 raise StoreError(
-                    f"{self.store_path}: {self.describe_rows(rows[bad])} hold NaN or infinite pixels; they would "
-                    "give NaN embeddings. Rebuild the store from fixed inputs (importers and StoreWriter refuse "
+                    f"{self.store_path}: {self.describe_rows(rows[bad.to(rows.device)])} hold NaN or infinite "
+                    "pixels; they would give NaN embeddings. Rebuild the store from fixed inputs (importers and StoreWriter refuse "
                     "such pixels, so an older or hand-made store wrote them)."
                 )
         with torch.no_grad():
             views = self.preprocessor.views(widen(images, self.store_dtype), self.adapter.views)
             embeddings = torch.cat([self.forward_fn(v) for v in views], dim=1).float()
+        # left on the device, unchecked: reading them back would wait for this batch's forward
+        # (the cache writer checks them with `check_finite`, once the next batch is queued)
+        return rows, embeddings
+
+    def check_finite(self, rows: torch.Tensor, embeddings: torch.Tensor) -> None:
+        """Raise NonFiniteEmbeddingError naming the rows whose embeddings hold NaN or inf."""
         bad = nonfinite_rows(embeddings)
         if len(bad):
             raise NonFiniteEmbeddingError(
-                f"the backbone gave NaN or infinite embeddings for {self.describe_rows(rows[bad])} of "
+                f"the backbone gave NaN or infinite embeddings for {self.describe_rows(rows[bad.to(rows.device)])} of "
                 f"{self.store_path} (their pixels are finite). With extract.precision=16-mixed this is usually "
                 "an overflow: use 32-true or bf16-mixed; otherwise check the backbone's weights."
             )
-        return rows, embeddings
 
 
 class CacheWriterCallback(BasePredictionWriter):
-    """Each rank writes its own rows through its own copy of the cache writer."""
+    """Each rank writes its own rows through its own copy of the cache writer. A batch's embeddings
+    are read back, checked (`EmbeddingExtractor.check_finite`) and written one batch late, once the
+    next batch's forward is queued: on a GPU, waiting for them then overlaps that forward instead
+    of leaving the device idle while the host writes and fetches. The values are the same."""
 
     def __init__(self, writer: ChunkWriter):
         super().__init__(write_interval="batch")
         self.writer = writer
         self.active: ChunkWriter | None = None
+        self.pending: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def on_predict_start(self, trainer, pl_module):
         self.active = self.writer.renamed(f"rank-{trainer.global_rank}")
+        self.pending = None
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
-        rows, embeddings = prediction
-        self.active.write(rows.cpu().numpy(), embeddings.cpu().numpy())
+        self.flush(pl_module)
+        self.pending = prediction
+
+    def flush(self, pl_module) -> None:
+        if self.pending is None:
+            return
+        (rows, embeddings), self.pending = self.pending, None
+        rows, embeddings = rows.cpu(), embeddings.cpu()  # waits for that batch only
+        pl_module.check_finite(rows, embeddings)
+        self.active.write(rows.numpy(), embeddings.numpy())
 
     def on_predict_end(self, trainer, pl_module):
+        self.flush(pl_module)
         self.active.close()
 
 
@@ -190,15 +222,31 @@ def cpu_has_bf16() -> bool | None:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def resolve_workers(num_workers: int | str, on_cpu: bool) -> int:
-    """`auto`: no workers on a CPU-only machine (the forward pass already uses every core and
-    reading a block costs far less than its forward pass); on an accelerator, up to 8 workers,
-    leaving a core to the main process."""
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask, e.g. a SLURM allocation), else all."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def resolve_workers(num_workers: int | str, on_cpu: bool, blocks: int | None = None, cores: int | None = None,
+                    ranks: int = 1) -> int:
+    """Reader processes per rank. `auto`: none on a CPU-only machine (the forward pass already uses
+    every core and reading a block costs far less than its forward pass); on an accelerator, the
+    rank's share of the cores (`ranks` processes extracting) less two (its main process feeds the
+    device and runs the loop; a core for the copies and the cache writes), at least one, and no
+    more than the rank has blocks to read."""
     if num_workers != "auto":
-        return int(num_workers)
+        workers = int(num_workers)
+        if workers < 0:
+            raise ValueError(f"extract.num_workers={num_workers}: use 0 (read in the main process), a positive "
+                             "number of reader processes, or auto")
+        return workers
     if on_cpu:
         return 0
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
+    workers = max(1, (cores or usable_cores()) // max(1, ranks) - 2)
+    return workers if blocks is None else max(1, min(workers, math.ceil(blocks / max(1, ranks))))
 
 
 def ensure_embeddings(
@@ -256,9 +304,10 @@ def _extract(cache: EmbeddingCache, store: ImageStore, backbone: Backbone, adapt
         if on_cpu and str(precision).startswith("bf16") and cpu_has_bf16() is False:
             log.warning("extract.precision=%s on a CPU without bf16 units (no avx512_bf16 or amx_bf16): "
                         "expect it to run several times slower than extract.precision=32-true", precision)
-        workers = resolve_workers(num_workers, on_cpu)
+        workers = resolve_workers(num_workers, on_cpu, blocks=dataset.n_blocks, ranks=devices)
+        # no pinning in the DataLoader: on CUDA the extractor stages batches in its own pinned buffers
         loader = DataLoader(dataset, batch_size=None, num_workers=workers,
-                            prefetch_factor=2 if workers else None, pin_memory=not on_cpu)
+                            prefetch_factor=2 if workers else None, pin_memory=False)
         extractor = EmbeddingExtractor(backbone, preprocessor, adapter, compile=compile,
                                        store_dtype=store.images.dtype, store_path=str(store.path),
                                        sample_ids=store.samples["sample_id"].to_numpy())
