@@ -154,17 +154,11 @@ def build_channel_agnostic(name: str, in_channels: Sequence[str], weights: str |
                            trust_checkpoint: bool = False) -> ChannelAgnosticBackbone:
     """OpenPhenom from its released file, for the dataset's channels (`in_channels`, any number up
     to the model's maximum)."""
-    from xferlab.backbones.checkpoints import load_backbone_state
-    from xferlab.backbones.locations import resolve_weights
+    from xferlab.backbones.checkpoints import released_file
 
     if features not in FEATURES:
         raise ValueError(f"backbone.features={features!r} for {name}; choose one of {FEATURES}")
-    if init != "weights":
-        raise ValueError(f"backbone={name}: the model comes from its released file; backbone.init={init!r} is not "
-                         "supported (use init=weights)")
-    path = resolve_weights(weights, name, download)
-    loaded = load_backbone_state(path, trust=trust_checkpoint)
-    source = f"{path} ({loaded.format})"
+    loaded, source = released_file(name, weights, init, download, trust_checkpoint, "OpenPhenom")
     state = encoder_state(loaded.state, source)
     sizes = architecture(state, preprocess.get("input_size"), source)
     if len(in_channels) > sizes["max_channels"]:

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from xferlab.backbones.locations import check_lock
+from xferlab.backbones.locations import check_lock, resolve_weights
 from xferlab.backbones.weights import WeightsError, file_sha256
 from xferlab.runtime.integrity import checkpoint_problems
 
@@ -154,3 +154,15 @@ def load_backbone_state(path: str | Path, checkpoint_key: str = "teacher", trust
     check_lock(path, digest)
     log.info("read %s (%s, %d tensors, %d head keys dropped), sha256 %s", path, fmt, len(state), len(dropped), digest)
     return BackboneState(state=state, format=fmt, file_sha256=digest, dropped=dropped, meta=meta)
+
+
+def released_file(name: str, weights: str | None, init: str, download: str, trust: bool,
+                  model: str) -> tuple[BackboneState, str]:
+    """The state of a model that only comes from its released file (`backbone.init=weights`), and
+    the file as a source description: for backbones not built by timm (SubCell, OpenPhenom)."""
+    if init != "weights":
+        raise ValueError(f"backbone={name}: {model} comes from its released file; backbone.init={init!r} is not "
+                         "supported (use init=weights)")
+    path = resolve_weights(weights, name, download)
+    loaded = load_backbone_state(path, trust=trust)
+    return loaded, f"{path} ({loaded.format})"

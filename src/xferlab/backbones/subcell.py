@@ -215,18 +215,12 @@ def build_subcell(name: str, in_channels: Sequence[str], weights: str | None, pr
                   trust_checkpoint: bool = False) -> SubCellBackbone:
     """A SubCell encoder from its released file (`weights`: a path or a file name in the weights
     folder, downloaded there first when it is a public one), loaded strictly."""
-    from xferlab.backbones.checkpoints import load_backbone_state
-    from xferlab.backbones.locations import resolve_weights
+    from xferlab.backbones.checkpoints import released_file
     from xferlab.backbones.registry import check_patch_grid
 
     if features not in FEATURES:
         raise ValueError(f"backbone.features={features!r} for SubCell; choose one of {FEATURES}")
-    if init != "weights":
-        raise ValueError(f"backbone={name}: SubCell encoders come from their released files; backbone.init={init!r} "
-                         "is not supported (use init=weights)")
-    path = resolve_weights(weights, name, download)
-    loaded = load_backbone_state(path, trust=trust_checkpoint)
-    source = f"{path} ({loaded.format})"
+    loaded, source = released_file(name, weights, init, download, trust_checkpoint, "a SubCell encoder")
     sizes = architecture(loaded.state, source)
     if sizes["in_chans"] != len(in_channels):
         raise WeightsError(f"{source} takes {sizes['in_chans']} channels but backbone.in_channels={list(in_channels)} "
