@@ -16,8 +16,10 @@ from xferlab.reporting.aggregate import scan_runs
 from xferlab.reporting.compare import classes_of, comparisons, per_class_intervals, prepare
 from xferlab.reporting.confusion import confusion_from_runs, top_confusions
 from xferlab.reporting.consistency import flag_inconsistent
+from xferlab.reporting.stats import read_predictions
 from xferlab.reporting.embedding_map import condition_maps
-from xferlab.reporting.tables import comparisons_latex, experiment_table, latex, markdown, usable_predictions
+from xferlab.reporting.tables import (add_intervals, comparisons_latex, experiment_table, latex, markdown,
+                                      usable_predictions)
 from xferlab.runtime.io import atomic_write_text
 from xferlab.runtime.preflight import NOT_RUN_FILE
 from xferlab.runtime.progress import bar
@@ -89,7 +91,7 @@ def _experiment_report(experiment: str, group: pd.DataFrame, folder: Path, n_boo
     step("bootstrap")
     boot, conditions, why_not = prepare(table, n_boot)
     if boot is not None:
-        table = experiment_table(group, boot, conditions)
+        table = add_intervals(table, boot, conditions)
     md = markdown(table)
     atomic_write_text(folder / "summary.csv", table.drop(columns=["_runs"]).to_csv(index=False))
     atomic_write_text(folder / "summary.md", md + "\n")
@@ -119,7 +121,7 @@ def _experiment_report(experiment: str, group: pd.DataFrame, folder: Path, n_boo
             atomic_write_text(folder / "verdicts.md", "\n\n".join(f"**{title}**\n\n" + "\n".join(items)
                                                                  for title, items in sections if items) + "\n")
         step("per-class intervals")
-        classes = classes_of(table.loc[0, "_runs"])
+        classes = classes_of(read_predictions(table.loc[0, "_runs"]["run_dir"].iloc[0]))
         per_class = per_class_intervals(table, boot, conditions, classes, average_over)
         atomic_write_text(folder / "per_class_f1.csv", per_class.to_csv(index=False))
         plots.forest(per_class, folder / "per_class_f1_forest.png")

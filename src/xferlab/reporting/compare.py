@@ -23,10 +23,9 @@ from xferlab.reporting.tables import units, usable_predictions
 PAIRS = ("all", "none")
 
 
-def classes_of(runs: pd.DataFrame) -> list[str]:
-    """The class names of the runs' predictions (their `score/<class>` columns; older files
-    without them: the class indices seen)."""
-    table = read_predictions(runs["run_dir"].iloc[0])
+def classes_of(table: pd.DataFrame) -> list[str]:
+    """The class names of a predictions table (its `score/<class>` columns; older files without
+    them: the class indices seen)."""
     named = [c.split("/", 1)[1] for c in table.columns if c.startswith("score/")]
     if named:
         return named
@@ -43,9 +42,10 @@ def prepare(table: pd.DataFrame, n_boot: int) -> tuple[Bootstrap | None, dict[st
         runs = r["_runs"]
         if not usable_predictions(runs).all():
             continue
-        if "preds" in read_predictions(runs["run_dir"].iloc[0]).columns:  # multilabel runs carry label sets
+        first = read_predictions(runs["run_dir"].iloc[0])
+        if "preds" in first.columns:  # multilabel runs carry label sets
             return None, {}, "the bootstrap over test proteins covers single-label runs; these are multilabel"
-        conditions[r["condition"]] = condition_counts(r["condition"], runs, len(classes_of(runs)))
+        conditions[r["condition"]] = condition_counts(r["condition"], runs, len(classes_of(first)))
     if not conditions:
         return None, {}, "no condition has usable predictions"
     return Bootstrap(list(conditions.values()), n_boot), conditions, None

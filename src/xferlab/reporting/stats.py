@@ -110,7 +110,8 @@ def condition_counts(name: str, runs: pd.DataFrame, num_classes: int) -> Conditi
 
 
 class Bootstrap:
-    """The draws of every split, made once and shared by every condition of an experiment."""
+    """The draws of every split, made once and shared by every condition of an experiment; the
+    conditions' per-target counts are put in each split's target order here, once."""
 
     def __init__(self, conditions: Sequence[Condition], n_boot: int, seed: int = 0):
         self.n_boot = int(n_boot)
@@ -121,6 +122,10 @@ class Bootstrap:
         rng = np.random.default_rng(seed)
         self.order = {s: np.array(sorted(t)) for s, t in sorted(targets.items())}
         self.weights = {s: draws(len(t), self.n_boot, rng) for s, t in self.order.items()}
+        for c in conditions:
+            for per_unit in c.counts.values():
+                for (split, seed), tc in per_unit.items():
+                    per_unit[(split, seed)] = tc.aligned(self.order[split])
 
     def values(self, c: Condition, metric: str, level: str, average_over: str,
                units: Sequence[tuple[int, int]] | None = None) -> np.ndarray:
@@ -129,7 +134,7 @@ class Bootstrap:
         units = sorted(c.counts[level]) if units is None else list(units)
         per_unit = []
         for split, seed in units:
-            tc = c.counts[level][(split, seed)].aligned(self.order[split])
+            tc = c.counts[level][(split, seed)]
             per_unit.append(metrics.METRICS[metric].compute(tc.resampled(self.weights[split], average_over)))
         return np.mean(per_unit, axis=0)
 

@@ -43,10 +43,8 @@ def usable_predictions(runs: pd.DataFrame) -> pd.Series:
     return runs["predictions_problem"].isna()
 
 
-def experiment_table(runs: pd.DataFrame, boot: Bootstrap | None = None,
-                     conditions: dict[str, Condition] | None = None) -> pd.DataFrame:
-    """Rows best first (by crop macro F1). `boot` and `conditions` (from `compare.prepare`) add
-    95 % intervals over test proteins (`<metric>/boot_low`, `/boot_high`)."""
+def experiment_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Rows best first (by crop macro F1); `add_intervals` adds the bootstrap intervals."""
     keys = condition_columns(runs)
     naming = naming_keys(runs, keys)
     rows = []
@@ -62,14 +60,18 @@ def experiment_table(runs: pd.DataFrame, boot: Bootstrap | None = None,
             row[f"{m}/std"] = float(v.std(ddof=1)) if len(v) > 1 else float("nan")
         row["_runs"] = group
         rows.append(row)
-    table = pd.DataFrame(rows).sort_values("test/macro_f1/mean", ascending=False, kind="stable").reset_index(drop=True)
-    if boot is not None and conditions:
-        for i, r in table.iterrows():
-            c = conditions.get(r["condition"])
-            for level, m in PRIMARY.items():
-                if c is not None and c.counts[level]:
-                    lo, hi = interval(boot.values(c, "macro_f1", level, str(r.get("macro_f1_average_over", "present"))))
-                    table.loc[i, f"{m}/boot_low"], table.loc[i, f"{m}/boot_high"] = float(lo), float(hi)
+    return pd.DataFrame(rows).sort_values("test/macro_f1/mean", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def add_intervals(table: pd.DataFrame, boot: Bootstrap, conditions: dict[str, Condition]) -> pd.DataFrame:
+    """95 % intervals over test proteins of crop and protein macro F1 (`<metric>/boot_low`,
+    `/boot_high`) for the conditions `compare.prepare` found usable."""
+    for i, r in table.iterrows():
+        c = conditions.get(r["condition"])
+        for level, m in PRIMARY.items():
+            if c is not None and c.counts[level]:
+                lo, hi = interval(boot.values(c, "macro_f1", level, str(r.get("macro_f1_average_over", "present"))))
+                table.loc[i, f"{m}/boot_low"], table.loc[i, f"{m}/boot_high"] = float(lo), float(hi)
     return table
 
 
