@@ -2,26 +2,7 @@ import numpy as np
 import pytest
 
 from xferlab.data.labels import opencell_annotations, target_labels
-from xferlab.data.synthcell.domains import HPA_TO_OPENCELL, hpa_targets, opencell_targets
 from xferlab.data.synthcell.source import SynthCellSource
-
-
-def test_every_opencell_target_with_grade_weighted_mixtures():
-    targets = opencell_targets()
-    assert len(targets) == 1310
-    aamp = next(t for t in targets if t.name == "AAMP")  # cytoplasmic 3, nucleoplasm 1
-    assert dict(aamp.mixture) == pytest.approx({"cytoplasmic": 0.8, "nucleoplasm": 0.2})
-    assert all(abs(sum(w for _, w in t.mixture) - 1) < 1e-4 for t in targets)
-
-
-def test_hpa_targets_follow_hpa_frequencies():
-    targets = hpa_targets(1000, seed=0)
-    assert len({t.ensg_id for t in targets}) == 1000
-    primary = [max(t.mixture, key=lambda m: m[1])[0] for t in targets]
-    counts = {c: primary.count(c) for c in set(primary)}
-    # HPA: nucleoplasm and cytosol are the most common main locations
-    assert sorted(counts, key=counts.get)[-2:] in (["cytoplasmic", "nucleoplasm"], ["nucleoplasm", "cytoplasmic"])
-    assert set(HPA_TO_OPENCELL.values()) <= set(opencell_annotations()["annotation_name"])
 
 
 def test_store_is_deterministic_whatever_the_worker_count(tmp_path):
@@ -55,10 +36,41 @@ def test_multilabel_store_has_label_sets(tmp_path):
     assert store.label_sets[np.arange(len(store))[labelled], store.labels[labelled]].all()
 
 
-def test_hpa_domain_is_unlabelled_with_four_channels(tmp_path):
-    store = SynthCellSource("h", domain="hpa", size=32, crops_per_target=2, n_targets=10, workers=1,
-                            labels={"rule": "none"}).open(tmp_path)
+def test_hpa_genes_are_unlabelled_at_any_shift_with_the_channels_asked_for(tmp_path):
+    store = SynthCellSource("h", genes="hpa", domain_shift=1.0, channels=["nucleus", "protein", "microtubules", "er"],
+                            size=32, crops_per_target=2, fovs_per_target=1, n_targets=10, workers=1,
+                            labels={"rule": "none"}).open(tmp_path / "a")
     assert store.channel_names == ["nucleus", "protein", "microtubules", "er"]
     assert (store.labels == -1).all() and store.classes == []
+    assert store.attrs["source"]["domain_shift"] == 1.0 and store.attrs["source"]["generator_version"] == 2
+    half = SynthCellSource("h", genes="hpa", domain_shift=0.5, size=32, crops_per_target=2, n_targets=10, workers=1,
+                           labels={"rule": "none"}).open(tmp_path / "b")
+    assert half.channel_names == ["nucleus", "protein"] and half.fingerprint != store.fingerprint
     with pytest.raises(ValueError, match="unlabelled"):
-        SynthCellSource("h", domain="hpa", n_targets=10, labels={"rule": "single_grade3"})
+        SynthCellSource("h", genes="hpa", n_targets=10, labels={"rule": "single_grade3"})
+
+
+def test_only_labelled_targets_are_rendered_unless_asked(tmp_path):
+    kwargs = dict(size=32, crops_per_target=2, n_targets=None, workers=1, labels={"rule": "single_grade3"})
+    labelled = SynthCellSource("sc", **kwargs).targets()
+    everything = SynthCellSource("sc", labelled_only=False, **kwargs).targets()
+    assert len(everything) == 1310 and 0 < len(labelled) < len(everything)
+    table = target_labels(opencell_annotations(), "single_grade3")
+    labels, _ = table.for_targets([t.ensg_id for t in labelled])
+    assert (labels >= 0).all()
+
+
+def test_crops_of_a_target_come_from_its_fields_of_view(tmp_path):
+    store = SynthCellSource("sc", size=32, crops_per_target=4, fovs_per_target=2, n_targets=6, workers=1,
+                            labels={"rule": "single_grade3"}).open(tmp_path)
+    per_target = store.samples.groupby("target")["fov_id"].nunique()
+    assert (per_target == 2).all()
+    with pytest.raises(ValueError, match="fovs_per_target"):
+        SynthCellSource("sc", crops_per_target=2, fovs_per_target=3)
+
+
+@pytest.mark.parametrize("bad, match", [({"genes": "yeast"}, "dataset.genes"), ({"domain_shift": 2.0}, "domain_shift"),
+                                        ({"channels": ["nucleus", "dapi"]}, "dataset.channels")])
+def test_bad_settings_are_named(bad, match):
+    with pytest.raises(ValueError, match=match):
+        SynthCellSource("sc", **bad)
