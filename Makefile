@@ -59,17 +59,8 @@ bench: $(STAMP)  ## speed benchmarks: prints a table, saves outputs/bench/<times
 weights: $(STAMP)  ## download and verify the study's public checkpoints into the weights folder (needs network)
 	$(PY) -m xferlab.fetch weights
 
-PRETRAIN_SYNTH_OPENCELL := -m xferlab.pretrain dataset=synthcell backbone=random name=synth_opencell
-PRETRAIN_SYNTH_HPA      := -m xferlab.pretrain dataset=synthcell_hpa backbone=random_hpa name=synth_hpa
-PRETRAIN_SYNTH_PHOTOS   := -m xferlab.pretrain dataset=photos backbone=random_rgb name=synth_photos
-
-pretrain: $(STAMP)  ## rebuild the shipped backbones (DINO on SynthCell / photos; ~10 min each on 2 cores)
-	$(PY) $(PRETRAIN_SYNTH_OPENCELL) resume=false
-	$(PY) -m xferlab.ssl.export synth_opencell outputs/pretrain/synth_opencell --command "python $(PRETRAIN_SYNTH_OPENCELL)"
-	$(PY) $(PRETRAIN_SYNTH_HPA) resume=false
-	$(PY) -m xferlab.ssl.export synth_hpa outputs/pretrain/synth_hpa --command "python $(PRETRAIN_SYNTH_HPA)"
-	$(PY) $(PRETRAIN_SYNTH_PHOTOS) resume=false
-	$(PY) -m xferlab.ssl.export synth_photos outputs/pretrain/synth_photos --command "python $(PRETRAIN_SYNTH_PHOTOS)"
+pretrain: $(STAMP)  ## rebuild the shipped backbones: 3 pretraining seeds per source + the domain-gap series (tools/pretrain_shipped.sh; ~6 min each on 2 cores, ONLY=<name> for one)
+	PY=$(PY) tools/pretrain_shipped.sh
 
 wheel: $(STAMP)  ## build the wheel into dist/
 	$(PY) -m build --wheel --no-isolation --outdir dist .

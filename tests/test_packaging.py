@@ -25,8 +25,8 @@ def wheel_site(tmp_path_factory) -> Path:
                    "xferlab/conf/hydra/launcher/slurm.yaml",
                    "xferlab/conf/experiment/demo.yaml", "xferlab/data/resources/public-annotations-flat-2021-09-29.csv",
                    "xferlab/data/resources/hpa_subcellular_location_trimmed.tsv",
-                   "xferlab/backbones/shipped/manifest.json", "xferlab/backbones/shipped/synth_hpa.pth",
-                   "xferlab/backbones/shipped/synth_opencell.pth", "xferlab/backbones/shipped/synth_photos.pth"):
+                   "xferlab/backbones/shipped/manifest.json", "xferlab/backbones/shipped/synth_hpa_s0.pth",
+                   "xferlab/backbones/shipped/synth_opencell_s2.pth", "xferlab/backbones/shipped/synth_shift100_s0.pth"):
         assert config in names, config
     site = out / "site"
     install = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site),

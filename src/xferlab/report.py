@@ -1,5 +1,5 @@
 """`python -m xferlab.report <sweep dir> [<sweep dir> ...]`: one table per experiment (mean ± std
-over (split, seed) units, per crop and per protein, with 95% intervals over test proteins), the
+over (split, seed, pretraining seed) units, per crop and per protein, with 95% intervals over test proteins), the
 planned paired comparisons (Holm-corrected) with their verdicts, per-class intervals, as Markdown
 (printed), CSV and LaTeX, plus figures (a 2-D UMAP of each condition's test embeddings among them); written to `--out` (default `<first dir>/report`)."""
 

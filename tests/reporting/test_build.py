@@ -142,6 +142,26 @@ def test_a_split_seed_sweep_pairs_runs_by_split_and_seed(tmp_path):
     assert "2 (2 splits)" in text
     compared = pd.read_csv(tmp_path / "out" / "e" / "comparisons.csv")
     assert compared.loc[0, "n_units"] == 2 and compared.loc[0, "ci_low"] > 0
+
+
+def test_pretraining_seeds_are_units_and_their_spread_is_shown(tmp_path):
+    """`backbone=x,y backbone.pretrain_seed=0,1,2`: each pretraining seed is a unit (paired with the
+    other condition's same seed), and the table gives the sd over pretraining seeds."""
+    for backbone, f1 in (("x", 0.6), ("y", 0.9)):
+        for k in (0, 1, 2):
+            write_run(tmp_path / "sweep", f"b={backbone},p={k}", backbone, 0, f1 - 0.05 * k,
+                      rng=np.random.default_rng([k, int(f1 * 10)]), extra={"pretrain_seed": k})
+    text = build_report([tmp_path / "sweep"], tmp_path / "out", n_boot=100, reference="x")
+    summary = pd.read_csv(tmp_path / "out" / "e" / "summary.csv").set_index("condition")
+    assert summary.loc["y", "n_units"] == 3 and summary.loc["y", "n_pretrain"] == 3
+    runs = collect_runs([tmp_path / "sweep"])
+    per_seed = runs[runs["backbone"] == "y"].sort_values("pretrain_seed")["test/macro_f1"].to_numpy()
+    assert summary.loc["y", "pretrain_std"] == pytest.approx(np.std(per_seed, ddof=1))
+    assert "sd over pretraining seeds" in text and "3 pretrainings" in text
+    compared = pd.read_csv(tmp_path / "out" / "e" / "comparisons.csv")
+    assert compared.loc[0, "n_units"] == 3
+
+
 def test_runs_from_before_average_over_existed_match_runs_that_hold_its_default(tmp_path):
     for s in range(2):
         write_run(tmp_path, f"old{s}", "x", s, 0.7)

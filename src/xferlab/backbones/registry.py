@@ -162,12 +162,15 @@ def build_backbone(
     trust_checkpoint: bool = False,
     hub_id: str | None = None,
     download: str = "auto",
+    pretrain_seed: int | None = None,
 ) -> Backbone:
     """Build the backbone a config names. `init` says where the weights come from, explicitly,
     as a key of `WEIGHT_SOURCES`: `random` (seeded by `init_seed`, the control), `weights` (the
     file `weights` names, loaded strictly), `hub` (timm's copy on the Hugging Face hub, `hub_id`).
     There is no fallback from one to another. `download: auto` fetches a missing public checkpoint
-    into the weights folder first (online only; `never`: not)."""
+    into the weights folder first (online only; `never`: not). `pretrain_seed` names which of a
+    source's pretraining replicates this is (the shipped backbones' file names use it; `random` ties
+    its `init_seed` to it): runs record it, and the report treats it as a replicate, not a condition."""
     get_pooling(features)  # a bad value fails before any weights are read
     if init not in WEIGHT_SOURCES:
         raise ValueError(f"backbone.init={init!r}; choose one of {tuple(WEIGHT_SOURCES)} "
@@ -184,6 +187,7 @@ def build_backbone(
         model_kwargs=loaded.model_kwargs, weights_source=loaded.source, file_sha256=loaded.file_sha256,
     )
     backbone.pretraining = dict(loaded.meta.get("xferlab") or {})
+    backbone.pretrain_seed = None if pretrain_seed is None else int(pretrain_seed)
     log.info("backbone %s (%s): weights %s, weights sha256 %s%s", name, arch, loaded.source,
              backbone.weights_sha256[:16], f", file sha256 {loaded.file_sha256[:16]}" if loaded.file_sha256 else "")
     return backbone

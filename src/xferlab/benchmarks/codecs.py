@@ -42,7 +42,8 @@ def synthcell_crops(size: int, n: int, seed: int = 0) -> np.ndarray:
     from xferlab.data.synthcell.source import render_target
 
     targets = opencell_targets()
-    rendered = np.concatenate([render_target((i, targets[i], "opencell", size, 4, seed)) for i in range(8)])
+    channels = ("nucleus", "protein")
+    rendered = np.concatenate([render_target((i, targets[i], 0.0, channels, size, 4, 2, seed)) for i in range(8)])
     return rendered[np.arange(n) % len(rendered)]
 
 

@@ -12,11 +12,13 @@ def bench_synthcell_render(n_targets: int = 96, crops: int = 8, size: int = 64) 
     from xferlab.data.synthcell.source import SynthCellSource
 
     results = []
-    for domain in ("opencell", "hpa"):
+    domains = {"opencell": {"genes": "opencell", "labels": {"rule": "single_grade3"}},
+               "hpa": {"genes": "hpa", "domain_shift": 1.0, "channels": ["nucleus", "protein", "microtubules", "er"],
+                       "labels": {"rule": "none"}}}
+    for domain, settings in domains.items():
         for workers in sorted({1, os.cpu_count() or 1}):
-            labels = {"rule": "single_grade3"} if domain == "opencell" else {"rule": "none"}
-            source = SynthCellSource("bench", domain=domain, size=size, crops_per_target=crops, n_targets=n_targets,
-                                     labels=labels, workers=workers)
+            source = SynthCellSource("bench", size=size, crops_per_target=crops, n_targets=n_targets, workers=workers,
+                                     **settings)
             with tempfile.TemporaryDirectory() as tmp:
                 start = time.perf_counter()
                 store = source.open(tmp)

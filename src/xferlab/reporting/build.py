@@ -1,5 +1,5 @@
 """Build a report from sweep directories: per experiment, a table of every condition (mean ± std
-over (split, seed) units, per crop and per protein, with intervals over test proteins), the
+over (split, seed, pretraining seed) units, per crop and per protein, with intervals over test proteins), the
 planned paired comparisons with Holm-corrected p-values and their verdict lines, per-class F1
 with intervals, the confusion of the best condition, and figures."""
 
@@ -98,7 +98,7 @@ def _experiment_report(experiment: str, group: pd.DataFrame, folder: Path, n_boo
     atomic_write_text(folder / "summary.tex", latex(table, experiment))
     plots.dot_chart(table, folder / "macro_f1.png")
     n_units = ", ".join(sorted({str(n) for n in table["n_units"]}))
-    text = [f"## {experiment}: test macro F1, mean ± std over {n_units} (split, seed) unit(s) per condition "
+    text = [f"## {experiment}: test macro F1, mean ± std over {n_units} (split, seed, pretraining seed) unit(s) per condition "
             f"({len(group)} jobs; macro F1 over {', '.join(averaging)} classes, metrics.average_over)\n\n{md}"]
     if boot is None:
         text.append(f"no intervals over test proteins and no comparisons: {why_not}")

@@ -91,7 +91,7 @@ def comparisons(table: pd.DataFrame, boot: Bootstrap, conditions: dict[str, Cond
     return out
 
 
-def _value(runs: pd.DataFrame, unit: tuple[int, int], metric: str) -> float:
+def _value(runs: pd.DataFrame, unit: tuple[int, int, int], metric: str) -> float:
     return float(runs.loc[units(runs) == unit, metric].mean())
 
 

@@ -1,7 +1,7 @@
 """Uncertainty over test proteins: a bootstrap that resamples the test *targets* of each split
 (every crop of a drawn target comes along), vectorised, and paired between conditions.
 
-A run is one unit `(split_seed, seed)`. Its predictions are reduced once to per-target counts
+A run is one unit `(split_seed, seed, pretrain_seed)`. Its predictions are reduced once to per-target counts
 (true / false positives and negatives per class); a bootstrap draw is a vector of how often each
 test target of the split was drawn, so a resampled score is a matrix product followed by a metric
 of `xferlab.metrics`. Runs of the same split share the same draws, so the conditions compared are
@@ -89,7 +89,7 @@ def draws(n_targets: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
 
 @dataclass
 class Condition:
-    """One condition's runs: `units` `(split_seed, seed)` -> per-target counts, per level."""
+    """One condition's runs: `units` `(split_seed, seed, pretrain_seed)` -> per-target counts, per level."""
 
     name: str
     counts: dict[str, dict[tuple[int, int], TargetCounts]]
@@ -99,8 +99,8 @@ def condition_counts(name: str, runs: pd.DataFrame, num_classes: int) -> Conditi
     counts: dict[str, dict] = {level: {} for level in LEVELS}
     for _, run in runs.iterrows():
         table = read_predictions(run["run_dir"])
-        split = run.get("split_seed", 0)
-        unit = (int(split) if pd.notna(split) else 0, int(run["seed"]))
+        split, pretrain = run.get("split_seed", 0), run.get("pretrain_seed", 0)
+        unit = (int(split) if pd.notna(split) else 0, int(run["seed"]), int(pretrain) if pd.notna(pretrain) else 0)
         counts["crop"][unit] = target_counts(table, num_classes, "crop")
         if any(c.startswith("score/") for c in table.columns):  # protein level needs the class scores
             counts["protein"][unit] = target_counts(table, num_classes, "protein")
@@ -117,25 +117,25 @@ class Bootstrap:
         self.n_boot = int(n_boot)
         targets: dict[int, set] = {}
         for c in conditions:
-            for (split, _), tc in c.counts["crop"].items():
+            for (split, *_), tc in c.counts["crop"].items():
                 targets.setdefault(split, set()).update(tc.targets.tolist())
         rng = np.random.default_rng(seed)
         self.order = {s: np.array(sorted(t)) for s, t in sorted(targets.items())}
         self.weights = {s: draws(len(t), self.n_boot, rng) for s, t in self.order.items()}
         for c in conditions:
             for per_unit in c.counts.values():
-                for (split, seed), tc in per_unit.items():
-                    per_unit[(split, seed)] = tc.aligned(self.order[split])
+                for unit, tc in per_unit.items():
+                    per_unit[unit] = tc.aligned(self.order[unit[0]])
 
     def values(self, c: Condition, metric: str, level: str, average_over: str,
-               units: Sequence[tuple[int, int]] | None = None) -> np.ndarray:
+               units: Sequence[tuple[int, int, int]] | None = None) -> np.ndarray:
         """The metric in every draw, averaged over the condition's units (or `units`): `(B,)`, or
         `(B, K)` for a per-class metric."""
         units = sorted(c.counts[level]) if units is None else list(units)
         per_unit = []
-        for split, seed in units:
-            tc = c.counts[level][(split, seed)]
-            per_unit.append(metrics.METRICS[metric].compute(tc.resampled(self.weights[split], average_over)))
+        for unit in units:
+            tc = c.counts[level][unit]
+            per_unit.append(metrics.METRICS[metric].compute(tc.resampled(self.weights[unit[0]], average_over)))
         return np.mean(per_unit, axis=0)
 
 

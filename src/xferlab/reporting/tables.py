@@ -1,4 +1,4 @@
-"""One row per condition of an experiment: mean ± std over its units `(split_seed, seed)` of every
+"""One row per condition of an experiment: mean ± std over its units `(split_seed, seed, pretrain_seed)` of every
 test metric (per crop and per protein), with bootstrap intervals over test proteins for macro F1;
 as Markdown, CSV and LaTeX."""
 
@@ -30,10 +30,23 @@ def naming_keys(runs: pd.DataFrame, keys: list[str]) -> list[str]:
     return varying or ["backbone"]
 
 
+def _column(runs: pd.DataFrame, key: str) -> pd.Series:
+    return runs[key].fillna(0).astype(int) if key in runs else pd.Series(0, index=runs.index)
+
+
 def units(runs: pd.DataFrame) -> pd.Series:
-    """Each run's unit `(split_seed, seed)`: the pairing key between conditions."""
-    split = runs["split_seed"].fillna(0).astype(int) if "split_seed" in runs else pd.Series(0, index=runs.index)
-    return pd.Series(list(zip(split, runs["seed"].astype(int))), index=runs.index)
+    """Each run's unit `(split_seed, seed, pretrain_seed)`: the pairing key between conditions (a
+    backbone without pretraining replicates has pretrain_seed 0)."""
+    return pd.Series(list(zip(_column(runs, "split_seed"), runs["seed"].astype(int), _column(runs, "pretrain_seed"))),
+                     index=runs.index)
+
+
+def pretraining_spread(group: pd.DataFrame, metric: str = "test/macro_f1") -> float:
+    """The std over pretraining seeds of a condition's per-seed mean `metric` (NaN with fewer than
+    two): the spread that pretraining itself adds, beside the head's and the split's."""
+    if "pretrain_seed" not in group or group["pretrain_seed"].nunique() < 2:
+        return float("nan")
+    return float(group.groupby("pretrain_seed")[metric].mean().std(ddof=1))
 
 
 def usable_predictions(runs: pd.DataFrame) -> pd.Series:
@@ -54,6 +67,8 @@ def experiment_table(runs: pd.DataFrame) -> pd.DataFrame:
         row["condition"] = "-".join(str(row[k]) for k in naming if pd.notna(row[k]) and row[k] != "")
         row["n_units"] = int(units(group).nunique())
         row["n_splits"] = int(group["split_seed"].nunique()) if "split_seed" in group else 1
+        row["n_pretrain"] = int(group["pretrain_seed"].nunique()) if "pretrain_seed" in group else 1
+        row["pretrain_std"] = pretraining_spread(group)
         for m in METRICS:  # a metric a run predates is missing for it (NaN), not a reason to drop the run
             v = group[m].dropna().to_numpy(float) if m in group else np.array([])
             row[f"{m}/mean"] = float(v.mean()) if len(v) else float("nan")
@@ -97,14 +112,20 @@ OTHER = [m for m in METRICS if m not in PRIMARY.values()]
 def markdown(table: pd.DataFrame) -> str:
     """The table as Markdown; a metric no condition has (multilabel ones on single-label runs) is left out."""
     other = [m for m in OTHER if np.isfinite(table[f"{m}/mean"].to_numpy(float)).any()]
-    head = ["condition", "n", "macro F1 (crops)", "95% CI (test proteins)", "macro F1 (proteins)",
-            "95% CI (test proteins)", *(label(m) for m in other)]
+    spread = "n_pretrain" in table and (table["n_pretrain"] > 1).any()
+    head = ["condition", "n", "macro F1 (crops)", "95% CI (test proteins)",
+            *(["sd over pretraining seeds"] if spread else []), "macro F1 (proteins)", "95% CI (test proteins)",
+            *(label(m) for m in other)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in table.iterrows():
-        n = f"{r['n_units']}" + (f" ({r['n_splits']} splits)" if r["n_splits"] > 1 else "")
+        parts = [f"{r['n_splits']} splits" if r["n_splits"] > 1 else "",
+                 f"{r['n_pretrain']} pretrainings" if r.get("n_pretrain", 1) > 1 else ""]
+        n = f"{r['n_units']}" + (f" ({', '.join(p for p in parts if p)})" if any(parts) else "")
         cells = [r["condition"], n]
         for m in PRIMARY.values():
             cells += [fmt(r[f"{m}/mean"], r[f"{m}/std"]), ci(r, m)]
+            if spread and m == PRIMARY["crop"]:
+                cells.append(f"{r['pretrain_std']:.4f}" if np.isfinite(r["pretrain_std"]) else "–")
         cells += [fmt(r[f"{m}/mean"], r[f"{m}/std"]) for m in other]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -126,7 +147,7 @@ def latex(table: pd.DataFrame, experiment: str) -> str:
         name = r["condition"].replace("_", r"\_")
         lines.append(f"{name} & {r['n_units']} & " + " & ".join(cell(r, m) for m in shown) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}",
-              f"% experiment: {experiment.replace('_', ' ')}; mean $\\pm$ std over (split, seed) units, "
+              f"% experiment: {experiment.replace('_', ' ')}; mean $\\pm$ std over (split, seed, pretraining seed) units, "
               "[95% bootstrap interval over test proteins]"]
     return "\n".join(lines) + "\n"
 

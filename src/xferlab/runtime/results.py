@@ -28,6 +28,7 @@ def provenance(cfg: DictConfig, names: dict[str, Any], store: ImageStore, backbo
         **names,
         "seed": int(cfg.seed),
         "split_seed": int(cfg.split_seed),
+        "pretrain_seed": getattr(backbone, "pretrain_seed", None),
         "label_fraction": float(cfg.get("label_fraction", 1.0)),
         "macro_f1_average_over": str(cfg.metrics.average_over),
         "features": backbone.features,

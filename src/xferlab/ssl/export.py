@@ -1,12 +1,14 @@
 """`python -m xferlab.ssl.export <name> ...`: turn pretraining runs into the small backbones
 shipped with xferlab: the teacher backbone as an fp16 plain state dict in
 `src/xferlab/backbones/shipped/<name>.pth`, described in `manifest.json` (command, config, git
-revision, data fingerprint, sha256, measured time and monitors)."""
+revision, data fingerprint, sha256, measured time, and the curves: DINO loss against its uniform
+bound ln(out_dim) and kNN accuracy on the monitor's validation split after every epoch)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from importlib import resources
 from pathlib import Path
@@ -40,6 +42,8 @@ def export(run_dir: Path, name: str, command: str) -> dict:
     entry = {"file": dest.name, "sha256": file_sha256(dest), "bytes": dest.stat().st_size, "command": command,
              "pretrain_seconds": round(run["seconds"], 1), "epochs": run["epochs"], "n_images": run["n_images"],
              "final_loss": run.get("train/loss"), "knn_accuracy": run.get("val/knn_accuracy"),
+             "uniform_loss": round(math.log(int(run["out_dim"])), 4) if run.get("out_dim") else None,
+             "knn_monitor": run.get("monitor"), "curves": run.get("curves", []),
              "dataset": run["dataset"], "data_fingerprint": run["data_fingerprint"], "git_revision": run["git_revision"],
              "config_digest": run["config_digest"], "arch": run["arch"], "model_kwargs": run["model_kwargs"],
              "in_channels": run["in_channels"], "source_checkpoint_sha256": loaded.file_sha256,

@@ -1,5 +1,5 @@
-"""DINO's projection head: an MLP to a bottleneck, L2 normalisation, and a weight-normalised
-last layer whose norm can be frozen (DINO's `norm_last_layer`)."""
+"""DINO's projection head: an MLP to a bottleneck (optionally with batch norm, DINO's `use_bn`), L2
+normalisation, and a weight-normalised last layer whose norm can be frozen (DINO's `norm_last_layer`)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,15 @@ from torch.nn.utils.parametrizations import weight_norm
 
 class DINOHead(nn.Module):
     def __init__(self, in_dim: int, out_dim: int = 1024, hidden_dim: int = 512, bottleneck_dim: int = 128,
-                 n_layers: int = 3, norm_last_layer: bool = True):
+                 n_layers: int = 3, norm_last_layer: bool = True, use_bn: bool = False):
         super().__init__()
-        layers: list[nn.Module] = [nn.Linear(in_dim, hidden_dim), nn.GELU()]
+
+        def block(dim_in: int) -> list[nn.Module]:
+            return [nn.Linear(dim_in, hidden_dim), *([nn.BatchNorm1d(hidden_dim)] if use_bn else []), nn.GELU()]
+
+        layers: list[nn.Module] = block(in_dim)
         for _ in range(n_layers - 2):
-            layers += [nn.Linear(hidden_dim, hidden_dim), nn.GELU()]
+            layers += block(hidden_dim)
         layers.append(nn.Linear(hidden_dim, bottleneck_dim))
         self.mlp = nn.Sequential(*layers)
         for m in self.mlp:

@@ -24,10 +24,10 @@ class DINOModule(L.LightningModule):
                  warmup_epochs: float = 1.0, weight_decay: float = 0.04, weight_decay_end: float = 0.4,
                  momentum: float = 0.99, warmup_teacher_temp: float = 0.04, teacher_temp: float = 0.06,
                  teacher_temp_warmup_epochs: float = 2.0, student_temp: float = 0.1, freeze_last_layer: int = 1,
-                 knn_k: int = 20, knn_data: dict[str, torch.Tensor] | None = None):
+                 knn_k: int = 20, knn_data: dict[str, torch.Tensor] | None = None, head_bn: bool = False):
         super().__init__()
         dim = int(backbone.num_features)
-        self.student = nn.ModuleDict({"backbone": backbone, "head": DINOHead(dim, out_dim, head_hidden, bottleneck)})
+        self.student = nn.ModuleDict({"backbone": backbone, "head": DINOHead(dim, out_dim, head_hidden, bottleneck, use_bn=head_bn)})
         self.teacher = copy.deepcopy(self.student)
         self.teacher.requires_grad_(False)
         self.loss_fn = DINOLoss(out_dim, student_temp=student_temp)

@@ -64,23 +64,27 @@ class LastCheckpoint(Checkpoint):
     trainer's checkpoint IO (atomic). (`ModelCheckpoint(save_top_k=0, save_last=True)` writes
     `last.ckpt` only when it also writes a top-k file, so in Lightning 2.6 only at the very end: a
     run killed midway had nothing to resume from.) A `Checkpoint`, so it runs after the module's own
-    epoch-end hook, like ModelCheckpoint."""
+    epoch-end hook, like ModelCheckpoint. It also keeps the curves: every epoch's metrics."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self.metrics: dict[str, float] = {}  # the last finished epoch's, saved in the checkpoint
+        self.history: list[dict[str, float]] = []  # one entry per finished epoch
 
     def on_train_epoch_end(self, trainer, module) -> None:
         self.metrics = epoch_metrics(trainer.callback_metrics)
+        self.history.append({"epoch": int(trainer.current_epoch) + 1,
+                             **{k.removesuffix("_epoch"): round(v, 5) for k, v in self.metrics.items()}})
         trainer.save_checkpoint(self.path)
 
     # A run killed after its last checkpoint but before metrics.json has no epoch left to train when
     # resumed: it writes the metrics restored from the checkpoint.
     def state_dict(self) -> dict[str, Any]:
-        return {"metrics": self.metrics}
+        return {"metrics": self.metrics, "history": self.history}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.metrics = dict(state.get("metrics", {}))
+        self.history = list(state.get("history", []))
 
 
 def epoch_metrics(callback_metrics: dict[str, Any]) -> dict[str, float]:
@@ -114,6 +118,39 @@ def check_pretraining_backbone(bcfg: DictConfig) -> None:
         raise ValueError(f"backbone={bcfg.name} has init={bcfg.get('init')} and weights={bcfg.get('weights')}; "
                          "pretraining starts from random weights of the architecture (backbone.init=random, "
                          "backbone.weights=null): pick backbone=random, random_hpa, random_rgb or random_vits16")
+
+
+def knn_monitor(cfg: DictConfig, store, prepare, train_rows: np.ndarray, val_rows: np.ndarray) -> dict | None:
+    """The images of the kNN monitor (accuracy after every epoch). A labelled store is its own
+    monitor (training images as memory, validation images as queries); an unlabelled one is watched
+    on `monitor`, a labelled store (the evaluation domain), through the channel strategy
+    `monitor_channels`, as evaluation will see it. None when neither is available."""
+    s = cfg.ssl
+    pick = np.random.default_rng(0)
+    if len(val_rows):
+        keep = np.sort(train_rows[pick.permutation(len(train_rows))[: s.knn_max_images]])
+        return {"train_images": prepare(load_rows(store, keep)), "train_labels": torch.from_numpy(store.labels[keep]),
+                "val_images": prepare(load_rows(store, val_rows)), "val_labels": torch.from_numpy(store.labels[val_rows]),
+                "source": f"{cfg.dataset.name} (validation split {cfg.split_seed})"}
+    if cfg.get("monitor") is None:
+        return None
+    target = build(cfg.monitor).open(cfg.paths.data_dir)
+    bcfg = cfg.backbone
+    adapter = build(cfg.monitor_channels, dataset_channels=target.channel_names, model_channels=list(bcfg.in_channels))
+    if adapter.multi_view:
+        raise ValueError(f"monitor_channels={cfg.monitor_channels.name}: the kNN monitor needs one view per image")
+    rows, val = pretraining_rows(target, cfg.split.val, cfg.split.test, cfg.split_seed)
+    if not len(val):
+        raise ValueError(f"monitor={cfg.monitor.name}: the kNN monitor needs a labelled store")
+    keep = np.sort(rows[pick.permutation(len(rows))[: s.knn_max_images]])
+    target_prepare = Preprocessor.for_store(OmegaConf.to_container(bcfg.preprocess, resolve=True), target)
+
+    def images(r: np.ndarray) -> torch.Tensor:
+        return target_prepare(torch.from_numpy(load_rows(target, r).astype(np.float32)), adapter)
+
+    return {"train_images": images(keep), "train_labels": torch.from_numpy(target.labels[keep]),
+            "val_images": images(val), "val_labels": torch.from_numpy(target.labels[val]),
+            "source": f"{cfg.monitor.name} (validation split {cfg.split_seed}, channels {adapter.name})"}
 
 
 def run_pretraining(cfg: DictConfig) -> dict[str, Any]:
@@ -159,13 +196,7 @@ def _run_pretraining(cfg: DictConfig, out: Path) -> dict[str, Any]:
     loader = torch.utils.data.DataLoader(dataset, batch_size=s.batch_size, sampler=sampler, drop_last=True,
                                          num_workers=s.num_workers,
                                          collate_fn=lambda items: [torch.stack(v) for v in zip(*items)])
-    knn = None
-    if len(val_rows):
-        labels = store.labels
-        keep = train_rows[np.random.default_rng(0).permutation(len(train_rows))[: s.knn_max_images]]
-        keep.sort()
-        knn = {"train_images": prepare(load_rows(store, keep)), "train_labels": torch.from_numpy(labels[keep]),
-               "val_images": prepare(load_rows(store, val_rows)), "val_labels": torch.from_numpy(labels[val_rows])}
+    knn = knn_monitor(cfg, store, prepare, train_rows, val_rows)
     model_kwargs = {**OmegaConf.to_container(bcfg.model_kwargs), "dynamic_img_size": True}
     backbone = create_model(bcfg.arch, len(bcfg.in_channels), model_kwargs, seed=bcfg.get("init_seed", 0))
     module = DINOModule(backbone, steps_per_epoch=len(loader), epochs=s.epochs, out_dim=s.out_dim,
@@ -174,7 +205,8 @@ def _run_pretraining(cfg: DictConfig, out: Path) -> dict[str, Any]:
                         weight_decay_end=s.weight_decay_end, momentum=s.momentum,
                         warmup_teacher_temp=s.warmup_teacher_temp, teacher_temp=s.teacher_temp,
                         teacher_temp_warmup_epochs=s.teacher_temp_warmup_epochs, student_temp=s.student_temp,
-                        freeze_last_layer=s.freeze_last_layer, knn_k=s.knn_k, knn_data=knn)
+                        freeze_last_layer=s.freeze_last_layer, knn_k=s.knn_k, knn_data=knn,
+                        head_bn=bool(s.get("head_bn", False)))
     meta = {"name": cfg.name, "dataset": cfg.dataset.name, "data_fingerprint": store.fingerprint,
             "config_digest": config_digest(cfg), "git_revision": git_revision(), "xferlab_version": __version__,
             "arch": bcfg.arch, "model_kwargs": {k: v for k, v in model_kwargs.items() if k != "dynamic_img_size"},
@@ -206,7 +238,9 @@ def _run_pretraining(cfg: DictConfig, out: Path) -> dict[str, Any]:
     # resumed from the last epoch's checkpoint, nothing is left to train: that epoch's metrics come from it
     metrics = {**last.metrics, **epoch_metrics(trainer.callback_metrics)}
     result = {**{k.removesuffix("_epoch"): v for k, v in metrics.items()}, "epochs": int(s.epochs),
-              "seconds": time.perf_counter() - start, "checkpoint": str(out / "checkpoint.pth"), **meta}
+              "out_dim": int(s.out_dim),
+              "seconds": time.perf_counter() - start, "checkpoint": str(out / "checkpoint.pth"),
+              "curves": last.history, "monitor": None if knn is None else knn["source"], **meta}
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     atomic_write_json(out / "metrics.json", result)
     return result
