@@ -3,13 +3,16 @@
     .venv/bin/python tools/readme.py update outputs/sweeps/demo/latest/report [<report> ...]  # `make readme-results`
     .venv/bin/python tools/readme.py check                                        # exit 1 on drift
 
-`update` copies each experiment's `summary.md` and `verdicts.md` from a report folder into
-`docs/results/<experiment>.md` and `docs/results/<experiment>_verdicts.md` (and a kNN sweep's
+`update` copies each experiment's `summary.md`, `verdicts.md` and `confusions.md` from a report folder into
+`docs/results/<experiment>.md`, `<experiment>_verdicts.md` and `<experiment>_confusions.md` (and a kNN sweep's
 macro F1 by k, `knn_macro_f1_by_k.csv`, as the table `docs/results/<experiment>_by_k.md`), then
 rewrites every README block that quotes one of them. A block is whatever lies between
 
     <!-- results: docs/results/<file>.md -->
     <!-- /results -->
+
+`update` also writes `docs/results/shipped_backbones.md`, the table of the shipped backbones and
+their pretraining curves, from `src/xferlab/backbones/shipped/manifest.json` (a test keeps them equal).
 
 `check` (and the fast test tests/tools/test_readme.py) says which blocks differ from their files."""
 
@@ -62,6 +65,37 @@ def by_k_table(path: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def shipped_table(manifest: dict) -> str:
+    """The shipped backbones: what each was pretrained on, how long, and its curves (DINO loss against
+    the uniform bound ln(out_dim); kNN accuracy on the evaluation domain's validation split after
+    epoch 1, at its best, at the end)."""
+    lines = ["| file | pretrained on | pretraining seed | epochs x images | time | loss: first -> last epoch "
+             "(uniform bound) | kNN acc.: epoch 1 -> best -> last |", "|---" * 7 + "|"]
+    for name, e in sorted(manifest.items()):
+        curves = e.get("curves") or []
+        knn = [c.get("val/knn_accuracy") for c in curves if c.get("val/knn_accuracy") is not None]
+        loss = [c["train/loss"] for c in curves if "train/loss" in c]
+        config = e.get("config", "")
+        shift = re.search(r"domain_shift: ([0-9.]+)", config)
+        source = {"photos": "photographs (RGB)"}.get(e["dataset"], f"{e['dataset']}"
+                                                      + (f" (shift {float(shift[1]):g})" if shift else ""))
+        seed = re.search(r"(?m)^seed: (\d+)", config)
+        lines.append(f"| `{e['file']}` | {source}, {len(e['in_channels'])} ch | {seed[1] if seed else '?'} | "
+                     f"{e['epochs']} x {e['n_images']:,} | {e['pretrain_seconds'] / 60:.1f} min | "
+                     + (f"{loss[0]:.2f} -> {loss[-1]:.2f} ({e['uniform_loss']:.2f})" if loss else "–") + " | "
+                     + (f"{knn[0]:.3f} -> {max(knn):.3f} -> {knn[-1]:.3f}" if knn else "–") + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_shipped_table(results: Path = RESULTS) -> Path:
+    import json
+
+    manifest = json.loads((ROOT / "src" / "xferlab" / "backbones" / "shipped" / "manifest.json").read_text())
+    path = results / "shipped_backbones.md"
+    path.write_text(shipped_table(manifest))
+    return path
+
+
 def copy_report(report: Path, results: Path = RESULTS) -> list[Path]:
     """Each experiment's summary.md and verdicts.md from a report folder into `results`."""
     if not report.is_dir():
@@ -71,7 +105,8 @@ def copy_report(report: Path, results: Path = RESULTS) -> list[Path]:
     results.mkdir(parents=True, exist_ok=True)
     for summary in sorted(report.glob("*/summary.md")):
         name = summary.parent.name
-        for source, target in ((summary, f"{name}.md"), (summary.parent / "verdicts.md", f"{name}_verdicts.md")):
+        for source, target in ((summary, f"{name}.md"), (summary.parent / "verdicts.md", f"{name}_verdicts.md"),
+                               (summary.parent / "confusions.md", f"{name}_confusions.md")):
             if source.exists():
                 shutil.copyfile(source, results / target)
                 written.append(results / target)
@@ -93,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     text = README.read_text()
     if args.command == "update":
+        print(f"wrote {write_shipped_table().relative_to(ROOT)}")
         for report in args.reports:
             for path in copy_report(report):
                 print(f"wrote {path.relative_to(ROOT)}")

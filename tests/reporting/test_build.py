@@ -62,6 +62,13 @@ def test_report_writes_tables_and_figures(tmp_path):
     verdicts = (tmp_path / "out" / "e" / "verdicts.md").read_text()
     assert verdicts.startswith("**per crop**\n\n- " + row["verdict"])
     assert "is not a condition" not in text and "no umap map" in text  # these test runs have no embedding cache
+    confusions = (tmp_path / "out" / "e" / "confusions.md").read_text().splitlines()
+    assert [line.split(" | ")[0] for line in confusions[2:]] == ["| y", "| x"]
+    from xferlab.reporting.confusion import confusion_from_runs
+
+    x_runs = sorted(str(tmp_path / "sweep" / f"a{s}") for s in range(3))
+    share = confusion_from_runs(x_runs).loc["a", "b"]  # x's share of class a predicted as b
+    assert f"a -> b {share:.2f}" in confusions[3]
 
 
 def test_report_draws_the_knn_curve(tmp_path):

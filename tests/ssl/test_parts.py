@@ -80,3 +80,17 @@ def test_channel_dropout_never_drops_everything():
     aug = Augment(CropSpec(8, (1.0, 1.0)), channel_dropout=1.0, noise=0.0, blur_prob=0.0)
     out = aug(torch.ones(2, 8, 8), torch.Generator().manual_seed(0))
     assert (out.abs().sum(dim=(1, 2)) > 0).sum() == 1
+
+
+def test_the_knn_monitor_leaves_the_teacher_in_its_training_mode_and_the_bn_head_works():
+    from xferlab.backbones.registry import create_model
+    from xferlab.ssl.module import DINOModule
+
+    backbone = create_model("vit_tiny_patch16_224", 2, {"img_size": 16, "patch_size": 8, "depth": 1,
+                                                       "dynamic_img_size": True}, seed=0)
+    module = DINOModule(backbone, steps_per_epoch=2, epochs=1, out_dim=16, head_hidden=8, bottleneck=4, head_bn=True)
+    assert any(isinstance(m, torch.nn.BatchNorm1d) for m in module.student["head"].modules())
+    module.train()
+    out = module.embed(torch.randn(5, 2, 16, 16))
+    assert out.shape == (5, 192) and torch.allclose(out.norm(dim=1), torch.ones(5))
+    assert module.teacher["backbone"].training

@@ -204,3 +204,36 @@ def test_pretraining_records_the_targets_it_saw_and_evaluation_refuses_seen_test
     inputs = inputs_of(evaluation("split_seed=0"))
     assert len(inputs.features) == len(store)
     assert len(inputs_of(evaluation("split_seed=1", "allow_seen_test_targets=true")).features) == len(store)
+
+
+def test_an_unlabelled_store_is_watched_on_the_evaluation_domain_and_the_curves_are_kept(tmp_path):
+    """SynthCell pretraining images (HPA genes, no labels) have no validation split of their own: the
+    kNN monitor scores the teacher on the labelled `monitor` store, through `monitor_channels` (as
+    evaluation will feed it), after every epoch; metrics.json keeps each epoch's loss and accuracy."""
+    cfg = pretrain_cfg(tmp_path, "ssl.epochs=2", "name=unlab", "dataset=synthcell_pretrain", "dataset.size=32",
+                       "dataset.n_targets=40", "dataset.workers=1", "dataset@monitor=synthcell_tiny", "monitor.workers=1",
+                       "ssl.head_bn=true")
+    result = run_pretraining(cfg)
+    assert result["n_images"] == 80 and result["monitor"].startswith("synthcell_tiny (validation split 0")
+    assert [c["epoch"] for c in result["curves"]] == [1, 2]
+    assert all(0 <= c["val/knn_accuracy"] <= 1 and c["train/loss"] > 0 for c in result["curves"])
+    assert result["seen"]["ensg_ids"] and not set(result["seen"]["ensg_ids"]) & set(
+        build(cfg.monitor).open(cfg.paths.data_dir).samples["ensg_id"])  # no evaluated protein pretrained on
+
+
+def test_an_rgb_backbone_is_watched_through_the_colour_map(tmp_path):
+    from xferlab.ssl.run import knn_monitor
+
+    overrides = [o for o in TINY if not o.startswith("dataset")] + [
+        f"paths.output_root={tmp_path}", "paths.output_dir=/tmp/unused", "name=rgb", "dataset=photos",
+        "dataset.n_crops=8", "dataset.size=32", "backbone=random_rgb", "backbone.preprocess.input_size=32",
+        "dataset@monitor=synthcell_tiny", "monitor.workers=1", "ssl.knn_max_images=20"]
+    cfg = compose_config(overrides, config_name="pretrain")
+    store = build(cfg.dataset).open(cfg.paths.data_dir)
+    import numpy as np
+
+    knn = knn_monitor(cfg, store, None, np.arange(len(store)), np.array([], dtype=int))
+    assert knn["train_images"].shape[1:] == (3, 32, 32) and len(knn["train_images"]) == 20
+    red = knn["train_images"][:, 0]
+    assert torch.all(red == red.flatten(1)[:, :1, None])  # no dataset channel maps to red: a constant slot
+    assert "channels natural" in knn["source"]

@@ -107,3 +107,11 @@ def test_a_knn_curve_becomes_a_table_best_first(tmp_path):
     assert sorted(p.name for p in written) == ["knn.md", "knn_by_k.md"]
     assert (tmp_path / "results" / "knn_by_k.md").read_text() == (
         "| backbone | k=1 | k=5 |\n|---|---|---|\n| `synth_hpa` | 0.4500 | 0.4600 |\n| `random` | 0.2500 | 0.2000 |\n")
+
+
+def test_the_shipped_backbones_table_equals_the_manifest():
+    import json
+
+    manifest = json.loads((ROOT / "src" / "xferlab" / "backbones" / "shipped" / "manifest.json").read_text())
+    assert (ROOT / "docs" / "results" / "shipped_backbones.md").read_text() == readme.shipped_table(manifest), \
+        "run `make readme-results` after `make pretrain`"

@@ -38,6 +38,18 @@ def report_settings(runs: pd.DataFrame, reference: str | None, pairs: str | None
             pairs if pairs is not None else planned.get("pairs", "all"))
 
 
+def confusions_markdown(table: pd.DataFrame, n: int = 5) -> str:
+    """Per condition, its `n` largest confusions pooled over its runs (share of the true class's test
+    crops predicted as the other class)."""
+    lines = ["| condition | largest confusions: true -> predicted (share of the true class) |", "|---|---|"]
+    for _, r in table.iterrows():
+        runs = r["_runs"].loc[usable_predictions(r["_runs"]), "run_dir"]
+        if len(runs):
+            pairs = top_confusions(confusion_from_runs(runs), n)
+            lines.append(f"| {r['condition']} | " + "; ".join(f"{t} -> {p} {s:.2f}" for t, p, s in pairs) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def build_report(dirs: Sequence[Path], out: Path, n_boot: int = DEFAULT_BOOTSTRAP, reference: str | None = None,
                  pairs: str | None = None, embedding_map: str = "umap") -> str:
     """Tables and figures of every experiment under `dirs`. A job whose metrics.json is missing or
@@ -138,6 +150,7 @@ def _experiment_report(experiment: str, group: pd.DataFrame, folder: Path, n_boo
                        xlabel="predicted class", ylabel="true class")
         pairs_text = "\n".join(f"  {t:>18} -> {p:<18} {s:.2f}" for t, p, s in top_confusions(matrix))
         text.append(f"most confused classes of the best condition ({table.loc[0, 'condition']}):\n{pairs_text}")
+    atomic_write_text(folder / "confusions.md", confusions_markdown(table))
     if embedding_map != "none":
         step(f"{embedding_map} maps")
         maps, missing = condition_maps(table, embedding_map, progress)

@@ -87,9 +87,16 @@ class DINOModule(L.LightningModule):
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
-        backbone = self.teacher["backbone"].eval()
-        return torch.cat([F.normalize(backbone(images[i : i + batch].to(self.device)), dim=1)
-                          for i in range(0, len(images), batch)])
+        """L2-normalised teacher embeddings, in eval mode; the teacher's mode is restored after, so
+        watching a run never changes how it trains (DINO's teacher normalises with batch statistics)."""
+        backbone = self.teacher["backbone"]
+        was_training = backbone.training
+        backbone.eval()
+        try:
+            return torch.cat([F.normalize(backbone(images[i : i + batch].to(self.device)), dim=1)
+                              for i in range(0, len(images), batch)])
+        finally:
+            backbone.train(was_training)
 
     def knn_accuracy(self) -> float:
         """Accuracy of a cosine kNN (k = `knn_k`, majority vote) of teacher embeddings: training
