@@ -12,7 +12,7 @@ from tests.conftest import xferlab_env
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.slow  # renders the store, extracts four backbones and runs 20 jobs: about 8 minutes on 2 cores
+@pytest.mark.slow  # renders the store, extracts twelve backbones and runs 60 jobs: `make demo`'s minutes
 def test_the_demo_sweep_prints_the_committed_table(tmp_path):
     sweep = tmp_path / "outputs" / "sweeps" / "demo" / "test"
     env = xferlab_env()
