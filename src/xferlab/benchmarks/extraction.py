@@ -28,7 +28,7 @@ TARGET = 0.90
 # case extracts about as many images as the demo's store holds (10,480). bf16 is measured for the
 # ViT-S only (on CPUs without bf16 units it is several times slower than fp32).
 CASES = [
-    ("demo_vit_64px", ["backbone=random"], 64, 8192, 64, ("32-true",)),
+    ("demo_vit_64px", ["backbone=random", "backbone.model_kwargs.depth=6"], 64, 8192, 64, ("32-true",)),
     ("vit_small16_224px", ["backbone=random_vits16"], 224, 192, 64, ("32-true", "bf16-mixed")),
 ]
 

@@ -36,7 +36,7 @@ VERIFY_TARGET = 5.0  # percent of the extraction: "a few percent at most"
 
 # (name, backbone overrides, image size, images, batch size): the extraction benchmark's CPU cases
 VERIFY_CASES = [
-    ("demo_vit_64px", ["backbone=random"], 64, 8192, 64),
+    ("demo_vit_64px", ["backbone=random", "backbone.model_kwargs.depth=6"], 64, 8192, 64),
     ("vit_small16_224px", ["backbone=random_vits16"], 224, 192, 64),
 ]
 # (images, px, embedding width): about the demo's store (10,480 images) and its ViT-S/8 cache entry

@@ -47,7 +47,7 @@ from xferlab.runtime.building import build
 
 # (name, backbone overrides, stored crop size, images, batch size, precisions)
 CPU_CASES = [
-    ("demo_vit_64px", ["backbone=random"], 64, 1024, 64, ("32-true",)),
+    ("demo_vit_64px", ["backbone=random", "backbone.model_kwargs.depth=6"], 64, 1024, 64, ("32-true",)),
     ("vit_small16_128px_to_224", ["backbone=random_vits16"], 128, 48, 16, ("32-true",)),
 ]
 GPU_CASES = [
