@@ -88,11 +88,10 @@ def shipped_table(manifest: dict) -> str:
 
 
 def write_shipped_table(results: Path = RESULTS) -> Path:
-    import json
+    from xferlab.ssl.export import read_manifest
 
-    manifest = json.loads((ROOT / "src" / "xferlab" / "backbones" / "shipped" / "manifest.json").read_text())
     path = results / "shipped_backbones.md"
-    path.write_text(shipped_table(manifest))
+    path.write_text(shipped_table(read_manifest()))
     return path
 
 

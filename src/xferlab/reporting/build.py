@@ -38,15 +38,23 @@ def report_settings(runs: pd.DataFrame, reference: str | None, pairs: str | None
             pairs if pairs is not None else planned.get("pairs", "all"))
 
 
-def confusions_markdown(table: pd.DataFrame, n: int = 5) -> str:
-    """Per condition, its `n` largest confusions pooled over its runs (share of the true class's test
-    crops predicted as the other class)."""
-    lines = ["| condition | largest confusions: true -> predicted (share of the true class) |", "|---|---|"]
+def confusion_matrices(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Each condition's confusion matrix pooled over its runs with usable predictions."""
+    out = {}
     for _, r in table.iterrows():
         runs = r["_runs"].loc[usable_predictions(r["_runs"]), "run_dir"]
         if len(runs):
-            pairs = top_confusions(confusion_from_runs(runs), n)
-            lines.append(f"| {r['condition']} | " + "; ".join(f"{t} -> {p} {s:.2f}" for t, p, s in pairs) + " |")
+            out[r["condition"]] = confusion_from_runs(runs)
+    return out
+
+
+def confusions_markdown(matrices: dict[str, pd.DataFrame], n: int = 5) -> str:
+    """Per condition, its `n` largest confusions (share of the true class's test crops predicted as
+    the other class)."""
+    lines = ["| condition | largest confusions: true -> predicted (share of the true class) |", "|---|---|"]
+    for condition, matrix in matrices.items():
+        pairs = top_confusions(matrix, n)
+        lines.append(f"| {condition} | " + "; ".join(f"{t} -> {p} {s:.2f}" for t, p, s in pairs) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -141,16 +149,15 @@ def _experiment_report(experiment: str, group: pd.DataFrame, folder: Path, n_boo
                        folder / "per_class_f1.png", "test F1 per class (mean over units)", xlabel="class",
                        ylabel="condition")
     step("confusion")
-    best = table.loc[0, "_runs"]
-    best_runs = best.loc[usable_predictions(best), "run_dir"]
-    if len(best_runs):
-        matrix = confusion_from_runs(best_runs)
+    matrices = confusion_matrices(table)
+    matrix = matrices.get(table.loc[0, "condition"])
+    if matrix is not None:
         atomic_write_text(folder / "confusion_best.csv", matrix.to_csv())
         plots.heat_map(matrix, folder / "confusion_best.png", f"confusion, {table.loc[0, 'condition']}",
                        xlabel="predicted class", ylabel="true class")
         pairs_text = "\n".join(f"  {t:>18} -> {p:<18} {s:.2f}" for t, p, s in top_confusions(matrix))
         text.append(f"most confused classes of the best condition ({table.loc[0, 'condition']}):\n{pairs_text}")
-    atomic_write_text(folder / "confusions.md", confusions_markdown(table))
+    atomic_write_text(folder / "confusions.md", confusions_markdown(matrices))
     if embedding_map != "none":
         step(f"{embedding_map} maps")
         maps, missing = condition_maps(table, embedding_map, progress)

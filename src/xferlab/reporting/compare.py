@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from xferlab.reporting.stats import (LEVELS, Bootstrap, Condition, bootstrap_p, condition_counts, holm, interval,
-                                     read_predictions, verdict)
-from xferlab.reporting.tables import units, usable_predictions
+                                     read_predictions, units, verdict)
+from xferlab.reporting.tables import usable_predictions
 
 PAIRS = ("all", "none")
 

@@ -87,20 +87,29 @@ def draws(n_targets: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
     return rng.multinomial(n_targets, np.full(n_targets, 1.0 / n_targets), size=n_boot)
 
 
+def _column(runs: pd.DataFrame, key: str) -> pd.Series:
+    return runs[key].fillna(0).astype(int) if key in runs else pd.Series(0, index=runs.index)
+
+
+def units(runs: pd.DataFrame) -> pd.Series:
+    """Each run's unit `(split_seed, seed, pretrain_seed)`: the pairing key between conditions (a
+    backbone without pretraining replicates has pretrain_seed 0)."""
+    return pd.Series(list(zip(_column(runs, "split_seed"), runs["seed"].astype(int), _column(runs, "pretrain_seed"))),
+                     index=runs.index)
+
+
 @dataclass
 class Condition:
     """One condition's runs: `units` `(split_seed, seed, pretrain_seed)` -> per-target counts, per level."""
 
     name: str
-    counts: dict[str, dict[tuple[int, int], TargetCounts]]
+    counts: dict[str, dict[tuple[int, int, int], TargetCounts]]
 
 
 def condition_counts(name: str, runs: pd.DataFrame, num_classes: int) -> Condition:
     counts: dict[str, dict] = {level: {} for level in LEVELS}
-    for _, run in runs.iterrows():
-        table = read_predictions(run["run_dir"])
-        split, pretrain = run.get("split_seed", 0), run.get("pretrain_seed", 0)
-        unit = (int(split) if pd.notna(split) else 0, int(run["seed"]), int(pretrain) if pd.notna(pretrain) else 0)
+    for unit, run_dir in zip(units(runs), runs["run_dir"]):
+        table = read_predictions(run_dir)
         counts["crop"][unit] = target_counts(table, num_classes, "crop")
         if any(c.startswith("score/") for c in table.columns):  # protein level needs the class scores
             counts["protein"][unit] = target_counts(table, num_classes, "protein")

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from xferlab.reporting.aggregate import CONDITION_KEYS, METRICS
-from xferlab.reporting.stats import Bootstrap, Condition, interval
+from xferlab.reporting.stats import Bootstrap, Condition, interval, units
 
 PRIMARY = {"crop": "test/macro_f1", "protein": "test/protein_macro_f1"}
 
@@ -28,17 +28,6 @@ def naming_keys(runs: pd.DataFrame, keys: list[str]) -> list[str]:
         if others and (runs.groupby(others, dropna=False)[k].nunique(dropna=False) <= 1).all():
             varying.remove(k)
     return varying or ["backbone"]
-
-
-def _column(runs: pd.DataFrame, key: str) -> pd.Series:
-    return runs[key].fillna(0).astype(int) if key in runs else pd.Series(0, index=runs.index)
-
-
-def units(runs: pd.DataFrame) -> pd.Series:
-    """Each run's unit `(split_seed, seed, pretrain_seed)`: the pairing key between conditions (a
-    backbone without pretraining replicates has pretrain_seed 0)."""
-    return pd.Series(list(zip(_column(runs, "split_seed"), runs["seed"].astype(int), _column(runs, "pretrain_seed"))),
-                     index=runs.index)
 
 
 def pretraining_spread(group: pd.DataFrame, metric: str = "test/macro_f1") -> float:

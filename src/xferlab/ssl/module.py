@@ -27,7 +27,8 @@ class DINOModule(L.LightningModule):
                  knn_k: int = 20, knn_data: dict[str, torch.Tensor] | None = None, head_bn: bool = False):
         super().__init__()
         dim = int(backbone.num_features)
-        self.student = nn.ModuleDict({"backbone": backbone, "head": DINOHead(dim, out_dim, head_hidden, bottleneck, use_bn=head_bn)})
+        head = DINOHead(dim, out_dim, head_hidden, bottleneck, use_bn=head_bn)
+        self.student = nn.ModuleDict({"backbone": backbone, "head": head})
         self.teacher = copy.deepcopy(self.student)
         self.teacher.requires_grad_(False)
         self.loss_fn = DINOLoss(out_dim, student_temp=student_temp)

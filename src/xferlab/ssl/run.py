@@ -206,7 +206,7 @@ def _run_pretraining(cfg: DictConfig, out: Path) -> dict[str, Any]:
                         warmup_teacher_temp=s.warmup_teacher_temp, teacher_temp=s.teacher_temp,
                         teacher_temp_warmup_epochs=s.teacher_temp_warmup_epochs, student_temp=s.student_temp,
                         freeze_last_layer=s.freeze_last_layer, knn_k=s.knn_k, knn_data=knn,
-                        head_bn=bool(s.get("head_bn", False)))
+                        head_bn=bool(s.head_bn))
     meta = {"name": cfg.name, "dataset": cfg.dataset.name, "data_fingerprint": store.fingerprint,
             "config_digest": config_digest(cfg), "git_revision": git_revision(), "xferlab_version": __version__,
             "arch": bcfg.arch, "model_kwargs": {k: v for k, v in model_kwargs.items() if k != "dynamic_img_size"},

@@ -4,7 +4,7 @@ the patterns are drawn from."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
@@ -43,7 +43,6 @@ class Layout:
     condensed: np.ndarray  # (S, S) condensed mitotic chromosomes, in [0, 1]
     seed: int  # the stream of the crop's shared textures (chromatin), so channels agree
     style: Any = None  # the domain's pattern style (`domains.Style`), set by the renderer
-    extra: dict = field(default_factory=dict)
 
     @property
     def inside(self) -> np.ndarray:

@@ -84,11 +84,6 @@ def perinuclear(layout: Layout, decay: float = 0.5) -> np.ndarray:
     return np.exp(-np.clip(layout.nu - 1, 0, None) / decay) * layout.cytoplasm
 
 
-def nucleolus_points(layout: Layout) -> np.ndarray:
-    pts = [p for i, cell in enumerate(layout.nucleoli) for p in cell]
-    return np.array(pts) if pts else np.zeros((0, 2))
-
-
 def nucleolus_mask(layout: Layout) -> np.ndarray:
     return layout.nucleolus_mask
 
@@ -270,7 +265,3 @@ def microtubules(L: Layout, rng) -> np.ndarray:
     steps = int(px(L) * rng.uniform(10, 18))
     lines = worms(rng, L.rho.shape, starts, steps, persistence=0.18)
     return gaussian_filter(lines, 0.6 * px(L)) * L.cytoplasm * 2.0 + 0.1 * L.cytoplasm
-
-
-def er_reference(L: Layout, rng) -> np.ndarray:
-    return er(L, rng)

@@ -136,7 +136,7 @@ def render_crop(rng: np.random.Generator, imaging: Imaging, mixture: list[tuple[
         elif channel == "microtubules":
             planes.append(patterns.microtubules(layout, rng))
         elif channel == "er":
-            planes.append(patterns.er_reference(layout, rng))
+            planes.append(patterns.er(layout, rng))
         else:
             raise ValueError(f"SynthCell cannot render channel {channel!r}")
     image = np.stack(planes).astype(np.float32) * illumination(field, position, size)[None] * field.gain

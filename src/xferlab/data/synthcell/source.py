@@ -12,6 +12,7 @@ import logging
 import multiprocessing as mp
 import os
 import time
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -76,11 +77,9 @@ class SynthCellSource(BuiltSource):
         if spec["genes"] == "hpa":
             return hpa_targets(spec["n_targets"], spec["seed"])
         targets = list(opencell_targets())
-        rule = spec["labels"].get("rule", "none")
-        if spec["labelled_only"] and rule != "none":
+        if spec["labelled_only"] and self.label_table is not None:
             # targets outside the label rule are in no split: rendering them would only cost extraction time
-            table = self._label_table()
-            labels, _ = table.for_targets([t.ensg_id for t in targets])
+            labels, _ = self.label_table.for_targets([t.ensg_id for t in targets])
             targets = [t for t, y in zip(targets, labels) if y >= 0]
         if spec["n_targets"] is not None:
             # an evenly spread, deterministic subset (keeps the class mix of the full table)
@@ -88,8 +87,16 @@ class SynthCellSource(BuiltSource):
             targets = [targets[i] for i in np.unique(pick)]
         return targets
 
-    def _label_table(self):
+    @property
+    def rule(self) -> str:
+        return self.spec["labels"].get("rule", "none")
+
+    @cached_property
+    def label_table(self):
+        """The label rule applied to the annotation table (None for an unlabelled store)."""
         labels = self.spec["labels"]
+        if self.rule == "none":
+            return None
         return target_labels(opencell_annotations(), labels["rule"], int(labels.get("min_targets", 15)),
                              int(labels.get("min_grade", 2)))
 
@@ -97,15 +104,14 @@ class SynthCellSource(BuiltSource):
         spec = self.spec
         targets = self.targets()
         channels = tuple(spec["channels"])
-        rule = spec["labels"].get("rule", "none") if spec["labels"] else "none"
-        if rule == "none":
+        rule = self.rule
+        if self.label_table is None:
             classes: tuple[str, ...] = ()
             labels = np.full(len(targets), -1)
             sets = None
         else:
-            table = self._label_table()
-            classes = table.classes
-            labels, sets = table.for_targets([t.ensg_id for t in targets])
+            classes = self.label_table.classes
+            labels, sets = self.label_table.for_targets([t.ensg_id for t in targets])
         crops = spec["crops_per_target"]
         n = len(targets) * crops
         rows = []
