@@ -237,3 +237,19 @@ def test_an_rgb_backbone_is_watched_through_the_colour_map(tmp_path):
     red = knn["train_images"][:, 0]
     assert torch.all(red == red.flatten(1)[:, :1, None])  # no dataset channel maps to red: a constant slot
     assert "channels natural" in knn["source"]
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (["channels@monitor_channels=channelwise"], "one view per image"),
+    (["dataset@monitor=synthcell_pretrain", "monitor.size=32", "monitor.n_targets=10"], "needs a labelled store"),
+])
+def test_a_monitor_that_cannot_score_is_refused_by_name(tmp_path, overrides, match):
+    import numpy as np
+
+    from xferlab.ssl.run import knn_monitor
+
+    cfg = pretrain_cfg(tmp_path, "name=bad", "dataset=synthcell_pretrain", "dataset.size=32", "dataset.n_targets=10",
+                       "dataset@monitor=synthcell_tiny", "monitor.workers=1", *overrides)
+    store = build(cfg.dataset).open(cfg.paths.data_dir)
+    with pytest.raises(ValueError, match=match):
+        knn_monitor(cfg, store, None, np.arange(len(store)), np.array([], dtype=int))
