@@ -198,3 +198,18 @@ def test_a_key_that_another_condition_key_determines_does_not_name_conditions(tm
 
     table = experiment_table(collect_runs([tmp_path]))
     assert sorted(table["condition"]) == ["pixels-0.5", "pixels-1.0", "vit-0.5", "vit-1.0"]
+
+
+def test_a_class_with_a_single_test_protein_is_named_and_its_intervals_stay_finite(tmp_path):
+    """Class b (index 1) has one test protein (t19): it stays in every draw (no variance from it),
+    and the report says so by name (these tables have no score columns: classes are named by index)."""
+    for s in range(3):
+        for name, backbone, f1 in (("a", "x", 0.6), ("b", "y", 0.8)):
+            d = write_run(tmp_path / "sweep", f"{name}{s}", backbone, s, f1 + 0.01 * s)
+            table = pd.read_csv(d / "predictions.csv")
+            table.loc[table["target"] != "s0t19", ["label", "label_name"]] = [0, "a"]
+            table.to_csv(d / "predictions.csv", index=False)
+    text = build_report([tmp_path / "sweep"], tmp_path / "out", n_boot=200, reference="x")
+    assert "class(es) with a single test protein in a split" in text and ": 1 (split_seed 0)" in text
+    compared = pd.read_csv(tmp_path / "out" / "e" / "comparisons.csv")
+    assert np.isfinite(compared[["ci_low", "ci_high", "p"]].to_numpy()).all()

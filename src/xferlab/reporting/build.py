@@ -123,6 +123,13 @@ def _experiment_report(experiment: str, group: pd.DataFrame, folder: Path, n_boo
     if boot is None:
         text.append(f"no intervals over test proteins and no comparisons: {why_not}")
     else:
+        single = boot.single_protein_classes()
+        if single:
+            names = classes_of(read_predictions(table.loc[0, "_runs"]["run_dir"].iloc[0]))
+            listed = "; ".join(f"{names[k] if k < len(names) else k} (split_seed {', '.join(map(str, s))})"
+                               for k, s in sorted(single.items()))
+            text.append(f"class(es) with a single test protein in a split, kept in every bootstrap draw: their "
+                        f"variance is not in the intervals (docs/calibration.md): {listed}")
         if reference is not None and reference not in conditions:
             text.append(f"report.reference={reference!r} is not a condition of {experiment} "
                         f"({sorted(conditions)}); comparisons against it are left out")
@@ -134,8 +141,9 @@ def _experiment_report(experiment: str, group: pd.DataFrame, folder: Path, n_boo
         if len(compared):
             lines = [f"- {v}" for v in compared.loc[compared["level"] == "crop", "verdict"]]
             protein = [f"- {v}" for v in compared.loc[compared["level"] == "protein", "verdict"]]
-            text.append(f"paired differences in macro F1, 95% bootstrap over test proteins ({boot.n_boot} draws, "
-                        f"shared by the conditions), Holm-corrected over the {len(lines)} planned comparisons:\n"
+            text.append(f"paired differences in macro F1, 95% BCa intervals from a bootstrap over test proteins drawn "
+                        f"within their classes ({boot.n_boot} draws, shared by the conditions; docs/calibration.md), "
+                        f"Holm-corrected over the {len(lines)} planned comparisons:\n"
                         "per crop:\n" + "\n".join(lines) + ("\nper protein:\n" + "\n".join(protein) if protein else ""))
             sections = [("per crop", lines), ("per protein", protein)]
             atomic_write_text(folder / "verdicts.md", "\n\n".join(f"**{title}**\n\n" + "\n".join(items)

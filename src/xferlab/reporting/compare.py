@@ -3,9 +3,11 @@ test proteins (`reporting.stats`).
 
 Comparisons are chosen up front, never after looking at the results: every condition against a
 named reference (`report.reference`, e.g. the `random` control) and, with `report.pairs=all`,
-every pair of conditions. Each gives the difference in macro F1 with its 95 % paired interval and
-a bootstrap p-value; the p-values of one experiment and level (crops, proteins) are corrected
-together (Holm), and each comparison gets a verdict line the README can quote.
+every pair of conditions. Each gives the difference in macro F1 with its 95 % paired interval (BCa
+on draws shared by both conditions, `reporting.intervals`) and the bootstrap p-value that matches
+it (below 0.05 exactly when the interval leaves 0 out); the p-values of one experiment and level
+(crops, proteins) are corrected together (Holm), and each comparison gets a verdict line the
+README can quote.
 """
 
 from __future__ import annotations
@@ -34,7 +36,12 @@ def classes_of(table: pd.DataFrame) -> list[str]:
 
 def prepare(table: pd.DataFrame, n_boot: int) -> tuple[Bootstrap | None, dict[str, Condition], str | None]:
     """Per-target counts of every condition whose runs all have usable single-label predictions,
-    and the draws they share. Returns (bootstrap, conditions, why there is none)."""
+    and the draws they share. Returns (bootstrap, conditions, why there is none).
+
+    Multilabel runs get no bootstrap: the draws are made within each test protein's class, and a
+    multilabel protein has no single class. Drawing within label sets instead would leave most
+    sets with one protein (strata that cannot vary), and drawing regardless of labels is what
+    made the single-label intervals off-centre (`reporting.stats`)."""
     if not n_boot:
         return None, {}, "the bootstrap is off (--bootstrap 0)"
     conditions = {}
@@ -63,9 +70,10 @@ def planned(names: Sequence[str], reference: str | None, pairs: str) -> list[tup
 
 
 def comparisons(table: pd.DataFrame, boot: Bootstrap, conditions: dict[str, Condition], reference: str | None,
-                pairs: str, average_over: str) -> pd.DataFrame:
+                pairs: str, average_over: str, method: str = "bca") -> pd.DataFrame:
     """One row per (comparison, level): the difference in macro F1 (first minus second) over the
-    units both have, its paired 95 % interval, bootstrap p and Holm-corrected p, and the verdict."""
+    units both have, its paired 95 % interval, bootstrap p and Holm-corrected p, and the verdict.
+    `method`: the interval (`reporting.intervals.METHODS`); the p-value inverts the same interval."""
     names = [n for n in table["condition"] if n in conditions]
     rows = []
     for a, b in planned(names, reference, pairs):
@@ -76,13 +84,13 @@ def comparisons(table: pd.DataFrame, boot: Bootstrap, conditions: dict[str, Cond
         for level in LEVELS:
             if not (conditions[a].counts[level] and conditions[b].counts[level]):
                 continue
-            diff = (boot.values(conditions[a], "macro_f1", level, average_over, common)
-                    - boot.values(conditions[b], "macro_f1", level, average_over, common))
+            diff = (boot.replicates(conditions[a], "macro_f1", level, average_over, common)
+                    - boot.replicates(conditions[b], "macro_f1", level, average_over, common))
             metric = "test/macro_f1" if level == "crop" else "test/protein_macro_f1"
             observed = float(np.mean([_value(runs[a], u, metric) - _value(runs[b], u, metric) for u in common]))
-            lo, hi = interval(diff)
+            lo, hi = interval(diff, method=method)
             rows.append({"a": a, "b": b, "level": level, "n_units": len(common), "diff": observed,
-                         "ci_low": float(lo), "ci_high": float(hi), "p": bootstrap_p(diff)})
+                         "ci_low": float(lo), "ci_high": float(hi), "p": bootstrap_p(diff, method=method)})
     out = pd.DataFrame(rows, columns=["a", "b", "level", "n_units", "diff", "ci_low", "ci_high", "p"])
     out["p_holm"] = np.nan
     for level, group in out.groupby("level"):
@@ -96,13 +104,14 @@ def _value(runs: pd.DataFrame, unit: tuple[int, int, int], metric: str) -> float
 
 
 def per_class_intervals(table: pd.DataFrame, boot: Bootstrap, conditions: dict[str, Condition], classes: list[str],
-                        average_over: str) -> pd.DataFrame:
+                        average_over: str, method: str = "bca") -> pd.DataFrame:
     """Per condition and class: mean test F1 over units (per crop), its 95 % interval over test
-    proteins, and the number of test proteins of the class (mean over splits)."""
+    proteins (`method`, each class on its own), and the number of test proteins of the class (mean
+    over splits)."""
     rows = []
     for name, c in conditions.items():
         runs = table.set_index("condition").loc[name, "_runs"]
-        lo, hi = interval(boot.values(c, "f1", "crop", average_over))
+        lo, hi = interval(boot.replicates(c, "f1", "crop", average_over), method=method)
         proteins = np.mean([((tc.tp + tc.fn) > 0).sum(axis=0) for tc in c.counts["crop"].values()], axis=0)
         for k, cls in enumerate(classes):
             column = f"test/f1/{cls}"

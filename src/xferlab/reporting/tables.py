@@ -67,14 +67,17 @@ def experiment_table(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values("test/macro_f1/mean", ascending=False, kind="stable").reset_index(drop=True)
 
 
-def add_intervals(table: pd.DataFrame, boot: Bootstrap, conditions: dict[str, Condition]) -> pd.DataFrame:
+def add_intervals(table: pd.DataFrame, boot: Bootstrap, conditions: dict[str, Condition],
+                  method: str = "bca") -> pd.DataFrame:
     """95 % intervals over test proteins of crop and protein macro F1 (`<metric>/boot_low`,
-    `/boot_high`) for the conditions `compare.prepare` found usable."""
+    `/boot_high`; BCa unless `method` says otherwise, `reporting.intervals`) for the conditions
+    `compare.prepare` found usable."""
     for i, r in table.iterrows():
         c = conditions.get(r["condition"])
         for level, m in PRIMARY.items():
             if c is not None and c.counts[level]:
-                lo, hi = interval(boot.values(c, "macro_f1", level, str(r.get("macro_f1_average_over", "present"))))
+                average_over = str(r.get("macro_f1_average_over", "present"))
+                lo, hi = interval(boot.replicates(c, "macro_f1", level, average_over), method=method)
                 table.loc[i, f"{m}/boot_low"], table.loc[i, f"{m}/boot_high"] = float(lo), float(hi)
     return table
 
