@@ -33,7 +33,7 @@ def test_extraction_killed_midway_leaves_no_entry_and_the_rerun_redoes_it(tmp_pa
 def test_sweep_killed_during_head_training_resumes_without_redoing_finished_jobs(tmp_path, job_config):
     root, sweep = tmp_path / "outputs", tmp_path / "sweep"
     args = ["-m", *SMOKE, "seed=0,1", f"paths.output_root={root}", f"hydra.sweep.dir={sweep}"]
-    kill_when_stalled("xferlab.train", args, cwd=tmp_path, stall_at="head.epoch_end@2", where="seed=1")
+    kill_when_stalled("xferlab.train", args, cwd=tmp_path, stall_at="head.path_step@2", where="seed=1")
     (first,) = sweep.glob("*seed=0")
     (second,) = sweep.glob("*seed=1")
     assert (first / "metrics.json").exists() and not (second / "metrics.json").exists()

@@ -47,20 +47,31 @@ def test_run_writes_metrics_predictions_and_config(first_run):
     assert json.loads((run_dir / "run_info.json").read_text())["cache_hit"] is False
 
 
-def test_run_records_the_head_grid_choice_and_writes_no_checkpoint(first_run):
+def test_run_records_the_probe_path_and_its_choice_and_writes_no_checkpoint(first_run):
     cfg, result = first_run
     metrics = json.loads((result.run_dir / "metrics.json").read_text())
-    members = [f"grid/lr={lr:g},wd={wd:g}/val/macro_f1" for lr in cfg.head.grid.lr for wd in cfg.head.grid.weight_decay]
-    assert set(members) <= set(metrics) and metrics["head/grid_size"] == len(members) > 1
-    assert metrics["head/lr"] in list(cfg.head.grid.lr) and metrics["head/weight_decay"] in list(cfg.head.grid.weight_decay)
-    assert metrics["val/macro_f1"] == max(metrics[m] for m in members)
+    path = [k for k in metrics if k.startswith("probe/l2=") and k.endswith("/val/macro_f1")]
+    assert len(path) == metrics["head/path_fitted"] > 1 and metrics["head/path_size"] >= len(path)
+    assert f"probe/l2={metrics['head/l2']:.3g}/val/macro_f1" in path
+    assert metrics["val/macro_f1"] == metrics[f"probe/l2={metrics['head/l2']:.3g}/val/macro_f1"]
+    assert metrics["head/C"] == pytest.approx(1 / (metrics["head/l2"] * metrics["n_train"]))
+    assert metrics["head/converged"] is True and metrics["head/iterations"] > 0
     info = json.loads((result.run_dir / "run_info.json").read_text())
-    assert 0 <= metrics["head/best_epoch"] < info["epochs"] <= cfg.head.max_epochs
+    assert [p["l2"] for p in info["path"]] == sorted((p["l2"] for p in info["path"]), reverse=True)
     assert not (result.run_dir / "checkpoints").exists() and "best_checkpoint" not in info
     logged = pd.read_csv(result.run_dir / "csv" / "metrics.csv")
-    assert {"train/loss", "val/macro_f1", "test/macro_f1", *members} <= set(logged.columns)
-    assert logged["val/macro_f1"].notna().sum() == info["epochs"]  # one row per epoch, test once
+    assert {"train/loss", "val/macro_f1", "probe/l2", "test/macro_f1"} <= set(logged.columns)
+    assert logged["val/macro_f1"].notna().sum() == len(path)  # one row per penalty, test once
     assert logged["test/macro_f1"].notna().sum() == 1
+
+
+def test_the_sgd_grid_stays_available_as_head_linear_sgd(job_config):
+    result = run_job(job_config("head=linear_sgd", "head.grid.lr=[0.1,0.3]", "head.grid.weight_decay=0.0001"))
+    m = result.metrics
+    members = [f"grid/lr={lr:g},wd=0.0001/val/macro_f1" for lr in (0.1, 0.3)]
+    assert m["head"] == "linear_sgd" and set(members) <= set(m) and m["head/grid_size"] == 2
+    assert m["head/lr"] in (0.1, 0.3) and m["val/macro_f1"] == max(m[k] for k in members)
+    assert 0 <= m["head/best_epoch"] < result.info["epochs"]
 
 
 def test_macro_f1_equals_sklearn_on_the_saved_predictions(first_run):
@@ -90,7 +101,7 @@ def test_backbone_weights_unchanged_and_head_trained(first_run):
     assert state_dict_sha256(result.backbone.model) == fresh.weights_sha256 == result.metrics["weights_sha256"]
     assert info["backbone_sha256_after"] == fresh.weights_sha256
     assert info["head_sha256_after"] == state_dict_sha256(result.head)
-    assert info["head_sha256_before"] != info["head_sha256_after"]
+    assert result.head.fc.weight.abs().max() > 0  # fitted, not the zero start
 
 
 def test_same_config_and_seed_give_identical_metrics(first_run, tmp_path):
@@ -104,16 +115,19 @@ def test_same_config_and_seed_give_identical_metrics(first_run, tmp_path):
         assert (result.run_dir / name).read_bytes() == (again.run_dir / name).read_bytes(), name
 
 
-def test_seed_zero_is_a_real_seed(first_run, tmp_path):
+def test_seed_zero_is_a_real_seed_and_the_probe_does_not_depend_on_it(first_run, tmp_path):
     from tests.conftest import SMOKE, compose_config
 
     cfg, result = first_run
-    other = run_job(compose_config(SMOKE + ["seed=1", f"paths.output_root={cfg.paths.output_root}",
-                                            f"paths.output_dir={tmp_path / 's1'}"]))
-    info0 = json.loads((result.run_dir / "run_info.json").read_text())
-    info1 = json.loads((other.run_dir / "run_info.json").read_text())
-    assert info0["head_sha256_before"] != info1["head_sha256_before"]  # seed sets head initialisation
-    assert other.metrics["seed"] == 1 and other.metrics["embedding_cache_key"] == result.metrics["embedding_cache_key"]
+    root = f"paths.output_root={cfg.paths.output_root}"
+    sgd = [run_job(compose_config(SMOKE + ["head=linear_sgd", f"seed={s}", root, f"paths.output_dir={tmp_path / str(s)}"]))
+           for s in (0, 1)]
+    infos = [json.loads((r.run_dir / "run_info.json").read_text()) for r in sgd]
+    assert infos[0]["head_sha256_before"] != infos[1]["head_sha256_before"]  # seed sets the grid's initialisation
+    probe = run_job(compose_config(SMOKE + ["seed=1", root, f"paths.output_dir={tmp_path / 'probe1'}"]))
+    assert probe.metrics["seed"] == 1 and probe.metrics["embedding_cache_key"] == result.metrics["embedding_cache_key"]
+    assert probe.metrics["test/macro_f1"] == result.metrics["test/macro_f1"]  # a convex fit from zero weights
+    assert probe.info["head_sha256_after"] == json.loads((result.run_dir / "run_info.json").read_text())["head_sha256_after"]
 
 
 def test_missing_dataset_path_is_a_clear_error(job_config):
@@ -455,7 +469,9 @@ def test_fine_tuning_inputs_refuse_nan_pixels_naming_the_rows(tmp_path):
     (["head=finetune", "channels=channelwise"], "head=finetune needs one backbone input per image"),
     (["label_fraction=0"], "label_fraction=0"),
     (["head=knn", "head.ks=[0,5]"], "head.ks=\\[0, 5\\]"),
-    (["head.grid.lr=[0.1,0.1]"], "lists a value twice"),
+    (["head=linear_sgd", "head.grid.lr=[0.1,0.1]"], "lists a value twice"),
+    (["head.l2=[0.1,0.1]"], "lists a penalty twice"),
+    (["~head.path.per_decade"], "head.path=.*a path needs start, stop and per_decade"),
 ])
 def test_incompatible_configs_fail_before_any_store_is_built(job_config, tmp_path, overrides, match):
     root = tmp_path / "fresh"

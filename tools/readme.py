@@ -12,7 +12,10 @@ rewrites every README block that quotes one of them. A block is whatever lies be
     <!-- /results -->
 
 `update` also writes `docs/results/shipped_backbones.md`, the table of the shipped backbones and
-their pretraining curves, from `src/xferlab/backbones/shipped/manifest.json` (a test keeps them equal).
+their pretraining curves, from `src/xferlab/backbones/shipped/manifest.json`;
+`docs/results/calibration_summary.md` from `docs/calibration.md`; and `docs/results/linear_probe.md`
+and `probe_selection.md` from the newest benchmark records `docs/bench/heads-<date>.json` and
+`probe-selection-<date>.json` (tests keep each equal to its source).
 
 `check` (and the fast test tests/tools/test_readme.py) says which blocks differ from their files."""
 
@@ -87,6 +90,53 @@ def shipped_table(manifest: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def calibration_table(text: str) -> str:
+    """The old-against-new table of docs/calibration.md (`python -m xferlab.reporting.calibration`),
+    with its heading as a bold line and the note below it."""
+    start = text.index("## Old against new")
+    end = text.index("\n## ", start + 1)
+    heading, _, body = text[start:end].partition("\n")
+    return f"**{heading.removeprefix('## ')}**\n{body.rstrip()}\n"
+
+
+def write_calibration_table(results: Path = RESULTS) -> Path:
+    path = results / "calibration_summary.md"
+    path.write_text(calibration_table((ROOT / "docs" / "calibration.md").read_text()))
+    return path
+
+
+BENCH_TABLES = {"linear_probe.md": ("heads", "heads-*.json"), "probe_selection.md": ("probe_selection", "probe-selection-*.json")}
+
+
+def bench_record(pattern: str) -> Path | None:
+    """The newest record under docs/bench/ matching `pattern` (dated names sort by date)."""
+    found = sorted((ROOT / "docs" / "bench").glob(pattern))
+    return found[-1] if found else None
+
+
+def bench_table(name: str) -> str | None:
+    """docs/results/<name> as its benchmark renders it from its newest record (None: no record)."""
+    import importlib
+    import json
+
+    module, pattern = BENCH_TABLES[name]
+    record = bench_record(pattern)
+    if record is None:
+        return None
+    rows = json.loads(record.read_text())["results"]
+    return importlib.import_module(f"xferlab.benchmarks.{module}").table(rows)
+
+
+def write_bench_tables(results: Path = RESULTS) -> list[Path]:
+    written = []
+    for name in BENCH_TABLES:
+        text = bench_table(name)
+        if text is not None:
+            (results / name).write_text(text)
+            written.append(results / name)
+    return written
+
+
 def write_shipped_table(results: Path = RESULTS) -> Path:
     from xferlab.ssl.export import read_manifest
 
@@ -127,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     text = README.read_text()
     if args.command == "update":
-        print(f"wrote {write_shipped_table().relative_to(ROOT)}")
+        for path in [write_shipped_table(), write_calibration_table(), *write_bench_tables()]:
+            print(f"wrote {path.relative_to(ROOT)}")
         for report in args.reports:
             for path in copy_report(report):
                 print(f"wrote {path.relative_to(ROOT)}")

@@ -35,7 +35,9 @@ def fit(heads, settings, data, epochs, optimizer=torch.optim.SGD, patience=100, 
 
 
 def head_config(*overrides):
-    return compose_config(["paths.output_dir=/tmp/x", *overrides]).head
+    """The SGD grid's config: `head=linear_sgd` unless an override picks another grid head."""
+    head = [] if any(o.startswith("head=") for o in overrides) else ["head=linear_sgd"]
+    return compose_config(["paths.output_dir=/tmp/x", *head, *overrides]).head
 
 
 def test_grid_settings_are_lr_major_and_a_value_is_a_grid_of_one():

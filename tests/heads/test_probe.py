@@ -41,7 +41,7 @@ def fit_at(x, y, l2, multilabel=False, weight=None, pos_weight=None, resident=Tr
     k = y.shape[1] if multilabel else int(y.max()) + 1
     rows = Rows(x, y, weight, mean, std, torch.device("cpu"), torch.float64, chunk_rows, resident, k)
     theta = torch.zeros(k, x.shape[1] + 1, dtype=torch.float64)
-    fit = minimise(theta, rows, l2, multilabel, Preconditioner(rows), pos_weight=pos_weight, tol=tol, rtol=1e-9,
+    fit = minimise(theta, rows, l2, multilabel, Preconditioner(rows), pos_weight=pos_weight, tol=tol, rtol=1e-6,
                    max_iter=5000)
     return fit, mean, std
 

@@ -114,3 +114,17 @@ def test_the_shipped_backbones_table_equals_the_manifest():
 
     assert (ROOT / "docs" / "results" / "shipped_backbones.md").read_text() == readme.shipped_table(read_manifest()), \
         "run `make readme-results` after `make pretrain`"
+
+
+def test_the_calibration_summary_equals_docs_calibration():
+    text = (ROOT / "docs" / "calibration.md").read_text()
+    summary = (ROOT / "docs" / "results" / "calibration_summary.md").read_text()
+    assert summary == readme.calibration_table(text), "run `make readme-results`"
+    assert summary.startswith("**Old against new") and "| protein macro F1 |" in summary
+
+
+@pytest.mark.parametrize("name", sorted(readme.BENCH_TABLES))
+def test_the_benchmark_tables_equal_their_newest_records(name):
+    assert readme.bench_record(readme.BENCH_TABLES[name][1]) is not None, f"no record for {name} under docs/bench/"
+    assert (ROOT / "docs" / "results" / name).read_text() == readme.bench_table(name), "run `make readme-results`"
+

@@ -1,150 +1,254 @@
-"""Head training against scikit-learn: the time to fit, choose and test a head grid the way a job
-does it (`xferlab.heads.training.train_head`, a Lightning Trainer, CSV logger) against
-`LogisticRegression()` (lbfgs, default settings) fitted on standardised training embeddings; both
-scored by macro F1 on the same test split.
+"""The linear probe (`head=linear`) against scikit-learn's `LogisticRegression` with C tuned on
+validation, on the same cached embeddings and the same rows.
 
-The embeddings come through the job's own path (`load_inputs`: store, backbone, split, embedding
-cache); by default the demo's data, `dataset=synthcell backbone=synth_opencell`, under the usual
-`outputs/` (built and extracted once, then cached). One warm-up round, then `repeats` rounds
-that run every side in turn; the medians are compared. The main rows take each side as configured
-(xferlab: `head.threads`, one by default; scikit-learn: its default BLAS / OpenMP threads, which
-can be far slower than one on a busy machine); the `_1thread` rows pin scikit-learn to one
-thread as well.
+For each backbone x split (by default the demo's four backbones on `dataset=synthcell`, split
+seeds 0-2), the embeddings come through the job's own path (`load_inputs`: store, backbone, split,
+embedding cache). Both sides standardise with the training rows' statistics and fit the same
+objective; scikit-learn fits every C of the probe's whole path (`C = 1 / (l2 * n_train)`, the same
+grid and size), each from scratch with `max_iter=1000`, picks the C with the best validation
+macro F1 (the first on ties) and scores test once. The probe runs as a job runs it (path, warm
+starts, early stop, choice on validation). Times cover standardisation, every fit, the validation
+scoring, the choice and the test scores. Each side runs on one thread and with its library's
+default threads, interleaved unit by unit so machine load hits both alike. A third side, not timed:
+scikit-learn with `max_iter=20000`, so that every fit reaches its optimum (at weak penalties
+`max_iter=1000` stops short), shows how far the probe is from the tuned optimum itself.
+
+    python -m xferlab.bench heads                       # in `make bench`: rows in outputs/bench/<time>.json
+    python -m xferlab.benchmarks.heads --record docs/bench/heads.json --table docs/results/linear_probe.md
+    python -m xferlab.benchmarks.heads --from docs/bench/heads.json --table docs/results/linear_probe.md
 """
 
 from __future__ import annotations
 
-import statistics
-import tempfile
+import argparse
+import json
 import time
+import warnings
 from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-DEMO = ("dataset=synthcell", "backbone=synth_opencell")
+BACKBONES = ("synth_opencell", "synth_hpa", "synth_photos", "random")
+SPLITS = (0, 1, 2)
+DATASET = "dataset=synthcell"
+CONVERGED_MAX_ITER = 20_000
 
 
 def compose(overrides: Sequence[str]):
     """The `train` config with these overrides (as `python -m xferlab.train` would compose it)."""
     from xferlab.benchmarks.common import compose_config
 
-    return compose_config(["paths.output_dir=outputs/bench/heads", *overrides])
+    return compose_config(["paths.output_dir=outputs/bench/heads", "logger=csv", *overrides])
 
 
 @contextmanager
-def one_thread(enabled: bool) -> Iterator[None]:
-    """The BLAS / OpenMP pools (scikit-learn's) pinned to one thread for the block."""
-    if not enabled:
-        yield
-        return
+def threads(one: bool) -> Iterator[None]:
+    """torch and the BLAS / OpenMP pools pinned to one thread for the block (or left as they are)."""
+    import torch
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(1):
+    if not one:
         yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            yield
+    finally:
+        torch.set_num_threads(before)
 
 
-def fit_sklearn(features: np.ndarray, labels: np.ndarray, split: np.ndarray) -> tuple[float, float]:
-    """Seconds to standardise and fit `LogisticRegression()` on the training rows, and its test
-    macro F1."""
-    import warnings
+def _val_f1(labels: np.ndarray, probs: np.ndarray, average_over: str) -> float:
+    from xferlab import metrics
 
+    return float(metrics.macro_f1(metrics.counts(labels, probs, multilabel=False, average_over=average_over)))
+
+
+def fit_sklearn(x: np.ndarray, y: np.ndarray, split: np.ndarray, cs: Sequence[float],
+                average_over: str, max_iter: int = 1000) -> dict[str, Any]:
+    """Standardise, fit `LogisticRegression(C=c, max_iter=max_iter)` for every C, choose on
+    validation macro F1, score test: the seconds, the chosen C and the test scores."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import f1_score
     from sklearn.preprocessing import StandardScaler
 
-    from xferlab.data.splits import TEST, TRAIN
+    from xferlab.data.splits import TEST, TRAIN, VAL
 
-    train, test = split == TRAIN, split == TEST
+    train, val, test = (split == part for part in (TRAIN, VAL, TEST))
     start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)  # lbfgs stops at its default 100 iterations
-        scaler = StandardScaler().fit(features[train])
-        model = LogisticRegression().fit(scaler.transform(features[train]), labels[train])
+    scaler = StandardScaler().fit(x[train])
+    xt, xv = scaler.transform(x[train]), scaler.transform(x[val])
+    fits, unconverged = [], 0
+    for c in cs:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            model = LogisticRegression(C=c, max_iter=max_iter).fit(xt, y[train])
+        unconverged += any(issubclass(w.category, ConvergenceWarning) for w in caught)
+        fits.append((_val_f1(y[val], model.predict_proba(xv), average_over), model))
+    chosen = max(range(len(cs)), key=lambda i: (fits[i][0], -i))  # the first best
+    test_scores = fits[chosen][1].predict_proba(scaler.transform(x[test]))
+    return {"seconds": time.perf_counter() - start, "scores": test_scores, "C": float(cs[chosen]),
+            "chosen_index": chosen, "val_macro_f1": fits[chosen][0], "unconverged": unconverged}
+
+
+def fit_probe(cfg, inputs, threads: int | None) -> dict[str, Any]:
+    """The job's head (`cfg.head`, `head=linear`) with `head.threads` set to `threads`."""
+    from hydra.utils import instantiate
+
+    from xferlab.heads.base import HeadData
+
+    head = instantiate(cfg.head, threads=threads)
+    data = HeadData(features=inputs.features, labels=inputs.labels, split=inputs.split, classes=inputs.store.classes,
+                    multilabel=False, seed=int(cfg.seed), average_over=str(cfg.metrics.average_over),
+                    make_trainer=inputs.make_trainer)
+    start = time.perf_counter()
+    fit = head.fit(data)
     seconds = time.perf_counter() - start
-    pred = model.predict(scaler.transform(features[test]))
-    return seconds, float(f1_score(labels[test], pred, average="macro"))
+    s = fit.selection
+    return {"seconds": seconds, "scores": fit.scores, "C": s["head/C"], "l2": s["head/l2"],
+            "val_macro_f1": s["val/macro_f1"], "at_edge": s["head/at_edge"], "fitted": s["head/path_fitted"],
+            "path_size": s["head/path_size"], "converged": s["head/converged"], "path": head.path}
 
 
-def fit_xferlab(cfg, inputs) -> tuple[float, dict[str, Any]]:
-    """Seconds for `train_head` (data module, grid, Trainer, fit, choice, test), and its fit."""
-    from lightning.pytorch.loggers import CSVLogger
-
+def bench_unit(backbone: str, split_seed: int, repeats: int = 1, base: Sequence[str] = (DATASET,)) -> dict[str, Any]:
+    """One backbone x split: both sides on one thread and with default threads (the medians of
+    `repeats` interleaved rounds), test macro F1 of each."""
     from xferlab import metrics
-    from xferlab.heads.training import train_head
-
-    with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        fit = train_head(cfg.head, inputs.features, inputs.labels, inputs.split, inputs.store.classes,
-                         multilabel=inputs.multilabel, seed=int(cfg.seed), make_trainer=inputs.make_trainer,
-                         logger=[CSVLogger(tmp, name="csv", version="")], root_dir=tmp)
-        seconds = time.perf_counter() - start
-    scored = metrics.score(inputs.labels[fit.rows], fit.scores, classes=inputs.store.classes,
-                           multilabel=inputs.multilabel)
-    return seconds, {"metrics": {**scored, **fit.selection}, "epochs": fit.info["epochs"]}
-
-
-def bench_head_vs_sklearn(overrides: Sequence[str] = DEMO, heads: Sequence[str] = ("linear", "mlp"),
-                          repeats: int = 3) -> list[dict[str, Any]]:
-    """Rows per head: `heads/<head>_fit_time_ratio` (xferlab seconds / sklearn seconds, each with
-    its default settings; the linear head's target is <= 1), `heads/<head>_macro_f1_diff`
-    (xferlab - sklearn test macro F1; target >= -0.01) and `heads/<head>_fit_time_ratio_1thread`
-    (the same with scikit-learn on one thread too; no target)."""
     from xferlab.data.splits import TEST, TRAIN, VAL
     from xferlab.job import check_config, load_inputs
 
-    configs = {head: compose(["logger=csv", *overrides, f"head={head}"]) for head in heads}
-    first = next(iter(configs.values()))
-    if float(first.label_fraction) != 1.0:
+    cfg = compose([*base, f"backbone={backbone}", f"split_seed={split_seed}", "head=linear"])
+    if float(cfg.label_fraction) != 1.0:
         raise ValueError("the head benchmark needs every training label")
-    inputs = load_inputs(first, check_config(first))
+    inputs = load_inputs(cfg, check_config(cfg))
     if inputs.multilabel:
         raise ValueError("the head benchmark compares single-label classifiers; pick a single-label dataset")
-    x, y, split = inputs.features, inputs.labels, inputs.split
+    x, y, split = np.asarray(inputs.features), np.asarray(inputs.labels), np.asarray(inputs.split)
+    n_train = int((split == TRAIN).sum())
+    average_over = str(cfg.metrics.average_over)
+    seconds: dict[str, list[float]] = {k: [] for k in ("probe_1", "probe_default", "sklearn_1", "sklearn_default")}
+    for _ in range(max(1, int(repeats))):
+        for one in (True, False):
+            tag = "1" if one else "default"
+            with threads(one):
+                probe = fit_probe(cfg, inputs, 1 if one else None)
+                cs = [1.0 / (l2 * n_train) for l2 in probe["path"]]
+                sk = fit_sklearn(x, y, split, cs, average_over)
+            seconds[f"probe_{tag}"].append(probe["seconds"])
+            seconds[f"sklearn_{tag}"].append(sk["seconds"])
+    with threads(True):  # the reference at its optimum: every fit converged (not timed)
+        converged = fit_sklearn(x, y, split, cs, average_over, max_iter=CONVERGED_MAX_ITER)
 
-    # one warm-up round, then `repeats` rounds, each side by side: sklearn (default threads, one
-    # thread), then every head
-    ours: dict[str, list[tuple[float, dict]]] = {head: [] for head in heads}
-    theirs: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
-    for round_ in range(1 + max(1, int(repeats))):
-        for pinned in (False, True):
-            with one_thread(pinned):
-                measured = fit_sklearn(x, y, split)
-            if round_:
-                theirs[pinned].append(measured)
-        for head, cfg in configs.items():
-            measured = fit_xferlab(cfg, inputs)
-            if round_:
-                ours[head].append(measured)
+    def test_f1(scores: np.ndarray) -> float:
+        return float(metrics.score(y[split == TEST], scores, classes=inputs.store.classes,
+                                   multilabel=False, average_over=average_over)["test/macro_f1"])
 
-    detail = {"dataset": first.dataset.name, "backbone": inputs.backbone.name, "dims": int(x.shape[1]),
-              "classes": len(inputs.store.classes), "n_train": int((split == TRAIN).sum()),
-              "n_val": int((split == VAL).sum()), "n_test": int((split == TEST).sum()), "repeats": len(theirs[False])}
-    rows = []
-    for head, cfg in configs.items():
-        seconds = statistics.median(s for s, _ in ours[head])
-        fit = ours[head][-1][1]
-        scores = fit["metrics"]
-        f1 = scores["test/macro_f1"]
-        common = {**detail, "head": head, "xferlab_seconds": round(seconds, 3), "xferlab_threads": cfg.head.get("threads"),
-                  "xferlab_macro_f1": round(f1, 4), "grid_size": scores["head/grid_size"],
-                  "chosen_lr": scores["head/lr"], "chosen_weight_decay": scores["head/weight_decay"],
-                  "best_epoch": scores["head/best_epoch"], "epochs": fit["epochs"]}
-        for pinned in (False, True):
-            sk_seconds = statistics.median(s for s, _ in theirs[pinned])
-            sk_f1 = theirs[pinned][-1][1]
-            ratio = seconds / sk_seconds
-            side = {**common, "sklearn_seconds": round(sk_seconds, 3), "sklearn_threads": 1 if pinned else "default",
-                    "sklearn_macro_f1": round(sk_f1, 4)}
-            if pinned:
-                rows.append({"benchmark": f"heads/{head}_fit_time_ratio_1thread", "value": round(ratio, 3),
-                             "unit": "x sklearn", **side})
-                continue
-            time_row = {"benchmark": f"heads/{head}_fit_time_ratio", "value": round(ratio, 3), "unit": "x sklearn", **side}
-            if head == "linear":
-                time_row.update(target=1.0, meets_target=ratio <= 1.0)
-            diff = f1 - sk_f1
-            rows += [time_row, {"benchmark": f"heads/{head}_macro_f1_diff", "value": round(diff, 4), "unit": "F1",
-                                "target": -0.01, "meets_target": diff >= -0.01, **side}]
+    ours, theirs, optimum = test_f1(probe["scores"]), test_f1(sk["scores"]), test_f1(converged["scores"])
+    return {
+        "backbone": backbone, "split_seed": split_seed, "dataset": cfg.dataset.name, "dims": int(x.shape[1]),
+        "classes": len(inputs.store.classes), "n_train": n_train, "n_val": int((split == VAL).sum()),
+        "n_test": int((split == TEST).sum()), "repeats": max(1, int(repeats)),
+        "probe_macro_f1": round(ours, 4), "sklearn_macro_f1": round(theirs, 4), "macro_f1_diff": round(ours - theirs, 4),
+        "probe_C": probe["C"], "sklearn_C": sk["C"], "C_grid": [float(c) for c in cs],
+        "probe_at_edge": bool(probe["at_edge"]), "sklearn_at_edge": sk["chosen_index"] in (0, len(cs) - 1),
+        "probe_path_fitted": probe["fitted"], "probe_converged": bool(probe["converged"]),
+        "sklearn_unconverged_fits": sk["unconverged"],
+        "sklearn_converged_macro_f1": round(optimum, 4), "sklearn_converged_C": converged["C"],
+        "sklearn_converged_unconverged_fits": converged["unconverged"],
+        "macro_f1_diff_to_converged": round(ours - optimum, 4),
+        **{f"{k}_seconds": round(float(np.median(v)), 3) for k, v in seconds.items()},
+    }
+
+
+def bench_head_vs_sklearn(backbones: Sequence[str] = BACKBONES, splits: Sequence[int] = SPLITS,
+                          repeats: int = 1, base: Sequence[str] = (DATASET,)) -> list[dict[str, Any]]:
+    """One row per unit (`heads/unit/<backbone>/split<s>`: the test macro F1 difference, probe -
+    scikit-learn) and the summary rows: `heads/linear_macro_f1_diff_mean` (target >= 0),
+    `heads/linear_macro_f1_diff_min` (target >= -0.01), `heads/linear_time_ratio_1thread`
+    (probe seconds / scikit-learn seconds summed over the units, both on one thread; target <= 1)
+    and `heads/linear_time_ratio_default` (each library's default threads; no target)."""
+    units = [bench_unit(b, s, repeats, base) for b in backbones for s in splits]
+    rows = [{"benchmark": f"heads/unit/{u['backbone']}/split{u['split_seed']}", "value": u["macro_f1_diff"],
+             "unit": "F1", **u} for u in units]
+    diffs = np.array([u["macro_f1_diff"] for u in units])
+    common = {"units": len(units), "backbones": list(backbones), "split_seeds": list(splits),
+              "probe_at_edge": sum(u["probe_at_edge"] for u in units),
+              "sklearn_at_edge": sum(u["sklearn_at_edge"] for u in units)}
+    rows.append({"benchmark": "heads/linear_macro_f1_diff_mean", "value": round(float(diffs.mean()), 4), "unit": "F1",
+                 "target": 0.0, "meets_target": bool(diffs.mean() >= 0), **common})
+    rows.append({"benchmark": "heads/linear_macro_f1_diff_min", "value": round(float(diffs.min()), 4), "unit": "F1",
+                 "target": -0.01, "meets_target": bool(diffs.min() >= -0.01), **common})
+    for tag in ("1", "default"):
+        ours = sum(u[f"probe_{tag}_seconds"] for u in units)
+        theirs = sum(u[f"sklearn_{tag}_seconds"] for u in units)
+        row = {"benchmark": f"heads/linear_time_ratio_{'1thread' if tag == '1' else 'default'}",
+               "value": round(ours / theirs, 3), "unit": "x sklearn", "probe_seconds": round(ours, 3),
+               "sklearn_seconds": round(theirs, 3), **common}
+        if tag == "1":
+            row.update(target=1.0, meets_target=bool(ours <= theirs))
+        rows.append(row)
     return rows
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """The benchmark's rows as the markdown table the README quotes."""
+    units = [r for r in rows if r["benchmark"].startswith("heads/unit/")]
+    summary = {r["benchmark"]: r for r in rows if not r["benchmark"].startswith("heads/unit/")}
+    lines = ["| backbone | split | probe F1 | sklearn F1 | diff | probe C | sklearn C (fits stopped at max_iter) | "
+             "sklearn converged: F1, C | probe s (1 thread / default) | sklearn s (1 thread / default) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for u in units:
+        lines.append(f"| {u['backbone']} | {u['split_seed']} | {u['probe_macro_f1']:.4f} | {u['sklearn_macro_f1']:.4f} | "
+                     f"{u['macro_f1_diff']:+.4f} | {u['probe_C']:.3g} | {u['sklearn_C']:.3g} ({u['sklearn_unconverged_fits']}) | "
+                     f"{u['sklearn_converged_macro_f1']:.4f}, {u['sklearn_converged_C']:.3g} | "
+                     f"{u['probe_1_seconds']:.2f} / {u['probe_default_seconds']:.2f} | "
+                     f"{u['sklearn_1_seconds']:.2f} / {u['sklearn_default_seconds']:.2f} |")
+    mean, low = summary["heads/linear_macro_f1_diff_mean"], summary["heads/linear_macro_f1_diff_min"]
+    one, default = summary["heads/linear_time_ratio_1thread"], summary["heads/linear_time_ratio_default"]
+    first = units[0]
+    to_optimum = np.array([u["macro_f1_diff_to_converged"] for u in units])
+    lines += ["", f"Macro F1 difference (probe - scikit-learn), mean {mean['value']:+.4f}, lowest {low['value']:+.4f} "
+              f"over {mean['units']} units; against scikit-learn with every fit converged (max_iter "
+              f"{CONVERGED_MAX_ITER:,}) mean {to_optimum.mean():+.4f}, lowest {to_optimum.min():+.4f}; C at an end of the grid of {len(first['C_grid'])} "
+              f"({first['C_grid'][0]:.3g} to {first['C_grid'][-1]:.3g}): probe {mean['probe_at_edge']}, "
+              f"scikit-learn {mean['sklearn_at_edge']} of {mean['units']}. Time, all units: one thread "
+              f"{one['probe_seconds']:.1f} s vs {one['sklearn_seconds']:.1f} s ({one['value']:.2f}x); default threads "
+              f"{default['probe_seconds']:.1f} s vs {default['sklearn_seconds']:.1f} s ({default['value']:.2f}x). "
+              f"{first['dataset']}, {first['n_train']} / {first['n_val']} / {first['n_test']} train / val / test crops, "
+              f"{first['dims']} dimensions, {first['classes']} classes."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m xferlab.benchmarks.heads", description=__doc__.splitlines()[0])
+    parser.add_argument("--record", type=Path, help="write the rows, machine and revision here (JSON)")
+    parser.add_argument("--from", dest="source", type=Path, help="render the table of a saved record instead of running")
+    parser.add_argument("--table", type=Path, help="write the markdown table here")
+    parser.add_argument("--repeats", type=int, default=1)
+    args = parser.parse_args(argv)
+    if args.source:
+        rows = json.loads(args.source.read_text())["results"]
+    else:
+        from xferlab.bench import machine
+        from xferlab.benchmarks.common import versions
+        from xferlab.runtime.io import atomic_write_json
+        from xferlab.runtime.provenance import git_revision
+
+        rows = bench_head_vs_sklearn(repeats=args.repeats)
+        if args.record:
+            atomic_write_json(args.record, {"time": datetime.now().isoformat(timespec="seconds"),
+                                            "git_revision": git_revision(), "machine": machine(),
+                                            "versions": versions(), "results": rows})
+    text = table(rows)
+    if args.table:
+        args.table.write_text(text)
+    print(text, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

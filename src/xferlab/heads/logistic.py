@@ -13,9 +13,11 @@ mean, its penalty `||W||^2 / (2 C n)`), which the tests check coefficient by coe
 
 Loss and gradient are computed analytically, chunk by chunk (`Rows`), so memory is bounded by one
 chunk of rows whatever the number of embeddings: the same objective, summed over chunks, whether
-the rows are resident on the device or streamed from the host. L-BFGS with a strong-Wolfe line
-search minimises it until the largest gradient entry is below `tol` (scikit-learn's own
-criterion and default, 1e-4), in float64 by default.
+the rows are resident on the device or streamed from the host. L-BFGS (two-loop recursion,
+backtracking line search), in variables preconditioned by the training correlation matrix's
+eigenbasis (`Preconditioner`), minimises it until the largest gradient entry is below `tol`
+(scikit-learn's own criterion and default, 1e-4) or a relative bound for weak penalties
+(`minimise`), in float64 by default.
 """
 
 from __future__ import annotations

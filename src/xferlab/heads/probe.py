@@ -4,14 +4,15 @@ A regularised multinomial logistic regression on standardised embeddings (multil
 logistic regression per class, binary cross-entropy on the soft or graded targets), fitted to
 convergence by L-BFGS (`heads.logistic`) along a path of penalties from strong to weak, each fit
 warm-started from the previous one. Every penalty on the path is scored on the validation split
-by macro F1 (as on test: `metrics.average_over`), and the penalty chosen is the one whose
-validation F1, averaged with its `smooth` neighbours on each side of the path (the end values
-repeated), is highest (ties: the lower validation log-loss); only it scores the test rows, once.
-Why the average: validation macro F1 over a few hundred crops moves by a few hundredths between
-neighbouring penalties that classify almost alike, so the argmax of the raw curve picks noise as
-often as signal; the average keeps the choice where the whole neighbourhood does well. The path
-stops early once `patience` penalties in a row have not beaten the best raw validation F1 (the
+by macro F1 (as on test: `metrics.average_over`), and the penalty with the highest validation F1
+is chosen (ties: the lower validation log-loss); only it scores the test rows, once. The path
+stops early once `patience` penalties in a row have not beaten the best validation F1 (the
 weakest fits are the slowest, and validation F1 falls as the penalty weakens past its optimum).
+`smooth=n` chooses on validation F1 averaged with `n` neighbours on each side of the path
+instead (the end values repeated). The default, the plain argmax, is what the study
+`xferlab.benchmarks.probe_selection` (docs/results/probe_selection.md) supports: averaging did
+not change test macro F1 beyond noise, and choosing by validation log-loss, a smoother
+criterion, costs macro F1 (it prefers stronger penalties than F1 does).
 
 The fit is deterministic (a strictly convex objective from zero weights): the run seed does not
 change it. It runs where the trainer runs (`trainer=gpu`: on the GPU), in float64 by default.
@@ -32,36 +33,38 @@ import torch
 
 from xferlab import metrics
 from xferlab.data.splits import TEST, TRAIN, VAL
+from xferlab.backbones.weights import state_dict_sha256
 from xferlab.heads.base import EMBEDDINGS, HeadData, HeadResult, check_class_weights, class_weights
 from xferlab.heads.logistic import Preconditioner, Rows, minimise, scores, standardisation
 from xferlab.heads.modules import LinearHead
+from xferlab.runtime import faults
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
-def penalty_path(l2: Any) -> list[float]:
+def penalty_path(l2: Any, key: str = "head.l2") -> list[float]:
     """The penalties to fit, strongest first: a list of values, one value, or
-    `{start, stop, per_decade}` (geometric, both ends included)."""
+    `{start, stop, per_decade}` (geometric, both ends included); `key` names the setting in errors."""
     if isinstance(l2, (int, float)):
         values = [float(l2)]
     elif hasattr(l2, "keys"):
         missing = {"start", "stop", "per_decade"} - set(l2.keys())
         if missing:
-            raise ValueError(f"head.l2={dict(l2)}: a path needs start, stop and per_decade (missing {sorted(missing)})")
+            raise ValueError(f"{key}={dict(l2)}: a path needs start, stop and per_decade (missing {sorted(missing)})")
         start, stop, per = float(l2["start"]), float(l2["stop"]), int(l2["per_decade"])
         if not (start > 0 and stop > 0 and per > 0):
-            raise ValueError(f"head.l2={dict(l2)}: start and stop must be > 0 and per_decade >= 1")
+            raise ValueError(f"{key}={dict(l2)}: start and stop must be > 0 and per_decade >= 1")
         steps = int(round(abs(math.log10(start / stop)) * per))
         values = list(np.geomspace(start, stop, steps + 1)) if steps else [start]
     else:
         values = [float(v) for v in l2]
     if not values or any(not v > 0 for v in values):
-        raise ValueError(f"head.l2={l2!r}: give penalties > 0 (a value, a list, or {{start, stop, per_decade}})")
+        raise ValueError(f"{key}={l2!r}: give penalties > 0 (a value, a list, or {{start, stop, per_decade}})")
     if len(set(values)) != len(values):
-        raise ValueError(f"head.l2={l2!r} lists a penalty twice")
-    return sorted(values, reverse=True)
+        raise ValueError(f"{key}={l2!r} lists a penalty twice")
+    return sorted((float(v) for v in values), reverse=True)
 
 
 def smoothed_f1(values: Sequence[float], neighbours: int) -> list[float]:
@@ -103,13 +106,17 @@ class LinearProbe:
 
     inputs = EMBEDDINGS
 
-    def __init__(self, name: str = "linear", l2: Any = None, patience: int | None = 3, smooth: int = 1,
+    def __init__(self, name: str = "linear", l2: Any = None, path: Any = None, patience: int | None = 2, smooth: int = 0,
                  tol: float = 1e-4,
                  rtol: float = 0.1, max_iter: int = 1000, class_weights: str = "none", device: str = "cpu",
                  dtype: str = "float64", chunk_rows: int = 65536, resident_bytes: float = 2 ** 31,
                  threads: int | None = 1):
         self.name = name
-        self.path = penalty_path({"start": 0.1, "stop": 1e-6, "per_decade": 2} if l2 is None else l2)
+        # explicit penalties (`head.l2`: a value or a list) replace the geometric path (`head.path`)
+        if l2 is not None:
+            self.path = penalty_path(l2, "head.l2")
+        else:
+            self.path = penalty_path({"start": 0.1, "stop": 1e-6, "per_decade": 2} if path is None else path, "head.path")
         if int(smooth) < 0:
             raise ValueError(f"head.smooth={smooth}: choose 0 (no averaging) or more neighbours")
         self.smooth = int(smooth)
@@ -178,6 +185,7 @@ class LinearProbe:
             if best is None or point["val_macro_f1"] > best["val_macro_f1"]:
                 best = point
             self._log(data, step, point)
+            faults.stall_point("head.path_step", str(data.run_dir or ""))
             if self.patience is not None and len(path) - 1 - path.index(best) >= self.patience:
                 break
         smoothed = smoothed_f1([p["val_macro_f1"] for p in path], self.smooth)
@@ -190,7 +198,7 @@ class LinearProbe:
         at_edge = chosen == 0 or (chosen == len(path) - 1 and len(path) == len(self.path))
         if at_edge and len(self.path) > 1:
             log.warning("linear probe: the chosen penalty l2=%.3g is at the end of the path %s; the optimum may lie "
-                        "beyond it (widen head.l2)", best["l2"], [f"{v:.3g}" for v in self.path])
+                        "beyond it (widen head.path)", best["l2"], [f"{v:.3g}" for v in self.path])
         selection = {
             "val/macro_f1": best["val_macro_f1"], "val/macro_f1_smoothed": best["val_macro_f1_smoothed"],
             "val/loss": best["val_loss"],
@@ -200,11 +208,12 @@ class LinearProbe:
             "head/converged": bool(all(p["converged"] for p in path)),
             **{f"probe/l2={p['l2']:.3g}/val/macro_f1": p["val_macro_f1"] for p in path},
         }
-        info = {"fit_seconds": fit_seconds, "head_seconds": time.perf_counter() - started, "device": str(device),
+        module = self._module(best["theta"], mean, std)
+        info = {"fit_seconds": fit_seconds, "head_sha256_after": state_dict_sha256(module), "head_seconds": time.perf_counter() - started, "device": str(device),
                 "resident": resident, "path": [{k_: v for k_, v in p.items() if k_ not in ("theta", "val_scores")}
                                                for p in path]}
         return HeadResult(rows=test, scores=test_scores, selection=selection, info=info,
-                          module=self._module(best["theta"], mean, std), val_rows=val, val_scores=best["val_scores"])
+                          module=module, val_rows=val, val_scores=best["val_scores"])
 
     @staticmethod
     def _module(theta: torch.Tensor, mean: np.ndarray, std: np.ndarray) -> LinearHead:

@@ -11,7 +11,8 @@ Off unless `XFERLAB_STALL_AT` is set; then it costs one environment lookup per c
 
 A stalled process sleeps until it is killed. Points: `store.chunk_written` (image store writer, after
 each chunk; `where` = the store path), `cache.chunk_written` (embedding cache writer, after each chunk;
-`where` = the temporary entry), `head.epoch_end` (head grid training; `where` = the run folder),
+`where` = the temporary entry), `head.epoch_end` (head grid training; `where` = the run folder), `head.path_step` (the linear
+probe, after each penalty of its path; `where` = the run folder),
 `checkpoint.before_replace` (a Lightning checkpoint written under its temporary name, not yet renamed
 into place; `where` = the target path).
 """
