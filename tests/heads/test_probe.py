@@ -216,3 +216,4 @@ def test_empty_validation_split_is_named():
     split[split == VAL] = TRAIN
     with pytest.raises(ValueError, match="val split is empty"):
         LinearProbe().fit(head_data(x, y, split, 4))
+

@@ -125,6 +125,8 @@ def test_the_calibration_summary_equals_docs_calibration():
 
 @pytest.mark.parametrize("name", sorted(readme.BENCH_TABLES))
 def test_the_benchmark_tables_equal_their_newest_records(name):
+    if f"docs/results/{name}" not in [f for f, _ in readme.blocks(TEXT)]:
+        pytest.skip(f"the README does not quote docs/results/{name}")
     assert readme.bench_record(readme.BENCH_TABLES[name][1]) is not None, f"no record for {name} under docs/bench/"
     assert (ROOT / "docs" / "results" / name).read_text() == readme.bench_table(name), "run `make readme-results`"
 

@@ -188,7 +188,7 @@ class Fit:
 
 
 def minimise(theta: torch.Tensor, rows: Rows, l2: float, multilabel: bool, pre: Preconditioner | None = None,
-             pos_weight: torch.Tensor | None = None, tol: float = 1e-4, rtol: float = 0.1, max_iter: int = 1000,
+             pos_weight: torch.Tensor | None = None, tol: float = 1e-4, rtol: float = 0.01, max_iter: int = 1000,
              history: int = 20) -> Fit:
     """L-BFGS from `theta` `(K, D + 1)`, in the preconditioned variables of `pre` when given,
     until the largest entry of the objective's gradient (in `W`, as scikit-learn measures it) is

@@ -108,7 +108,7 @@ class LinearProbe:
 
     def __init__(self, name: str = "linear", l2: Any = None, path: Any = None, patience: int | None = 2, smooth: int = 0,
                  tol: float = 1e-4,
-                 rtol: float = 0.1, max_iter: int = 1000, class_weights: str = "none", device: str = "cpu",
+                 rtol: float = 0.01, max_iter: int = 1000, class_weights: str = "none", device: str = "cpu",
                  dtype: str = "float64", chunk_rows: int = 65536, resident_bytes: float = 2 ** 31,
                  threads: int | None = 1):
         self.name = name
