@@ -39,7 +39,7 @@ def test_a_job_runs_end_to_end(job_config, tmp_path, monkeypatch, backbone, make
     monkeypatch.setenv("XFERLAB_WEIGHTS", str(tmp_path / "weights"))
     (tmp_path / "weights").mkdir()
     path, overrides = make(tmp_path / "weights")
-    cfg = job_config(f"backbone={backbone}", "head.max_epochs=3", *overrides)
+    cfg = job_config(f"backbone={backbone}", *overrides)
     result = run_job(cfg)
     metrics = json.loads((result.run_dir / "metrics.json").read_text())
     assert metrics["backbone"] == backbone and metrics["n_test"] > 0 and 0.0 <= metrics["test/macro_f1"] <= 1.0

@@ -115,7 +115,7 @@ def test_online_the_design_card_sweep_downloads_once_and_every_job_runs(tmp_path
                "XFERLAB_WEIGHTS": str(tmp_path / "weights"),
                "PYTHONPATH": os.pathsep.join([str(SRC), *filter(None, [os.environ.get("PYTHONPATH")])])}
         proc = subprocess.run([sys.executable, "-m", "xferlab.train", "backbone=hpa", "seed=0,1",
-                               "dataset=toycell_tiny", "head.max_epochs=2", "logger=csv", "backbone.preprocess.input_size=32",
+                               "dataset=toycell_tiny", "logger=csv", "backbone.preprocess.input_size=32",
                                f"paths.output_root={out}", "-m"], cwd=tmp_path, env=env, text=True,
                               capture_output=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
