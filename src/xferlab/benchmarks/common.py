@@ -69,3 +69,21 @@ def extract_trainer(accelerator: str = "cpu", **kwargs) -> L.Trainer:
     return L.Trainer(accelerator=accelerator, deterministic=True, logger=False, enable_progress_bar=False,
                      enable_model_summary=False, enable_checkpointing=False, **kwargs)
 
+
+def publish(rows: list[dict], table, record: Path | None = None, table_path: Path | None = None, **header) -> str:
+    """A study's rows: saved as a JSON record (`time`, `git_revision`, `header`, `results`) when
+    `record` is given, rendered by `table(rows)` into `table_path` when given, and printed."""
+    from datetime import datetime
+
+    from xferlab.runtime.io import atomic_write_json
+    from xferlab.runtime.provenance import git_revision
+
+    if record is not None:
+        atomic_write_json(record, {"time": datetime.now().isoformat(timespec="seconds"),
+                                   "git_revision": git_revision(), **header, "results": rows})
+    text = table(rows)
+    if table_path is not None:
+        table_path.write_text(text)
+    print(text, end="")
+    return text
+

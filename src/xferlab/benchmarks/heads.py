@@ -25,7 +25,6 @@ import json
 import time
 import warnings
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -230,25 +229,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", type=Path, help="write the markdown table here")
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args(argv)
+    from xferlab.benchmarks.common import publish
+
     if args.source:
-        rows = json.loads(args.source.read_text())["results"]
-    else:
-        from xferlab.bench import machine
-        from xferlab.benchmarks.common import versions
-        from xferlab.runtime.io import atomic_write_json
-        from xferlab.runtime.provenance import git_revision
+        publish(json.loads(args.source.read_text())["results"], table, table_path=args.table)
+        return 0
+    from xferlab.bench import machine
+    from xferlab.benchmarks.common import versions
 
-        rows = bench_head_vs_sklearn(repeats=args.repeats)
-        if args.record:
-            atomic_write_json(args.record, {"time": datetime.now().isoformat(timespec="seconds"),
-                                            "git_revision": git_revision(), "machine": machine(),
-                                            "versions": versions(), "results": rows})
-    text = table(rows)
-    if args.table:
-        args.table.write_text(text)
-    print(text, end="")
+    publish(bench_head_vs_sklearn(repeats=args.repeats), table, args.record, args.table, machine=machine(),
+            versions=versions())
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())

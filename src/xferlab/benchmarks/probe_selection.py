@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -133,25 +132,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--from", dest="source", type=Path, help="render the table of a saved record instead")
     parser.add_argument("--table", type=Path, help="write the markdown table here")
     args = parser.parse_args(argv)
+    from xferlab.benchmarks.common import publish
+
     if args.source:
-        rows = json.loads(args.source.read_text())["results"]
-    else:
-        import torch
+        publish(json.loads(args.source.read_text())["results"], table, table_path=args.table)
+        return 0
+    import torch
 
-        from xferlab.runtime.io import atomic_write_json
-        from xferlab.runtime.provenance import git_revision
-
-        torch.set_num_threads(1)
-        rows = study()
-        if args.record:
-            atomic_write_json(args.record, {"time": datetime.now().isoformat(timespec="seconds"),
-                                            "git_revision": git_revision(), "results": rows})
-    text = table(rows)
-    if args.table:
-        args.table.write_text(text)
-    print(text, end="")
+    torch.set_num_threads(1)
+    publish(study(), table, args.record, args.table)
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())
