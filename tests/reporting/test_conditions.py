@@ -154,7 +154,8 @@ def test_the_knn_curve_keeps_settings_apart(tmp_path):
         (d / "metrics.json").write_text(json.dumps(metrics))
     build_report([tmp_path], tmp_path / "out", n_boot=0)
     curve = pd.read_csv(tmp_path / "out" / "e" / "knn_macro_f1_by_k.csv", index_col=0)
-    assert curve.loc["x, mode=fov", "5"] == pytest.approx(0.65) and curve.loc["x, mode=crops", "5"] == pytest.approx(0.55)
+    assert curve.loc["x, mode=fov", "5"] == pytest.approx(0.65)
+    assert curve.loc["x, mode=crops", "5"] == pytest.approx(0.55)
 
 
 def test_an_unswept_difference_is_flagged_naming_the_key_and_both_values(tmp_path):

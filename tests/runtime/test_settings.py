@@ -42,7 +42,15 @@ def test_a_job_is_named_by_the_settings_its_sweep_varies():
     settings = job_settings(cfg, task)
     assert job_name(cfg, settings, []) == "random_tiny-natural-s2"  # a single run varies nothing
     assert job_name(cfg, settings, ["backbone", "dataset.mode", "seed"]) == "random_tiny-natural-mode=fov-s2"
-    assert job_name(cfg, settings, ["dataset.mode", "split_seed", "logger.mode"]) == "random_tiny-natural-mode=fov-s2-split1"
+    named = job_name(cfg, settings, ["dataset.mode", "split_seed", "logger.mode"])
+    assert named == "random_tiny-natural-mode=fov-s2-split1"  # a swept split seed shown; logger.mode no setting
+
+
+def test_a_job_of_the_paper_study_carries_its_mode():
+    swept = sweep(["experiment=paper", "dataset.root=/data"], swept_keys)
+    task = ["experiment=paper", "dataset.root=/data", "backbone=hpa", "dataset.mode=fov", "seed=0"]
+    cfg = compose_config(task)
+    assert job_name(cfg, job_settings(cfg, task), swept) == "hpa-natural-mode=fov-s0"
 
 
 def test_a_job_run_in_process_has_no_sweep():

@@ -79,7 +79,8 @@ def reference_of(name: str, names: Sequence[str], reference: str, strata: Strata
     return next((r for r in names if strata[r][1] == strata[name][1] and reference in (r, strata[r][0])), None)
 
 
-def planned(names: Sequence[str], reference: str | None, pairs: str, strata: Strata | None = None) -> list[tuple[str, str]]:
+def planned(names: Sequence[str], reference: str | None, pairs: str,
+            strata: Strata | None = None) -> list[tuple[str, str]]:
     """The comparisons, in table order: (other, reference) for every other condition of the
     reference's settings, then (with `pairs=all`) every remaining pair of the same settings or
     of the same condition keys and settings that differ in one key (module docstring)."""
