@@ -161,6 +161,37 @@ def test_two_seed_multirun_extracts_once_with_one_wandb_run_per_job(tmp_path):
     assert seeds == [0, 1]
 
 
+def test_a_sweep_over_a_setting_records_it_names_its_jobs_by_it_and_the_report_keeps_its_values_apart(tmp_path):
+    """`backbone.preprocess.normalize` is no condition key: each job records it among its settings and
+    carries it in its name (its W&B run's too), and the report makes each value its own condition,
+    from metrics.json and, for runs from before settings were recorded, from Hydra's record."""
+    from xferlab.reporting.aggregate import collect_runs
+    from xferlab.reporting.build import build_report
+    from xferlab.reporting.tables import experiment_table
+
+    proc = run_cli(["-m", "experiment=smoke", "backbone.preprocess.normalize=zscore,dataset"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep = next((tmp_path / "outputs" / "sweeps" / "smoke").iterdir())
+    for value in ("zscore", "dataset"):
+        job = sweep / f"backbone.preprocess.normalize={value}"
+        metrics = json.loads((job / "metrics.json").read_text())
+        assert metrics["settings"] == {"backbone.preprocess.normalize": value}
+        name = f"random_tiny-natural-normalize={value}-s0"
+        assert f"[{name}] test/macro_f1=" in proc.stdout
+        wandb_runs = list((job / "wandb").glob("offline-run-*/*.wandb"))
+        assert len(wandb_runs) == 1 and name.encode() in wandb_runs[0].read_bytes()
+    text = build_report([sweep], tmp_path / "report", n_boot=0, embedding_map="none")
+    summary = pd.read_csv(tmp_path / "report" / "smoke" / "summary.csv")
+    assert sorted(summary["condition"]) == ["random_tiny, normalize=dataset", "random_tiny, normalize=zscore"]
+    assert "backbone.preprocess.normalize (normalize=dataset|zscore)" in text
+
+    for job in sweep.glob("backbone.preprocess.normalize=*"):  # as a run from before settings were recorded
+        metrics = json.loads((job / "metrics.json").read_text())
+        del metrics["settings"]
+        (job / "metrics.json").write_text(json.dumps(metrics))
+    assert sorted(experiment_table(collect_runs([sweep]))["condition"]) == sorted(summary["condition"])
+
+
 def test_unknown_option_is_a_clear_error(tmp_path):
     proc = run_cli(["backbone=nope"], cwd=tmp_path)
     assert proc.returncode != 0

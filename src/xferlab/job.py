@@ -38,6 +38,7 @@ from xferlab.runtime.integrity import verification
 from xferlab.runtime.loggers import build_loggers, log_final
 from xferlab.runtime.provenance import config_digest, semantic_config
 from xferlab.runtime.results import mirror_to_wandb, predictions_table, provenance, write_results
+from xferlab.runtime.settings import hydra_sweep, job_name, job_settings
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class JobResult:
     backbone: Backbone | None
     head: torch.nn.Module | None
     info: dict[str, Any] = field(default_factory=dict)
+    name: str = ""  # the job's name (runtime.settings.job_name), also its W&B run's
 
 
 @dataclass
@@ -135,17 +137,20 @@ def _run_job(cfg: DictConfig, head: Head) -> JobResult:
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    overrides, swept = hydra_sweep(cfg)
+    settings = job_settings(cfg, overrides)
+    run_name = job_name(cfg, settings, swept)
     done = finished_result(cfg, run_dir)
     if done is not None:
         log.info("skipping %s: metrics.json with the same config digest exists (force=true reruns)", run_dir)
-        return JobResult(metrics=done, run_dir=run_dir, backbone=None, head=None, info={"skipped": True})
+        return JobResult(metrics=done, run_dir=run_dir, backbone=None, head=None, info={"skipped": True},
+                         name=run_name)
 
     inputs = load_inputs(cfg, head)
     store, backbone, labels, split, multilabel = (inputs.store, inputs.backbone, inputs.labels, inputs.split,
                                                   inputs.multilabel)
     names = {"backbone": backbone.name, "channels": inputs.adapter.name, "dataset": cfg.dataset.name,
              "head": head.name, "experiment": cfg.experiment_name}
-    run_name = f"{backbone.name}-{inputs.adapter.name}-s{cfg.seed}"
     loggers, wandb_run = build_loggers(
         cfg.logger, run_dir=run_dir, group=cfg.experiment_name, name=run_name, job_type="train",
         tags=[f"{k}:{v}" for k, v in names.items() if k != "experiment"] + [f"seed:{cfg.seed}"],
@@ -161,7 +166,8 @@ def _run_job(cfg: DictConfig, head: Head) -> JobResult:
             scores.update(metrics.tuned(labels[fit.rows], fit.scores, labels[fit.val_rows], fit.val_scores,
                                         classes=store.classes, average_over=str(cfg.metrics.average_over)))
         log_final(loggers, scores)
-        results = {**scores, **fit.selection, **provenance(cfg, names, store, backbone, split, inputs.extract_info)}
+        results = {**scores, **fit.selection,
+                   **provenance(cfg, names, store, backbone, split, inputs.extract_info, settings)}
         predictions = predictions_table(store, fit.rows, fit.scores, multilabel=multilabel)
         info = {**inputs.extract_info, **fit.info, "total_seconds": time.perf_counter() - started,
                 "backbone_sha256_after": backbone.current_sha256(), "host": platform.node(),
@@ -172,7 +178,8 @@ def _run_job(cfg: DictConfig, head: Head) -> JobResult:
             mirror_to_wandb(wandb_run, results, predictions, store.classes)
         log.info("%s  test/macro_f1=%.4f  test/accuracy=%.4f  (%s)", run_name, results["test/macro_f1"],
                  results["test/accuracy"], run_dir)
-        return JobResult(metrics=results, run_dir=run_dir, backbone=backbone, head=fit.module, info=info)
+        return JobResult(metrics=results, run_dir=run_dir, backbone=backbone, head=fit.module, info=info,
+                         name=run_name)
     finally:
         if wandb_run is not None:
             wandb_run.finish()

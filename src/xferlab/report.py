@@ -19,9 +19,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bootstrap", type=int, default=2000,
                         help="bootstrap draws of the test proteins (0: no intervals and no comparisons)")
     parser.add_argument("--reference", default=None,
-                        help="compare every condition with this one (default: the experiment's report.reference)")
+                        help="compare every condition with this one, within each setting the sweep varied: `random` "
+                             "meets `hpa, mode=fov` as `random, mode=fov` (default: the experiment's report.reference)")
     parser.add_argument("--pairs", choices=("all", "none"), default=None,
-                        help="also compare every pair of conditions (default: the experiment's report.pairs)")
+                        help="also compare every pair of conditions of the same settings, and each condition "
+                             "across one setting (default: the experiment's report.pairs)")
     parser.add_argument("--map", choices=METHODS, default="umap", dest="embedding_map",
                         help="2-D map of each condition's test embeddings (umap: the first takes ~1 min to compile; "
                              "pca: instant; none: no map)")

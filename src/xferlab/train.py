@@ -22,11 +22,10 @@ def main(cfg: DictConfig) -> float:
     result = run_job(cfg)
     m = result.metrics
     if result.info.get("skipped"):
-        print(f"[{m['backbone']}-{m['channels']}-s{m['seed']}] already done: test/macro_f1={m['test/macro_f1']:.4f} "
-              f"-> {result.run_dir}", flush=True)
+        print(f"[{result.name}] already done: test/macro_f1={m['test/macro_f1']:.4f} -> {result.run_dir}", flush=True)
         return float(m["test/macro_f1"])
     print(
-        f"[{m['backbone']}-{m['channels']}-s{m['seed']}] test/macro_f1={m['test/macro_f1']:.4f} "
+        f"[{result.name}] test/macro_f1={m['test/macro_f1']:.4f} "
         f"test/accuracy={m['test/accuracy']:.4f}  -> {result.run_dir}",
         flush=True,
     )

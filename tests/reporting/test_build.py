@@ -10,7 +10,11 @@ from xferlab.reporting.build import build_report
 from xferlab.reporting.consistency import flag_inconsistent
 
 
-def write_run(root, name, backbone, seed, f1, lr=0.001, rng=None, split_seed=0, extra=None):
+def write_run(root, name, backbone, seed, f1, lr=0.001, rng=None, split_seed=0, extra=None, setting=None,
+              recorded=True):
+    """A finished job as `python -m xferlab.train` leaves it. `setting`: {dotted key: value} set on
+    its command line (in overrides.yaml and config.yaml, and in metrics.json's settings unless
+    `recorded=False`, as a run from before settings were recorded)."""
     d = root / name
     (d / ".hydra").mkdir(parents=True)
     rng = rng or np.random.default_rng(seed)
@@ -19,13 +23,22 @@ def write_run(root, name, backbone, seed, f1, lr=0.001, rng=None, split_seed=0, 
     from sklearn.metrics import accuracy_score, f1_score
 
     observed = f1_score(labels, pred, average="macro")
+    settings = {"settings": dict(setting)} if setting is not None and recorded else {}
     (d / "metrics.json").write_text(json.dumps({
         "experiment": "e", "dataset": "d", "backbone": backbone, "channels": "natural", "head": "linear",
         "seed": seed, "split_seed": split_seed, "test/macro_f1": observed, "test/accuracy": accuracy_score(labels, pred),
-        "test/f1/a": observed, "test/f1/b": observed, **(extra or {})}))
-    (d / "config.yaml").write_text(yaml.safe_dump({"seed": seed, "split_seed": split_seed, "backbone": {"name": backbone},
-                                                   "head": {"optimizer": {"lr": lr}}, "paths": {"x": str(d)}}))
-    (d / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"backbone={backbone}", f"seed={seed}"]))
+        "test/f1/a": observed, "test/f1/b": observed, **settings, **(extra or {})}))
+    config = {"seed": seed, "split_seed": split_seed, "backbone": {"name": backbone},
+              "head": {"optimizer": {"lr": lr}}, "paths": {"x": str(d)}}
+    for key, value in (setting or {}).items():
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    (d / "config.yaml").write_text(yaml.safe_dump(config))
+    overrides = [f"backbone={backbone}", *(f"{k}={v}" for k, v in (setting or {}).items()), f"seed={seed}"]
+    (d / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     pd.DataFrame({"target": [f"s{split_seed}t{i // 2}" for i in range(40)], "label": labels, "pred": pred,
                   "label_name": np.array(["a", "b"])[labels], "pred_name": np.array(["a", "b"])[pred]}
                  ).to_csv(d / "predictions.csv", index=False)

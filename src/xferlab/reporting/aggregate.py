@@ -16,8 +16,9 @@ import pandas as pd
 
 from xferlab.metrics import DEFAULT_AVERAGE_OVER, reported
 
-# What tells two conditions of one experiment apart (runs differing only in `seed` are repeats);
-# `finetune` is in runs from before fine-tuning became `head=finetune`.
+# What tells two conditions of one experiment apart by name in metrics.json (runs differing only in
+# the replicate keys are repeats); every setting the sweep varied besides these tells them apart too
+# (`reporting.conditions`). `finetune` is in runs from before fine-tuning became `head=finetune`.
 CONDITION_KEYS = ("dataset", "backbone", "channels", "head", "features", "label_fraction", "finetune",
                   "macro_f1_average_over")
 PRIMARY = "test/macro_f1"

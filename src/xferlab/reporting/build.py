@@ -13,7 +13,9 @@ import yaml
 
 from xferlab.reporting import plots
 from xferlab.reporting.aggregate import scan_runs
-from xferlab.reporting.compare import classes_of, comparisons, per_class_intervals, prepare
+from xferlab.reporting.compare import (classes_of, comparisons, per_class_intervals, prepare, strata_of,
+                                       without_reference)
+from xferlab.reporting.conditions import naming
 from xferlab.reporting.confusion import confusion_from_runs, top_confusions
 from xferlab.reporting.consistency import flag_inconsistent
 from xferlab.reporting.stats import read_predictions
@@ -107,19 +109,26 @@ def _experiment_report(experiment: str, group: pd.DataFrame, folder: Path, n_boo
 
     averaging = sorted(group["macro_f1_average_over"].unique())
     average_over = averaging[0]
-    table = experiment_table(group)
+    group, how = naming(group)
+    table = experiment_table(group, (group, how))
     step("bootstrap")
     boot, conditions, why_not = prepare(table, n_boot)
     if boot is not None:
         table = add_intervals(table, boot, conditions)
     md = markdown(table)
-    atomic_write_text(folder / "summary.csv", table.drop(columns=["_runs"]).to_csv(index=False))
+    atomic_write_text(folder / "summary.csv",
+                      table.drop(columns=[c for c in table.columns if c.startswith("_")]).to_csv(index=False))
     atomic_write_text(folder / "summary.md", md + "\n")
     atomic_write_text(folder / "summary.tex", latex(table, experiment))
     plots.dot_chart(table, folder / "macro_f1.png")
     n_units = ", ".join(sorted({str(n) for n in table["n_units"]}))
     text = [f"## {experiment}: test macro F1, mean ± std over {n_units} (split, seed, pretraining seed) unit(s) per condition "
             f"({len(group)} jobs; macro F1 over {', '.join(averaging)} classes, metrics.average_over)\n\n{md}"]
+    if how.settings:
+        text.append("conditions told apart by setting(s) besides the condition keys: " +
+                    ", ".join(f"{k} ({how.labels[k]}={'|'.join(sorted(group[k].unique()))})" for k in how.settings) +
+                    "; each condition is compared with conditions of its own settings, and with report.pairs=all "
+                    "with the same condition in one other setting")
     if boot is None:
         text.append(f"no intervals over test proteins and no comparisons: {why_not}")
     else:
@@ -130,10 +139,14 @@ def _experiment_report(experiment: str, group: pd.DataFrame, folder: Path, n_boo
                                for k, s in sorted(single.items()))
             text.append(f"class(es) with a single test protein in a split, kept in every bootstrap draw: their "
                         f"variance is not in the intervals (docs/calibration.md): {listed}")
-        if reference is not None and reference not in conditions:
+        strata = strata_of(table)
+        if reference is not None and not any(reference in (c, strata[c][0]) for c in conditions):
             text.append(f"report.reference={reference!r} is not a condition of {experiment} "
                         f"({sorted(conditions)}); comparisons against it are left out")
             reference = None
+        elif reference is not None and (alone := without_reference(list(conditions), reference, strata)):
+            text.append(f"report.reference={reference!r} names no condition of the settings of {alone}; they are "
+                        "compared with no reference")
         step("comparisons")
         compared = comparisons(table, boot, conditions, reference, pairs, average_over)
         atomic_write_text(folder / "comparisons.csv", compared.to_csv(index=False))
@@ -174,14 +187,16 @@ def _experiment_report(experiment: str, group: pd.DataFrame, folder: Path, n_boo
         if missing:
             text.append(f"no {embedding_map} map of the test embeddings for:\n" + "\n".join(f"- {m}" for m in missing))
     if "label_fraction" in group.columns and group["label_fraction"].nunique() > 1:
-        plots.curve(group, "label_fraction", "backbone", folder / "macro_f1_vs_label_fraction.png", log_x=True)
+        series = group.assign(condition=[how.name(r, leave_out=["label_fraction"]) for _, r in group.iterrows()])
+        plots.curve(series, "label_fraction", "condition", folder / "macro_f1_vs_label_fraction.png", log_x=True)
     knn_cols = [c for c in group.columns if c.startswith("knn/k=") and c.endswith("/test/macro_f1")]
     if knn_cols:
-        long = group[["backbone", *knn_cols]].melt(id_vars=["backbone"], value_vars=knn_cols, var_name="k",
-                                                   value_name="test/macro_f1")
+        named = group.assign(condition=[how.name(r) for _, r in group.iterrows()])
+        long = named[["condition", *knn_cols]].melt(id_vars=["condition"], value_vars=knn_cols, var_name="k",
+                                                    value_name="test/macro_f1")
         long["k"] = long["k"].str.extract(r"k=(\d+)/")[0].astype(int)
-        plots.curve(long, "k", "backbone", folder / "macro_f1_vs_k.png", log_x=True)
-        curve = long.pivot_table(index="backbone", columns="k", values="test/macro_f1", aggfunc="mean")
+        plots.curve(long, "k", "condition", folder / "macro_f1_vs_k.png", log_x=True)
+        curve = long.pivot_table(index="condition", columns="k", values="test/macro_f1", aggfunc="mean")
         atomic_write_text(folder / "knn_macro_f1_by_k.csv", curve.to_csv())
         text.append("kNN test macro F1 by k:\n" + curve.round(4).to_string())
     return text

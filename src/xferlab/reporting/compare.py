@@ -3,7 +3,13 @@ test proteins (`reporting.stats`).
 
 Comparisons are chosen up front, never after looking at the results: every condition against a
 named reference (`report.reference`, e.g. the `random` control) and, with `report.pairs=all`,
-every pair of conditions. Each gives the difference in macro F1 with its 95 % paired interval (BCa
+every pair of conditions. Where the sweep varied settings besides the condition keys
+(`reporting.conditions`, e.g. `dataset.mode` in `experiment=paper`), conditions are compared
+within the same settings: each against the reference of its own settings (`report.reference`
+names a condition by its condition keys, `hpa`, or in full, `hpa, mode=fov`), and every pair of
+the same settings; `pairs=all` adds the pairs that differ in one setting only (`hpa, mode=crops`
+against `hpa, mode=fov`). Never a pair that differs in a setting and something else: what would
+its difference measure? Each gives the difference in macro F1 with its 95 % paired interval (BCa
 on draws shared by both conditions, `reporting.intervals`) and the bootstrap p-value that matches
 it (below 0.05 exactly when the interval leaves 0 out); the p-values of one experiment and level
 (crops, proteins) are corrected together (Holm), and each comparison gets a verdict line the
@@ -13,7 +19,7 @@ README can quote.
 from __future__ import annotations
 
 from itertools import combinations
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -58,15 +64,48 @@ def prepare(table: pd.DataFrame, n_boot: int) -> tuple[Bootstrap | None, dict[st
     return Bootstrap(list(conditions.values()), n_boot), conditions, None
 
 
-def planned(names: Sequence[str], reference: str | None, pairs: str) -> list[tuple[str, str]]:
-    """The comparisons: (reference, other) for every other condition, then every remaining pair
-    (with `pairs=all`), in table order."""
+Strata = Mapping[str, tuple[str, tuple]]  # condition -> (its condition keys' name, its settings ((key, value), ...))
+
+
+def strata_of(table: pd.DataFrame) -> Strata:
+    """Each condition's condition-key name and settings (`tables.experiment_table`'s `_base`, `_setting`)."""
+    if "_setting" not in table.columns:
+        return {n: (n, ()) for n in table["condition"]}
+    return {r["condition"]: (r["_base"], tuple(r["_setting"])) for _, r in table.iterrows()}
+
+
+def reference_of(name: str, names: Sequence[str], reference: str, strata: Strata) -> str | None:
+    """The condition `name` is compared with: the one of its settings that `reference` names."""
+    return next((r for r in names if strata[r][1] == strata[name][1] and reference in (r, strata[r][0])), None)
+
+
+def planned(names: Sequence[str], reference: str | None, pairs: str,
+            strata: Strata | None = None) -> list[tuple[str, str]]:
+    """The comparisons, in table order: (other, reference) for every other condition of the
+    reference's settings, then (with `pairs=all`) every remaining pair of the same settings or
+    of the same condition keys and settings that differ in one key (module docstring)."""
     if pairs not in PAIRS:
         raise ValueError(f"report.pairs={pairs!r}; choose one of {PAIRS}")
-    chosen = [(other, reference) for other in names if reference is not None and other != reference]
+    strata = strata or {n: (n, ()) for n in names}
+    chosen = []
+    for other in names if reference is not None else []:
+        ref = reference_of(other, names, reference, strata)
+        if ref is not None and ref != other:
+            chosen.append((other, ref))
+
+    def comparable(a: str, b: str) -> bool:
+        (base_a, set_a), (base_b, set_b) = strata[a], strata[b]
+        return set_a == set_b or (base_a == base_b and sum(x != y for x, y in zip(set_a, set_b)) == 1)
+
     if pairs == "all":
-        chosen += [(a, b) for a, b in combinations(names, 2) if (a, b) not in chosen and (b, a) not in chosen]
+        chosen += [(a, b) for a, b in combinations(names, 2)
+                   if comparable(a, b) and (a, b) not in chosen and (b, a) not in chosen]
     return chosen
+
+
+def without_reference(names: Sequence[str], reference: str, strata: Strata) -> list[str]:
+    """The conditions that `reference` names none of, among those of their own settings."""
+    return [n for n in names if reference_of(n, names, reference, strata) is None]
 
 
 def comparisons(table: pd.DataFrame, boot: Bootstrap, conditions: dict[str, Condition], reference: str | None,
@@ -76,7 +115,7 @@ def comparisons(table: pd.DataFrame, boot: Bootstrap, conditions: dict[str, Cond
     `method`: the interval (`reporting.intervals.METHODS`); the p-value inverts the same interval."""
     names = [n for n in table["condition"] if n in conditions]
     rows = []
-    for a, b in planned(names, reference, pairs):
+    for a, b in planned(names, reference, pairs, strata_of(table)):
         runs = {n: table.set_index("condition").loc[n, "_runs"] for n in (a, b)}
         common = sorted(set(units(runs[a])) & set(units(runs[b])))
         if not common:

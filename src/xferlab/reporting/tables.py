@@ -9,25 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from xferlab.reporting.aggregate import CONDITION_KEYS, METRICS
+from xferlab.reporting.aggregate import METRICS
+from xferlab.reporting.conditions import Naming, naming
 from xferlab.reporting.stats import Bootstrap, Condition, interval, units
 
 PRIMARY = {"crop": "test/macro_f1", "protein": "test/protein_macro_f1"}
-
-
-def condition_columns(runs: pd.DataFrame) -> list[str]:
-    return [c for c in CONDITION_KEYS if c in runs.columns and runs[c].notna().any()]
-
-
-def naming_keys(runs: pd.DataFrame, keys: list[str]) -> list[str]:
-    """The condition keys that name a condition: those that vary, less any that another naming key
-    already determines (e.g. `features` when only `pixels` differs in it from the other backbones)."""
-    varying = [k for k in keys if runs[k].nunique(dropna=False) > 1]
-    for k in reversed(list(varying)):  # the keys listed first (backbone before features) are kept
-        others = [o for o in varying if o != k]
-        if others and (runs.groupby(others, dropna=False)[k].nunique(dropna=False) <= 1).all():
-            varying.remove(k)
-    return varying or ["backbone"]
 
 
 def pretraining_spread(group: pd.DataFrame, metric: str = "test/macro_f1") -> float:
@@ -45,15 +31,20 @@ def usable_predictions(runs: pd.DataFrame) -> pd.Series:
     return runs["predictions_problem"].isna()
 
 
-def experiment_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Rows best first (by crop macro F1); `add_intervals` adds the bootstrap intervals."""
-    keys = condition_columns(runs)
-    naming = naming_keys(runs, keys)
+def experiment_table(runs: pd.DataFrame, named: tuple[pd.DataFrame, Naming] | None = None) -> pd.DataFrame:
+    """One row per condition of one experiment's runs (`reporting.conditions`: its condition keys
+    and settings, its name), best first (by crop macro F1); `add_intervals` adds the bootstrap
+    intervals. Hidden columns (`_`): the condition's runs, the condition keys' part of its name
+    (`_base`) and its settings (`_setting`), which the comparisons pair by. `named`: the runs as
+    `conditions.naming` returns them, when the caller has them."""
+    runs, how = named or naming(runs)
+    keys = how.keys
     rows = []
     for key, group in runs.groupby(keys, sort=False, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
         row = dict(zip(keys, key))
-        row["condition"] = "-".join(str(row[k]) for k in naming if pd.notna(row[k]) and row[k] != "")
+        row["condition"] = how.name(row)
+        row["_base"], row["_setting"] = how.base_name(row), how.setting(row)
         row["n_units"] = int(units(group).nunique())
         row["n_splits"] = int(group["split_seed"].nunique()) if "split_seed" in group else 1
         row["n_pretrain"] = int(group["pretrain_seed"].nunique()) if "pretrain_seed" in group else 1
@@ -64,7 +55,13 @@ def experiment_table(runs: pd.DataFrame) -> pd.DataFrame:
             row[f"{m}/std"] = float(v.std(ddof=1)) if len(v) > 1 else float("nan")
         row["_runs"] = group
         rows.append(row)
-    return pd.DataFrame(rows).sort_values("test/macro_f1/mean", ascending=False, kind="stable").reset_index(drop=True)
+    table = pd.DataFrame(rows)
+    twins = table[table["condition"].duplicated(keep=False)]
+    if len(twins):
+        raise ValueError(f"conditions {sorted(set(twins['condition']))} share a name but differ in "
+                         f"{[k for k in keys if twins[k].astype(str).nunique() > 1]}, which has no value in some of "
+                         "their runs' metrics.json; report those runs separately")
+    return table.sort_values("test/macro_f1/mean", ascending=False, kind="stable").reset_index(drop=True)
 
 
 def add_intervals(table: pd.DataFrame, boot: Bootstrap, conditions: dict[str, Condition],

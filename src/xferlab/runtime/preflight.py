@@ -50,7 +50,8 @@ def job_overrides(config: DictConfig) -> list[list[str]]:
     params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
     arguments = [f"{k}={v}" for k, v in params.items()]
     arguments += list(OmegaConf.select(config, "hydra.overrides.task", default=None) or [])
-    parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+    hydra = GlobalHydra.instance()  # its config loader expands glob(...) sweeps over a group's options
+    parser = OverridesParser.create(config_loader=hydra.config_loader() if hydra.is_initialized() else None)
     choices: dict[str, list[str]] = {}
     for override in parser.parse_overrides(arguments):
         key = override.get_key_element()

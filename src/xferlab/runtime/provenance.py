@@ -16,6 +16,8 @@ from xferlab import __version__
 # Config keys that never change a result: where files go, how results are mirrored and reported,
 # whether to rerun, how closely inputs are checked. Everything else is part of the config digest.
 NON_SEMANTIC_KEYS = ("paths", "output_dir", "logger", "hydra", "force", "verify", "report")
+# Where embeddings are extracted, not what is computed: also out of the digest.
+WHERE_IT_RUNS = ("extract.num_workers", "extract.devices")
 # Keys added after results existed, with the value that reproduces those results. At that value a
 # key stays out of the config digest, and a run's config.yaml without it counts as holding it, so
 # runs from before and after the key existed still match (resume, report).
@@ -38,8 +40,8 @@ def semantic_config(cfg: DictConfig) -> dict:
         container.pop(key, None)
     extract = container.get("extract")
     if isinstance(extract, dict):
-        for key in ("num_workers", "devices"):  # where it runs, not what it computes
-            extract.pop(key, None)
+        for key in WHERE_IT_RUNS:  # where it runs, not what it computes
+            extract.pop(key.split(".", 1)[1], None)
     return container
 
 

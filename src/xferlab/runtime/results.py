@@ -22,10 +22,12 @@ if TYPE_CHECKING:
 
 
 def provenance(cfg: DictConfig, names: dict[str, Any], store: ImageStore, backbone: Backbone, split: np.ndarray,
-               extract_info: dict[str, Any]) -> dict[str, Any]:
-    """What is saved beside every number in metrics.json (deterministic values only)."""
+               extract_info: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """What is saved beside every number in metrics.json (deterministic values only). `settings`:
+    what the job's command line set, and the dataset's mode (`runtime.settings.job_settings`)."""
     return {
         **names,
+        "settings": settings,
         "seed": int(cfg.seed),
         "split_seed": int(cfg.split_seed),
         "pretrain_seed": getattr(backbone, "pretrain_seed", None),
