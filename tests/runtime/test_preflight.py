@@ -9,7 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import tifffile
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -81,6 +83,11 @@ def test_an_override_pointing_at_an_existing_file_passes(tmp_path, monkeypatch):
     images = tmp_path / "opencell"
     images.mkdir()
     task = ["experiment=paper", f"dataset.root={images}", f"backbone.weights={mine}"]
+    problems = sweep(task, lambda cfg: missing_inputs(job_configs(cfg, multirun=True)[0]))
+    assert len(problems) == 1 and problems[0].startswith(f"{images}: no OpenCell FOVs")  # the import would refuse it
+    fov = images / "LAMP2_ENSG00000005893" / "OC-FOV_LAMP2_ENSG00000005893_CID0001_FID0001_proj.tif"
+    fov.parent.mkdir()
+    tifffile.imwrite(fov, np.zeros((2, 64, 64), dtype=np.uint16))
     assert sweep(task, lambda cfg: missing_inputs(job_configs(cfg, multirun=True)[0])) == []
 
 
