@@ -63,6 +63,15 @@ def test_the_sweep_is_expanded_with_the_experiment_params_and_the_command_line()
     assert kept == [["backbone.weights=a"], ["backbone.weights=b"]]  # a value under backbone counts, a seed not
 
 
+def test_split_keys_count_only_where_a_split_is_checked():
+    jobs = [["seed=0", "split_seed=0", "head.lr=1"], ["seed=1", "split_seed=1", "head.lr=1"]]
+    assert input_overrides(jobs, set()) == [[]]  # one config for the weights and data of both jobs
+    assert input_overrides(jobs, set(), splits=True) == [["split_seed=0"], ["split_seed=1"]]
+    by_seed = [["seed=0"], ["seed=1"]]  # an experiment whose split_seed follows the seed
+    assert input_overrides(by_seed, set(), splits=True) == [[]]
+    assert input_overrides(by_seed, set(), splits=True, seed_splits=True) == by_seed
+
+
 def test_missing_inputs_of_the_paper_study_are_listed_once_each(tmp_path, monkeypatch):
     monkeypatch.setenv("XFERLAB_WEIGHTS", str(tmp_path / "weights"))
     problems = sweep(["experiment=paper"], lambda cfg: missing_inputs(job_configs(cfg, multirun=True)[0]))

@@ -94,6 +94,27 @@ def test_the_preflight_computes_the_config_digest_the_pretraining_records():
     assert job_digest(seen_by_preflight) == config_digest(job)
 
 
+def test_a_pretraining_sweep_that_publishes_is_checked_before_any_job(tmp_path, monkeypatch):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import open_dict
+
+    from tests.conftest import CONF_DIR
+    from xferlab.runtime.preflight import Preflight
+
+    monkeypatch.setenv("XFERLAB_WEIGHTS", str(tmp_path))
+    (tmp_path / "mine.pth").write_bytes(b"my own checkpoint")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("pretrain", overrides=["dataset=toycell_tiny", "publish=mine.pth"], return_hydra_config=True)
+        with open_dict(cfg):
+            cfg.hydra.overrides.task = ["dataset=toycell_tiny", "publish=mine.pth", "seed=0,1"]
+        with pytest.raises(SystemExit) as stop:
+            Preflight._stop_on_error(cfg, multirun=True)
+    text = str(stop.value.code)
+    assert "(2 jobs, none launched); 1 problem" in text and text.count("mine.pth already exists") == 1
+
+
 @pytest.mark.parametrize("name", ["dir/opencell_dino.pth", "opencell_dino", ""])
 def test_a_publish_name_must_be_a_checkpoint_file_name(name):
     from xferlab.ssl.publish import published_path
@@ -103,7 +124,7 @@ def test_a_publish_name_must_be_a_checkpoint_file_name(name):
 
 
 @pytest.mark.slow  # a ViT-S/16 at 224 px on the CPU: about a minute on 2 cores
-def test_the_documented_cpu_try_out_runs_on_real_fields_and_its_backbone_evaluates(tmp_path):
+def test_the_documented_cpu_try_out_runs_on_real_fields_and_its_backbone_evaluates(tmp_path, monkeypatch):
     """The README's try-out command, on the real fields (three targets, four FOVs each): it trains
     on the CPU, publishes `opencell_dino_tryout.pth`, and `backbone=opencell` loads it by name."""
     import tifffile
@@ -119,6 +140,7 @@ def test_the_documented_cpu_try_out_runs_on_real_fields_and_its_backbone_evaluat
             path.parent.mkdir(parents=True, exist_ok=True)
             tifffile.imwrite(path, with_protein(fields, name))
     weights = tmp_path / "weights"
+    monkeypatch.setenv("XFERLAB_WEIGHTS", str(weights))
     command = ["experiment=opencell_dino", f"dataset.root={root}", "trainer=cpu", "name=opencell_dino_tryout",
                "max_images=64", "ssl.epochs=1", "ssl.batch_size=16", "ssl.num_workers=0", "ssl.n_local=2"]
     started = time.perf_counter()

@@ -250,6 +250,7 @@ class JobInputs:
         self.backbones: dict[str, tuple[bool, dict | None]] = {}  # key -> (usable, checkpoint record)
         self.datasets: dict[str, tuple[Any, dict | None]] = {}  # key -> (source or None, planned geometry)
         self.tables: dict[str, Any] = {}
+        self.any_seen = False  # a backbone's checkpoint lists the targets its pretraining saw
 
     def add(self, *problems: str | None) -> None:
         self.problems.update(dict.fromkeys(p for p in problems if p))
@@ -264,6 +265,7 @@ class JobInputs:
                 record = None if problem else record
             self.add(problem)
             self.backbones[key] = (problem is None, record)
+            self.any_seen = self.any_seen or bool((record or {}).get("seen"))
         return self.backbones[key]
 
     def dataset(self, node: DictConfig, plain: dict) -> tuple[Any, dict | None]:
@@ -282,22 +284,44 @@ class JobInputs:
         return self.datasets[key]
 
     def check(self, cfg: DictConfig) -> None:
-        publish = OmegaConf.select(cfg, "publish", default=None)
-        if publish:  # a pretraining that would replace a file it did not write, found before it trains
-            from xferlab.ssl.publish import publish_problem
+        """Every check of one job's config."""
+        self.inputs(cfg)
+        self.seen(cfg)
+        self.publish(cfg)
 
-            self.add(publish_problem(str(publish), job_digest(cfg)))
+    def nodes(self, cfg: DictConfig) -> tuple[dict | None, DictConfig | None, dict | None]:
         backbone_node, dataset_node = (OmegaConf.select(cfg, g, default=None) for g in ("backbone", "dataset"))
         backbone = None if backbone_node is None else OmegaConf.to_container(backbone_node, resolve=True)
         dataset = None if dataset_node is None else OmegaConf.to_container(dataset_node, resolve=True)
+        return backbone, dataset_node, dataset
+
+    def inputs(self, cfg: DictConfig) -> None:
+        """The weights, the dataset, and scale=match between them."""
+        backbone, dataset_node, dataset = self.nodes(cfg)
         usable_backbone, record = self.backbone(backbone) if backbone is not None else (False, None)
-        source, geometry = self.dataset(dataset_node, dataset) if dataset is not None else (None, None)
+        _, geometry = self.dataset(dataset_node, dataset) if dataset is not None else (None, None)
+        if backbone is not None and dataset is not None:
+            self.add(scale_problem(backbone, dataset, record if usable_backbone else None, geometry))
+
+    def seen(self, cfg: DictConfig) -> None:
+        """Test targets of this job's split that its backbone's pretraining saw (needs the job's
+        split keys: `split_seed`, `split.*`, `allow_seen_test_targets`)."""
+        backbone, dataset_node, dataset = self.nodes(cfg)
         if backbone is None or dataset is None:
             return
-        self.add(scale_problem(backbone, dataset, record if usable_backbone else None, geometry))
+        usable_backbone, record = self.backbone(backbone)
+        source, _ = self.dataset(dataset_node, dataset)
         if usable_backbone and source is not None and record and record.get("seen"):
             data_dir = str(OmegaConf.select(cfg, "paths.data_dir", default="."))
             key = key_of(dataset) + data_dir
             if key not in self.tables:
                 self.tables[key] = split_table(source, dataset, data_dir)
             self.add(seen_problem(cfg, backbone, record, self.tables[key]))
+
+    def publish(self, cfg: DictConfig) -> None:
+        """A pretraining that would replace a file it did not write (needs the job's whole config)."""
+        publish = OmegaConf.select(cfg, "publish", default=None)
+        if publish:
+            from xferlab.ssl.publish import publish_problem
+
+            self.add(publish_problem(str(publish), job_digest(cfg)))

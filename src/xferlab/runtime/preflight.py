@@ -63,39 +63,73 @@ def job_overrides(config: DictConfig) -> list[list[str]]:
     return [list(combo) for combo in itertools.product(*choices.values())]
 
 
-def input_overrides(overrides: list[list[str]], groups: set[str], seed_splits: bool = False) -> list[list[str]]:
-    """The distinct job override lists after dropping what cannot change a job's inputs or the
-    split its test targets come from: plain values outside `backbone`, `dataset`, `paths` and the
-    split's keys (a learning rate; a seed too, unless `seed_splits`: the split seed follows it).
-    Config group choices are kept (an experiment may change the dataset)."""
+def input_overrides(overrides: list[list[str]], groups: set[str], splits: bool = False,
+                    seed_splits: bool = False) -> list[list[str]]:
+    """The distinct job override lists after dropping what cannot change a job's inputs: plain
+    values outside `backbone`, `dataset` and `paths` (a seed, a learning rate). With `splits`, the
+    keys that decide a job's split are kept too (`split_seed`, `split.*`, `allow_seen_test_targets`,
+    and the seed when `seed_splits`: the split seed follows it). Config group choices are kept (an
+    experiment may change the dataset)."""
     def matters(override: str) -> bool:
         key = override.split("=", 1)[0].lstrip("+~")
         top = key.split(".", 1)[0].split("@", 1)[0]
-        return top in groups or top in INPUT_NODES or top in SPLIT_KEYS or (seed_splits and top == "seed")
+        split = splits and (top in SPLIT_KEYS or (seed_splits and top == "seed"))
+        return top in groups or top in INPUT_NODES or split
 
     return [list(o) for o in dict.fromkeys(tuple(o for o in job if matters(o)) for job in overrides)]
 
 
-def job_configs(config: DictConfig, multirun: bool) -> tuple[list[DictConfig], int]:
-    """The configs that differ in their inputs, and the number of jobs."""
+def job_configs(config: DictConfig, multirun: bool, keep: str = "inputs",
+                composed: dict[tuple[str, ...], DictConfig] | None = None) -> tuple[list[DictConfig], int]:
+    """The configs that differ in what `keep` names (`inputs`; `splits`: or their split; `all`:
+    every job), and the number of jobs. `composed` caches configs by override list across calls:
+    composing is what takes the time (about half a second each on 2 cores)."""
     if not multirun:
         return [config], 1
     from hydra.core.global_hydra import GlobalHydra
 
     loader = GlobalHydra.instance().config_loader()
     overrides = job_overrides(config)
-    seed_splits = OmegaConf.is_interpolation(config, "split_seed") if "split_seed" in config else False
-    distinct = input_overrides(overrides, set(loader.list_groups("")), seed_splits)
-    return [loader.load_sweep_config(config, o) for o in distinct], len(overrides)
+    if keep == "all":
+        distinct = [list(o) for o in dict.fromkeys(tuple(job) for job in overrides)]
+    else:
+        seed_splits = OmegaConf.is_interpolation(config, "split_seed") if "split_seed" in config else False
+        distinct = input_overrides(overrides, set(loader.list_groups("")), keep == "splits", seed_splits)
+    cache = {} if composed is None else composed
+    for o in distinct:
+        if tuple(o) not in cache:
+            cache[tuple(o)] = loader.load_sweep_config(config, o)
+    return [cache[tuple(o)] for o in distinct], len(overrides)
 
 
 def missing_inputs(jobs: list[DictConfig]) -> list[str]:
-    """What the jobs need and is not there (and could not be fetched), or would refuse: each
-    problem once (`runtime.input_checks`)."""
+    """Every problem of these job configs, each once (`runtime.input_checks`)."""
     checks = JobInputs()
     for cfg in jobs:
         checks.check(cfg)
     return list(checks.problems)
+
+
+def sweep_problems(config: DictConfig, multirun: bool) -> tuple[list[str], int]:
+    """Every problem of the run or sweep, and its number of jobs. The jobs that differ in their
+    inputs are composed and checked once each; only when a backbone's checkpoint lists the targets
+    its pretraining saw are the jobs that differ in their split composed for that check, and only
+    a pretraining that publishes its checkpoint composes every job (its config digest decides)."""
+    checks = JobInputs()
+    if not multirun:
+        checks.check(config)
+        return list(checks.problems), 1
+    composed: dict[tuple[str, ...], DictConfig] = {}
+    configs, n_jobs = job_configs(config, multirun, "inputs", composed)
+    for cfg in configs:
+        checks.inputs(cfg)
+    if checks.any_seen:
+        for cfg in job_configs(config, multirun, "splits", composed)[0]:
+            checks.seen(cfg)
+    if OmegaConf.select(config, "publish", default=None):
+        for cfg in job_configs(config, multirun, "all", composed)[0]:
+            checks.publish(cfg)
+    return list(checks.problems), n_jobs
 
 
 def swept_backbones(config: DictConfig) -> list[str]:
@@ -181,8 +215,7 @@ class Preflight(Callback):
         if mode not in MISSING_MODES:
             raise SystemExit(f"xferlab: missing_backbones={mode!r}; choose one of {MISSING_MODES}")
         skipped = skip_missing_backbones(config) if multirun and mode == "skip" else []
-        configs, n_jobs = job_configs(config, multirun)
-        problems = missing_inputs(configs)
+        problems, n_jobs = sweep_problems(config, multirun)
         if problems:
             raise SystemExit(report(problems, n_jobs))
         if skipped:
