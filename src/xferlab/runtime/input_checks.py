@@ -5,9 +5,9 @@ Each check returns problems as messages (one line each, naming the file, key or 
 fix) and raises nothing:
 - weights: the file is there, or a public checkpoint is fetched now (once for the sweep); a hub
   backbone is cached or downloads are allowed;
-- dataset: its `root` / `csv` / `path` exists, its config builds, and what its importer would refuse
-  shows from the files' names and headers (`input_problems`; for OpenCell FOVs: shape, channel
-  count and dtype of every FOV, unknown targets), without reading a pixel;
+- dataset (one that names files): its `root` / `csv` / `path` exists, its config builds, and what
+  its importer would refuse shows from the files' names and headers (`input_problems`; for OpenCell
+  FOVs: shape, channel count and dtype of every FOV, unknown targets), without reading a pixel;
 - scale: `backbone.preprocess.scale=match` knows both pixel sizes (the backbone's pretraining's,
   from its config or its checkpoint; the store's) and, on whole fields of view, does not silently
   show the backbone only their centre;
@@ -249,6 +249,7 @@ class JobInputs:
         self.problems: dict[str, None] = {}
         self.backbones: dict[str, tuple[bool, dict | None]] = {}  # key -> (usable, checkpoint record)
         self.datasets: dict[str, tuple[Any, dict | None]] = {}  # key -> (source or None, planned geometry)
+        self.sources: dict[str, Any] = {}  # key -> dataset source (None: its config or files do not build)
         self.tables: dict[str, Any] = {}
         self.any_seen = False  # a backbone's checkpoint lists the targets its pretraining saw
 
@@ -269,19 +270,29 @@ class JobInputs:
         return self.backbones[key]
 
     def dataset(self, node: DictConfig, plain: dict) -> tuple[Any, dict | None]:
-        """(source, geometry): the source when its config builds (a bad FOV does not hide the
-        other checks: the targets and the geometry come from the names and the first header)."""
+        """(source, geometry) of a dataset whose config names files (`root` / `csv` / `path`): they
+        exist, the config builds, the importer finds nothing to refuse in the names and headers (a
+        bad FOV does not hide the other checks: the targets and the geometry come from the names
+        and the first header). A dataset xferlab renders (SynthCell) is not built here: importing
+        its renderer would cost a second, and it has no files to check."""
         key = key_of(plain)
         if key not in self.datasets:
             problems = dataset_path_problems(plain)
-            source, geometry = None, None
-            if not problems:
-                source, problems = build_source(node)
-            if source is not None:
-                geometry = planned(source, "planned_geometry")
             self.add(*problems)
-            self.datasets[key] = (source, geometry)
+            self.datasets[key] = (None, None)
+            if not problems and any(k in plain for k in DATASET_INPUTS):
+                source = self.source(node, plain)
+                self.datasets[key] = (source, None if source is None else planned(source, "planned_geometry"))
         return self.datasets[key]
+
+    def source(self, node: DictConfig, plain: dict) -> Any:
+        """The dataset's source (built once; its config problems and the files' problems added)."""
+        key = key_of(plain)
+        if key not in self.sources:
+            source, problems = (None, []) if dataset_path_problems(plain) else build_source(node)
+            self.add(*problems)
+            self.sources[key] = source
+        return self.sources[key]
 
     def check(self, cfg: DictConfig) -> None:
         """Every check of one job's config."""
@@ -310,8 +321,10 @@ class JobInputs:
         if backbone is None or dataset is None:
             return
         usable_backbone, record = self.backbone(backbone)
-        source, _ = self.dataset(dataset_node, dataset)
-        if usable_backbone and source is not None and record and record.get("seen"):
+        if not (usable_backbone and record and record.get("seen")):
+            return
+        source = self.source(dataset_node, dataset)
+        if source is not None:
             data_dir = str(OmegaConf.select(cfg, "paths.data_dir", default="."))
             key = key_of(dataset) + data_dir
             if key not in self.tables:
