@@ -509,3 +509,26 @@ def test_incompatible_configs_fail_before_any_store_is_built(job_config, tmp_pat
     with pytest.raises(ValueError, match=match):
         run_job(job_config(*overrides, root=root))
     assert not root.exists() and not (tmp_path / "run").exists()  # no store, no cache, no run folder
+
+
+def test_whole_fields_matched_with_tiles_are_seen_whole_and_the_job_says_so(tmp_path, monkeypatch):
+    """mode=fov on real fields, the backbone's pretraining pixel size read from its checkpoint,
+    fit=tiles: every field becomes one embedding of its tiles, and the job records that all of each
+    field was seen, in how many inputs."""
+    from tests.runtime.test_input_checks import opencell_checkpoint, opencell_root
+    from tests.conftest import compose_config
+    from xferlab.job import check_config, load_inputs
+
+    monkeypatch.setenv("XFERLAB_WEIGHTS", str(tmp_path / "weights"))
+    (tmp_path / "weights").mkdir()
+    opencell_root(tmp_path / "opencell")
+    # fields of 1024 px at 0.206 um stored at 256 px (0.824 um); pretrained at 0.412 um: 512 px, 8 x 8 tiles of 64
+    opencell_checkpoint(tmp_path / "weights" / "opencell_dino.pth", {"input_pixel_size_um": 0.412, "input_size": 64})
+    cfg = compose_config(["experiment=smoke", "logger=csv", "dataset=opencell_raw", f"dataset.root={tmp_path / 'opencell'}",
+                          "dataset.mode=fov", "dataset.size=256", "backbone=opencell", "backbone.preprocess.scale=match",
+                          "backbone.preprocess.fit=tiles", "backbone.preprocess.input_size=64",
+                          f"paths.output_root={tmp_path / 'out'}", f"paths.output_dir={tmp_path / 'run'}"])
+    inputs = load_inputs(cfg, check_config(cfg))
+    assert inputs.features.shape == (3, 32) and np.isfinite(inputs.features).all()
+    assert inputs.extract_info["fit"] == "tiles" and inputs.extract_info["image_share_seen"] == 1.0
+    assert inputs.extract_info["inputs_per_image"] == 64 and inputs.extract_info["input_pixel_size_um"] == 0.412

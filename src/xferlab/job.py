@@ -129,6 +129,9 @@ def load_inputs(cfg: DictConfig, head: Head) -> JobInputs:
             **OmegaConf.to_container(cfg.extract))
     extract_info = {**extract_info, "preprocess_scale": preprocessor.scale, "intensity": preprocessor.intensity,
                     "input_pixel_size_um": preprocessor.input_pixel_size_um(store.image_size[1])}
+    view = preprocessor.matched_view(store.image_size[1])
+    if view is not None:  # scale=match: how much of each image the backbone saw, and in how many inputs
+        extract_info.update(fit=view.fit, image_share_seen=round(view.share, 4), inputs_per_image=view.tiles)
     return JobInputs(store=store, backbone=backbone, adapter=adapter, features=features, labels=labels, split=split,
                      multilabel=multilabel, extract_info=extract_info, make_trainer=make_trainer)
 

@@ -1,6 +1,8 @@
 """`python -m xferlab.pretrain`: DINO pretraining on an image store; writes
 `<output_dir>/checkpoint.pth` in DINO's layout (readable as `backbone=opencell
-backbone.weights=<file>`), `last.ckpt` for resuming, and `metrics.json`."""
+backbone.weights=<file>`), `last.ckpt` for resuming, and `metrics.json`; with `publish=<file name>`
+(`experiment=opencell_dino`: opencell_dino.pth) the finished checkpoint is copied into the weights
+folder under that name, where `backbone=opencell` loads it."""
 
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ def main(cfg: DictConfig) -> float:
     result = run_pretraining(cfg)
     print(f"[pretrain {cfg.name}] {result['epochs']} epochs in {result['seconds']:.0f} s, final loss "
           f"{result['train/loss']:.4f}, kNN accuracy {result.get('val/knn_accuracy', float('nan')):.4f} "
-          f"-> {result['checkpoint']}", flush=True)
+          f"-> {result['checkpoint']}" + (f", published as {result['published']}" if result.get("published") else ""),
+          flush=True)
     return float(result["train/loss"])
 
 

@@ -249,3 +249,46 @@ def test_checkpoint_scale_fills_what_the_config_leaves_open():
     assert with_checkpoint_scale({"pretrained_pixel_size_um": 0.3, "pretrained_input_size": 64}, meta) == \
         {"pretrained_pixel_size_um": 0.3, "pretrained_input_size": 64}
     assert with_checkpoint_scale({"input_size": 8}, {}) == {"input_size": 8}
+
+
+def test_fit_tiles_covers_the_whole_matched_image_and_centre_says_what_it_drops(caplog):
+    """scale=match on an image larger than the input: `tiles` gives the fewest input-size tiles
+    that, put back at their offsets, rebuild the whole resampled image; `centre` gives its centre
+    and warns with the share it drops."""
+    from xferlab.backbones.geometry import tile_starts
+
+    x = torch.rand(3, 2, 50, 50) * 1000
+    config = {"input_size": 32, "normalize": "zscore", "scale": "match", "pretrained_pixel_size_um": 0.4}
+    tiles = Preprocessor.for_store({**config, "fit": "tiles"}, FakeStore(0.8, size=50))
+    whole = Preprocessor(None, "zscore").intensities(
+        torch.nn.functional.interpolate(x, size=(100, 100), mode="bilinear", antialias=True, align_corners=False))
+    (views,) = tiles.views(x, lambda v: [v])
+    starts = tile_starts(100, 32)
+    assert starts == [0, 23, 45, 68] and views.shape == (3 * 16, 2, 32, 32) and tiles.inputs_per_image(50) == 16
+    rebuilt, covered = torch.zeros_like(whole), torch.zeros(100, 100, dtype=torch.bool)
+    for i, (y, left) in enumerate((y, left) for y in starts for left in starts):
+        rebuilt[:, :, y : y + 32, left : left + 32] = views[i::16]  # image-major: image b's tiles are rows 16b..16b+15
+        covered[y : y + 32, left : left + 32] = True
+    assert covered.all()
+    torch.testing.assert_close(rebuilt, whole)
+    assert tiles.describe()["fit"] == "tiles"
+    with caplog.at_level("WARNING"):
+        centre = Preprocessor.for_store(config, FakeStore(0.8, size=50))
+    assert "fit" not in centre.describe()  # the default keeps the cache keys it had
+    torch.testing.assert_close(centre(x, identity), whole[:, :, 34:66, 34:66])
+    assert any("only the central 32 x 32 px of each image resampled to 100 px" in r.getMessage() and
+               "10.2 % of its area" in r.getMessage() and "fit=tiles" in r.getMessage() for r in caplog.records)
+    with pytest.raises(ValueError, match="fit=tiles gives 16 inputs per image"):
+        tiles(x, identity)  # one input per image (heads that train on images) cannot take tiles
+    with pytest.raises(ValueError, match="fit=tiles covers an image resampled by scale=match"):
+        Preprocessor(32, "zscore", fit="tiles")
+    with pytest.raises(ValueError, match="fit='corner'"):
+        Preprocessor(32, "zscore", scale="match", pixel_size_um=0.8, pretrained_pixel_size_um=0.4, fit="corner")
+
+
+def test_match_warns_when_it_interpolates_far_finer_than_the_stored_pixels(caplog):
+    config = {"input_size": 64, "normalize": "zscore", "scale": "match", "pretrained_pixel_size_um": 0.1}
+    with caplog.at_level("WARNING"):
+        Preprocessor.for_store(config, FakeStore(0.3, size=16))  # 3x finer: 48 px, padded, all seen
+    (note,) = [r.getMessage() for r in caplog.records]
+    assert "3x finer: the backbone sees interpolated pixels" in note and "dataset.size" in note

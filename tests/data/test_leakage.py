@@ -44,7 +44,7 @@ def test_targets_match_by_ensg_id_too(store_and_split):
     store.samples["ensg_id"] = ["ENSG" + t for t in store.samples["target"]]
     test = targets(store, split, TEST)
     seen = {"targets": ["renamed"], "ensg_ids": ["ENSG" + test[0]]}
-    assert seen_test_targets(seen, store, split) == [test[0]]
+    assert seen_test_targets(seen, store.samples, split) == [test[0]]
 
 
 def test_a_checkpoint_that_records_nothing_cannot_be_checked(store_and_split):

@@ -385,3 +385,29 @@ def test_nan_embeddings_in_the_last_batch_are_refused_too(setup, tmp_path, monke
     with pytest.raises(NonFiniteEmbeddingError, match=r"row\(s\) \[19\]"):
         extract_embeddings(store, backbone, adapter, pre, tmp_path / "cache", make_trainer, batch_size=6)
     assert not list((tmp_path / "cache").glob("*.zarr"))
+
+
+def test_tiles_of_an_image_are_embedded_and_averaged_into_its_one_row(setup, tmp_path):
+    """`fit=tiles`: each 16 px image (scale=match at its own pixel size) is four 8 px tiles; its
+    row is the mean of the four tiles' embeddings, the forward seeing one batch's worth at a time."""
+    from xferlab.embeddings.extractor import per_image
+
+    store, _, adapter, _ = setup
+    backbone = tiny_backbone(size=8)
+    pre = Preprocessor(8, "zscore", scale="match", pixel_size_um=0.5, pretrained_pixel_size_um=0.5, fit="tiles")
+    emb, info = extract_embeddings(store, backbone, adapter, pre, tmp_path / "cache", make_trainer, batch_size=6)
+    assert emb.shape == (20, 192)
+    images = torch.from_numpy(store.read(0, 20).astype(np.float32))
+    x = (images - images.mean((2, 3), keepdim=True)) / (images.std((2, 3), keepdim=True, unbiased=False) + 1e-6)
+    x = x[:, [1, 0]]
+    with torch.no_grad():
+        tiles = [backbone.model.forward_features(x[:, :, y : y + 8, left : left + 8])[:, 0]
+                 for y in (0, 8) for left in (0, 8)]
+    np.testing.assert_allclose(emb, torch.stack(tiles).mean(0).numpy(), rtol=1e-4, atol=1e-4)
+    untiled = Preprocessor(8, "zscore", scale="match", pixel_size_um=0.5, pretrained_pixel_size_um=0.5)
+    _, centre = extract_embeddings(store, backbone, adapter, untiled, tmp_path / "cache", make_trainer, batch_size=6)
+    assert centre["cache_key"] != info["cache_key"]
+    sizes = []
+    out = per_image(lambda v: sizes.append(len(v)) or v.flatten(1)[:, :3], torch.arange(24.0).view(24, 1), 6)
+    assert sizes == [6, 6, 6, 6] and out.shape == (6, 1)
+    torch.testing.assert_close(out[:, 0], torch.arange(24.0).view(6, 4).mean(1))

@@ -9,7 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import tifffile
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -61,6 +63,15 @@ def test_the_sweep_is_expanded_with_the_experiment_params_and_the_command_line()
     assert kept == [["backbone.weights=a"], ["backbone.weights=b"]]  # a value under backbone counts, a seed not
 
 
+def test_split_keys_count_only_where_a_split_is_checked():
+    jobs = [["seed=0", "split_seed=0", "head.lr=1"], ["seed=1", "split_seed=1", "head.lr=1"]]
+    assert input_overrides(jobs, set()) == [[]]  # one config for the weights and data of both jobs
+    assert input_overrides(jobs, set(), splits=True) == [["split_seed=0"], ["split_seed=1"]]
+    by_seed = [["seed=0"], ["seed=1"]]  # an experiment whose split_seed follows the seed
+    assert input_overrides(by_seed, set(), splits=True) == [[]]
+    assert input_overrides(by_seed, set(), splits=True, seed_splits=True) == by_seed
+
+
 def test_missing_inputs_of_the_paper_study_are_listed_once_each(tmp_path, monkeypatch):
     monkeypatch.setenv("XFERLAB_WEIGHTS", str(tmp_path / "weights"))
     problems = sweep(["experiment=paper"], lambda cfg: missing_inputs(job_configs(cfg, multirun=True)[0]))
@@ -81,6 +92,11 @@ def test_an_override_pointing_at_an_existing_file_passes(tmp_path, monkeypatch):
     images = tmp_path / "opencell"
     images.mkdir()
     task = ["experiment=paper", f"dataset.root={images}", f"backbone.weights={mine}"]
+    problems = sweep(task, lambda cfg: missing_inputs(job_configs(cfg, multirun=True)[0]))
+    assert len(problems) == 1 and problems[0].startswith(f"{images}: no OpenCell FOVs")  # the import would refuse it
+    fov = images / "LAMP2_ENSG00000005893" / "OC-FOV_LAMP2_ENSG00000005893_CID0001_FID0001_proj.tif"
+    fov.parent.mkdir()
+    tifffile.imwrite(fov, np.zeros((2, 64, 64), dtype=np.uint16))
     assert sweep(task, lambda cfg: missing_inputs(job_configs(cfg, multirun=True)[0])) == []
 
 

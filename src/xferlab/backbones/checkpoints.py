@@ -97,6 +97,23 @@ def read_file(path: str | Path, trust: bool = False) -> Any:
         raise WeightsError(f"{path} is not a PyTorch checkpoint, or it is truncated ({err}): download it again") from err
 
 
+def pretraining_record(path: str | Path, trust: bool = False) -> dict[str, Any]:
+    """What xferlab's pretraining recorded in a checkpoint (`xferlab`: the targets it saw, the pixel
+    and input size it was pretrained at, ...), or {} for a checkpoint from elsewhere. The tensors
+    are memory-mapped, not read, so this takes a fraction of a second even for large files; a
+    file saved in torch's legacy format (which cannot be mapped) is read whole by `read_file`."""
+    path = Path(path)
+    if path.suffix == ".safetensors" or is_safetensors(path):
+        return {}
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - legacy format, unsafe or damaged: read_file says which, or reads it
+        obj = read_file(path, trust=trust)
+    record = obj.get("xferlab") if isinstance(obj, dict) else None
+    return dict(record) if isinstance(record, dict) else {}
+
+
 def _is_state_dict(obj: Any) -> bool:
     return isinstance(obj, dict) and len(obj) > 0 and all(isinstance(v, torch.Tensor) for v in obj.values())
 

@@ -21,6 +21,8 @@ from xferlab.backbones.weights import WeightsError
 
 DOWNLOAD_MODES = ("auto", "never")
 LOCK_FILE = "weights.lock"
+# how to make the OpenCell DINO (`backbone=opencell`): the one command the README and the errors give
+OPENCELL_DINO_COMMAND = "python -m xferlab.pretrain experiment=opencell_dino dataset.root=<images>"
 SHIPPED_PREFIX = "shipped:"
 
 
@@ -78,9 +80,9 @@ KNOWN_CHECKPOINTS = {c.file: c for c in (
                     "OpenPhenom-S/16, Recursion's channel-agnostic MAE (encoder and decoder; non-commercial licence)",
                     url="recursionpharma/OpenPhenom/resolve/main/model.safetensors", host="huggingface"),
     KnownCheckpoint("opencell_dino.pth", "opencell", "a DINO trained on OpenCell images (the study's third backbone)",
-                    how="train one with `python -m xferlab.pretrain dataset=opencell_raw dataset.root=<images> "
-                        "backbone=random_vits16 name=opencell_dino` (or use your own DINO checkpoint) and copy its "
-                        "checkpoint.pth"),
+                    how=f"pretrain it with `{OPENCELL_DINO_COMMAND}` (DINO ViT-S/16 at 224 px, a GPU job; "
+                        "when it completes it writes opencell_dino.pth into the weights folder), or use your own "
+                        "DINO checkpoint"),
 )}
 
 

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from xferlab.backbones.geometry import FITS, MatchedView, tile_starts
+
 log = logging.getLogger(__name__)
 
 NORMALIZATIONS = ("zscore", "dataset", "backbone")
@@ -22,6 +24,7 @@ FAR = 1.5  # a pixel or input size this many times off the pretraining's is warn
 INTENSITIES = ("percentile", "minmax", "dtype")  # normalize=backbone: how pixels reach [0, 1]
 DEFAULT_PERCENTILES = (1.0, 99.8)
 EPS = 1e-6
+UPSAMPLED = 2.0  # scale=match interpolating stored pixels more than this many times finer is warned about
 
 
 def check_unit_range(store) -> None:
@@ -70,6 +73,17 @@ def fit(x: torch.Tensor, size: int) -> torch.Tensor:
     return x
 
 
+def tile(x: torch.Tensor, size: int) -> torch.Tensor:
+    """`(B, C, H, W)` -> `(B * T, C, size, size)`: the fewest `size` squares covering each image
+    (`geometry.tile_starts`), image by image; a side shorter than `size` is zero-padded first."""
+    ph, pw = max(size - x.shape[2], 0), max(size - x.shape[3], 0)
+    if ph or pw:
+        x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
+    tiles = [x[:, :, y : y + size, left : left + size]
+             for y in tile_starts(x.shape[2], size) for left in tile_starts(x.shape[3], size)]
+    return torch.stack(tiles, dim=1).flatten(0, 1)
+
+
 def with_checkpoint_scale(config: Mapping[str, Any], pretraining: Mapping[str, Any] | None) -> dict[str, Any]:
     """`backbone.preprocess` with the pretraining's pixel size and input size filled in from what
     xferlab's pretraining recorded in the checkpoint, where the config leaves them null."""
@@ -114,8 +128,10 @@ class Preprocessor:
 
     Geometry (`scale`): `resize` brings every image to `input_size` (whatever its pixel size);
     `match` resamples it so that one input pixel covers the micrometres it covered in the
-    backbone's pretraining (`pretrained_pixel_size_um`; the store's `pixel_size_um`), then crops
-    its centre or pads it (with 0, after the intensity step) to `input_size`.
+    backbone's pretraining (`pretrained_pixel_size_um`; the store's `pixel_size_um`), then fits it
+    to `input_size` (`fit`, see `geometry`): `centre` crops its centre or pads it (with 0, after
+    the intensity step), and warns naming what is dropped; `tiles` covers it with input-size tiles
+    (each image then gives several inputs, whose embeddings the extractor averages).
 
     Intensities (`normalize`), per dataset channel before channel mapping:
     - `zscore`: each image and channel to zero mean, unit variance (a constant channel becomes 0);
@@ -144,6 +160,7 @@ class Preprocessor:
         scale: str = "resize",
         pixel_size_um: float | None = None,
         pretrained_pixel_size_um: float | None = None,
+        fit: str | None = None,
     ):
         if normalize not in NORMALIZATIONS:
             raise ValueError(f"backbone.preprocess.normalize={normalize!r}; choose one of {NORMALIZATIONS}")
@@ -178,6 +195,14 @@ class Preprocessor:
                 raise ValueError(f"backbone.preprocess.scale=match needs {', '.join(missing)}: it resamples images so "
                                  "that one input pixel covers the micrometres it covered in pretraining. Set them, or "
                                  "use scale=resize (every image resized to input_size).")
+        fit = "centre" if fit is None else fit
+        if fit not in FITS:
+            raise ValueError(f"backbone.preprocess.fit={fit!r}; choose one of {FITS}")
+        if fit == "tiles" and scale != "match":
+            raise ValueError(f"backbone.preprocess.fit=tiles covers an image resampled by scale=match with tiles, "
+                             f"but scale={scale}: with resize every image is already one input. Use scale=match, "
+                             "or fit=centre.")
+        self.fit = fit
         self.scale = scale
         self.pixel_size_um = None if pixel_size_um is None else float(pixel_size_um)
         self.pretrained_pixel_size_um = None if pretrained_pixel_size_um is None else float(pretrained_pixel_size_um)
@@ -208,17 +233,52 @@ class Preprocessor:
             scale=config.get("scale") or "resize",
             pixel_size_um=getattr(store, "pixel_size_um", None),
             pretrained_pixel_size_um=config.get("pretrained_pixel_size_um"),
+            fit=config.get("fit"),
         )
         if pre.intensity == "dtype" and dtype.kind == "f":
             check_unit_range(store)
         for note in scale_warnings(pre.input_size, int(store.images.shape[-1]), pre.pixel_size_um, pre.scale,
                                    pre.pretrained_pixel_size_um, config.get("pretrained_input_size")):
             log.warning("%s: %s", store.path, note)
+        for note in pre.match_warnings(int(store.images.shape[-1])):
+            log.warning("%s: %s", store.path, note)
         return pre
+
+    def matched_view(self, image_size: int) -> MatchedView | None:
+        """What the backbone sees of a stored image of `image_size` px under scale=match (None: resize)."""
+        if self.scale != "match":
+            return None
+        return MatchedView(int(image_size), self.pixel_size_um, self.pretrained_pixel_size_um, self.input_size, self.fit)
+
+    def match_warnings(self, image_size: int) -> list[str]:
+        """scale=match: what is dropped (fit=centre on an image larger than the input), and stored
+        pixels interpolated far finer than they are."""
+        view = self.matched_view(image_size)
+        if view is None:
+            return []
+        notes = []
+        if view.share < 1.0:
+            notes.append(f"backbone.preprocess.scale=match shows the backbone {view.describe()}; the rest is not seen. "
+                         "backbone.preprocess.fit=tiles embeds the whole image at that scale (tiles averaged); "
+                         "scale=resize shows it whole in one input")
+        if view.upsampling > UPSAMPLED:
+            notes.append(f"backbone.preprocess.scale=match resamples the stored {view.pixel_size_um:.3g} um pixels to "
+                         f"{view.pretrained_pixel_size_um:.3g} um, {view.upsampling:.2g}x finer: the backbone sees "
+                         "interpolated pixels, not detail. Store the images at a higher resolution (dataset.size)")
+        return notes
+
+    def inputs_per_image(self, image_size: int) -> int:
+        """Backbone inputs (tiles) each image of `image_size` px gives; 1 unless fit=tiles."""
+        view = self.matched_view(image_size)
+        return 1 if view is None else view.tiles
 
     def __call__(self, images: torch.Tensor, adapter: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """One backbone input per image (the adapter's single view)."""
         (view,) = self.views(images, lambda x: [adapter(x)])
+        if len(view) != len(images):
+            raise ValueError(f"backbone.preprocess.fit=tiles gives {len(view) // len(images)} inputs per image; "
+                             "this step needs one (a head that trains on images, e.g. head=finetune). Use fit=centre "
+                             "or scale=resize")
         return view
 
     def views(self, images: torch.Tensor, make_views: Callable[[torch.Tensor], list[torch.Tensor]]) -> list[torch.Tensor]:
@@ -230,7 +290,8 @@ class Preprocessor:
             size = tuple(max(1, int(round(n * factor))) for n in x.shape[-2:])
             if size != tuple(x.shape[-2:]):
                 x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
-            return self.slot_normalise(make_views(fit(self.intensities(x), self.input_size)))
+            shaped = tile if self.fit == "tiles" else fit
+            return self.slot_normalise(make_views(shaped(self.intensities(x), self.input_size)))
         if self.input_size is not None and x.shape[-2:] != (self.input_size, self.input_size):
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
                               antialias=True, align_corners=False)
@@ -288,6 +349,8 @@ class Preprocessor:
         if self.scale == "match":
             out.update(scale="match", pixel_size_um=self.pixel_size_um,
                        pretrained_pixel_size_um=self.pretrained_pixel_size_um)
+            if self.fit != "centre":
+                out["fit"] = self.fit
         return out
 
     def input_pixel_size_um(self, image_size: int) -> float | None:

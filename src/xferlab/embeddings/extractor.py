@@ -45,6 +45,16 @@ def nonfinite_rows(x: torch.Tensor) -> torch.Tensor:
     return torch.nonzero(~torch.isfinite(x.reshape(len(x), -1)).all(dim=1)).flatten()
 
 
+def per_image(forward: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, n_images: int) -> torch.Tensor:
+    """One embedding per image (float32): `inputs` holds `n_images` images' inputs, image by image;
+    with several per image (`backbone.preprocess.fit=tiles`) the forward runs over `n_images`
+    inputs at a time (the memory of an untiled batch) and each image's tile embeddings are averaged."""
+    if len(inputs) == n_images:
+        return forward(inputs).float()
+    out = torch.cat([forward(inputs[i : i + n_images]).float() for i in range(0, len(inputs), n_images)])
+    return out.view(n_images, len(inputs) // n_images, -1).mean(dim=1)
+
+
 def block_rows(store_chunk_rows: int, batch_size: int) -> int:
     """Rows per block: whole store chunks covering at least one batch, so every chunk is decoded
     once. Blocks are also the cache's chunks and the unit shared out between ranks and workers."""
@@ -146,7 +156,7 @@ class EmbeddingExtractor(L.LightningModule):
                 )
         with torch.no_grad():
             views = self.preprocessor.views(widen(images, self.store_dtype), self.adapter.views)
-            embeddings = torch.cat([self.forward_fn(v) for v in views], dim=1).float()
+            embeddings = torch.cat([per_image(self.forward_fn, v, len(images)) for v in views], dim=1)
         # left on the device, unchecked: reading them back would wait for this batch's forward
         # (the cache writer checks them with `check_finite`, once the next batch is queued)
         return rows, embeddings

@@ -6,14 +6,16 @@ Hydra's basic sweeper does (the experiment's `hydra.sweeper.params`, then the co
 composes the config of each job that differs in its inputs (not once per seed), so command-line
 overrides such as `backbone.weights=...` count.
 
-Per distinct backbone and dataset: a weights file that is missing is downloaded now when it is a
-public checkpoint, `backbone.download=auto` and downloads are allowed (once, before the jobs,
-not once per job); a dataset's `root` / `csv` / `path` must exist. Whatever is missing is printed
-once, as a list (the file, where to get it, where to put it), and the command exits with status 1
-before any job starts: no traceback and no run folder.
-
-A backbone that resamples images to its pretraining's pixel size (`preprocess.scale=match`) needs
-a dataset that declares its pixel size (`dataset.pixel_size_um`; a stored dataset may carry one).
+Per distinct backbone and dataset (`runtime.input_checks`): a weights file that is missing is
+downloaded now when it is a public checkpoint, `backbone.download=auto` and downloads are allowed
+(once, before the jobs, not once per job); a dataset's `root` / `csv` / `path` must exist, its
+config must build, and what its importer would refuse must not show in the files' names and
+headers (OpenCell FOVs: shape, channels, dtype; read from the TIFF headers, no pixels). Per job:
+`preprocess.scale=match` needs both pixel sizes (the backbone's pretraining's, from its config or
+checkpoint; the dataset's) and must not show whole fields only in part; a backbone whose checkpoint
+lists the targets its pretraining saw must not be tested on them in the job's split. Every problem
+is printed once, as a list (the file, key or value, and what to do), and the command exits with
+status 1 before any job starts: no traceback and no run folder.
 
 `missing_backbones=skip` (set by `experiment=zoo`): the backbones the experiment's sweep lists
 (`hydra.sweeper.params.backbone`) whose weights are missing and cannot be fetched, or which cannot
@@ -26,16 +28,16 @@ Hydra builds its sweeper from `hydra.sweeper.params`, so the sweep is the one le
 from __future__ import annotations
 
 import itertools
-import json
 import sys
 from pathlib import Path
-from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-DATASET_INPUTS = ("root", "csv", "path")
+from xferlab.runtime.input_checks import JobInputs, checkpoint_record, scale_problem, weights_check
+
 INPUT_NODES = ("backbone", "dataset", "paths")
+SPLIT_KEYS = ("split_seed", "split", "allow_seen_test_targets")  # what decides the split a seen-target check draws
 MISSING_MODES = ("fail", "skip")
 NOT_RUN_FILE = "not_run.txt"
 
@@ -62,108 +64,73 @@ def job_overrides(config: DictConfig) -> list[list[str]]:
     return [list(combo) for combo in itertools.product(*choices.values())]
 
 
-def input_overrides(overrides: list[list[str]], groups: set[str]) -> list[list[str]]:
+def input_overrides(overrides: list[list[str]], groups: set[str], splits: bool = False,
+                    seed_splits: bool = False) -> list[list[str]]:
     """The distinct job override lists after dropping what cannot change a job's inputs: plain
-    values outside `backbone`, `dataset` and `paths` (a seed, a learning rate). Config group
-    choices are kept (an experiment may change the dataset)."""
+    values outside `backbone`, `dataset` and `paths` (a seed, a learning rate). With `splits`, the
+    keys that decide a job's split are kept too (`split_seed`, `split.*`, `allow_seen_test_targets`,
+    and the seed when `seed_splits`: the split seed follows it). Config group choices are kept (an
+    experiment may change the dataset)."""
     def matters(override: str) -> bool:
         key = override.split("=", 1)[0].lstrip("+~")
         top = key.split(".", 1)[0].split("@", 1)[0]
-        return top in groups or top in INPUT_NODES
+        split = splits and (top in SPLIT_KEYS or (seed_splits and top == "seed"))
+        return top in groups or top in INPUT_NODES or split
 
     return [list(o) for o in dict.fromkeys(tuple(o for o in job if matters(o)) for job in overrides)]
 
 
-def job_configs(config: DictConfig, multirun: bool) -> tuple[list[DictConfig], int]:
-    """The configs that differ in their inputs, and the number of jobs."""
+def job_configs(config: DictConfig, multirun: bool, keep: str = "inputs",
+                composed: dict[tuple[str, ...], DictConfig] | None = None) -> tuple[list[DictConfig], int]:
+    """The configs that differ in what `keep` names (`inputs`; `splits`: or their split; `all`:
+    every job), and the number of jobs. `composed` caches configs by override list across calls:
+    composing is what takes the time (about half a second each on 2 cores)."""
     if not multirun:
         return [config], 1
     from hydra.core.global_hydra import GlobalHydra
 
     loader = GlobalHydra.instance().config_loader()
     overrides = job_overrides(config)
-    distinct = input_overrides(overrides, set(loader.list_groups("")))
-    return [loader.load_sweep_config(config, o) for o in distinct], len(overrides)
-
-
-def _backbone_problem(node: Any) -> str | None:
-    from xferlab.backbones.locations import resolve_weights
-    from xferlab.backbones.weights import WeightsError
-
-    init = node.get("init")
-    try:
-        if init == "weights":
-            resolve_weights(node.get("weights"), str(node.get("name")), str(node.get("download", "auto")))
-        elif init == "hub":
-            return _hub_problem(node)
-    except WeightsError as err:
-        return str(err)
-    return None
-
-
-def _hub_problem(node: Any) -> str | None:
-    """A hub backbone needs its weights in the Hugging Face cache unless downloads are allowed."""
-    from xferlab.runtime.transfer import offline
-
-    hub_id = node.get("hub_id")
-    if not hub_id:
-        return f"backbone={node.get('name')} with init=hub needs backbone.hub_id (e.g. vit_small_patch16_224.dino)"
-    if not offline():
-        return None
-    from huggingface_hub import try_to_load_from_cache
-
-    if isinstance(try_to_load_from_cache(f"timm/{hub_id}", "model.safetensors"), str):
-        return None
-    return (f"backbone={node.get('name')}: timm/{hub_id} is not in the local Hugging Face cache and downloads are off "
-            "(HF_HUB_OFFLINE=1). Run once with HF_HUB_OFFLINE=0, or download the weights file and use "
-            "backbone.init=weights backbone.weights=/path/to/file")
-
-
-def _scale_problem(backbone: dict, dataset: dict) -> str | None:
-    """`scale=match` resamples the store to the backbone's pretraining pixel size: the dataset must
-    declare its own (`dataset.pixel_size_um`), or be a stored one that may record it (`path`)."""
-    pre = backbone.get("preprocess") or {}
-    if pre.get("scale") != "match" or dataset.get("pixel_size_um") is not None or dataset.get("path"):
-        return None
-    return (f"backbone={backbone.get('name')} resamples images to the {pre.get('pretrained_pixel_size_um')} um pixels "
-            f"of its pretraining (backbone.preprocess.scale=match), but dataset={dataset.get('name')} declares no "
-            "pixel size: set dataset.pixel_size_um=<micrometres per pixel>, or backbone.preprocess.scale=resize")
-
-
-def _dataset_problems(node: Any) -> list[str]:
-    problems = []
-    for key in DATASET_INPUTS:
-        if key in node:
-            value = node[key]
-            if not value or not Path(str(value)).expanduser().exists():
-                problems.append(f"dataset={node.get('name')}: dataset.{key}={value} does not exist; point it at the "
-                                "real data (see the README, 'Reproduce the study on real data')")
-    return problems
+    if keep == "all":
+        distinct = [list(o) for o in dict.fromkeys(tuple(job) for job in overrides)]
+    else:
+        seed_splits = OmegaConf.is_interpolation(config, "split_seed") if "split_seed" in config else False
+        distinct = input_overrides(overrides, set(loader.list_groups("")), keep == "splits", seed_splits)
+    cache = {} if composed is None else composed
+    for o in distinct:
+        if tuple(o) not in cache:
+            cache[tuple(o)] = loader.load_sweep_config(config, o)
+    return [cache[tuple(o)] for o in distinct], len(overrides)
 
 
 def missing_inputs(jobs: list[DictConfig]) -> list[str]:
-    """What the jobs need and is not there (and could not be fetched), each problem once."""
-    problems: dict[str, None] = {}
-    seen: set[str] = set()
+    """Every problem of these job configs, each once (`runtime.input_checks`)."""
+    checks = JobInputs()
     for cfg in jobs:
-        for group in ("backbone", "dataset"):
-            node = OmegaConf.select(cfg, group, default=None)
-            if node is None:
-                continue
-            plain = OmegaConf.to_container(node, resolve=True)
-            key = group + json.dumps(plain, sort_keys=True, default=str)
-            if key in seen:
-                continue
-            seen.add(key)
-            found = [_backbone_problem(plain)] if group == "backbone" else _dataset_problems(plain)
-            problems.update(dict.fromkeys(p for p in found if p))
-        backbone, dataset = (OmegaConf.select(cfg, g, default=None) for g in ("backbone", "dataset"))
-        if backbone is not None and dataset is not None:
-            mismatch = _scale_problem(OmegaConf.to_container(backbone, resolve=True),
-                                      OmegaConf.to_container(dataset, resolve=True))
-            if mismatch:
-                problems[mismatch] = None
-    return list(problems)
+        checks.check(cfg)
+    return list(checks.problems)
+
+
+def sweep_problems(config: DictConfig, multirun: bool) -> tuple[list[str], int]:
+    """Every problem of the run or sweep, and its number of jobs. The jobs that differ in their
+    inputs are composed and checked once each; only when a backbone's checkpoint lists the targets
+    its pretraining saw are the jobs that differ in their split composed for that check, and only
+    a pretraining that publishes its checkpoint composes every job (its config digest decides)."""
+    checks = JobInputs()
+    if not multirun:
+        checks.check(config)
+        return list(checks.problems), 1
+    composed: dict[tuple[str, ...], DictConfig] = {}
+    configs, n_jobs = job_configs(config, multirun, "inputs", composed)
+    for cfg in configs:
+        checks.inputs(cfg)
+    if checks.any_seen:
+        for cfg in job_configs(config, multirun, "splits", composed)[0]:
+            checks.seen(cfg)
+    if OmegaConf.select(config, "publish", default=None):
+        for cfg in job_configs(config, multirun, "all", composed)[0]:
+            checks.publish(cfg)
+    return list(checks.problems), n_jobs
 
 
 def swept_backbones(config: DictConfig) -> list[str]:
@@ -187,11 +154,17 @@ def skip_missing_backbones(config: DictConfig) -> list[str]:
         return []
     first_job = [o for o in job_overrides(config)[0] if o.split("=", 1)[0] != "backbone"]
     present, problems = [], []
+    dataset = OmegaConf.to_container(loader.load_sweep_config(config, first_job).dataset, resolve=True)
     for name in names:
         job = loader.load_sweep_config(config, [*first_job, f"backbone={name}"])
         backbone = OmegaConf.to_container(job.backbone, resolve=True)
-        problem = _scale_problem(backbone, OmegaConf.to_container(job.dataset, resolve=True)) or \
-            _backbone_problem(backbone)
+        problem = scale_problem(backbone, dataset, None, None)  # the dataset's pixel size: no file needed
+        if problem is None:
+            problem, path = weights_check(backbone)
+            record = {} if problem is None else None
+            if problem is None and path is not None:
+                problem, record = checkpoint_record(path, backbone)
+            problem = problem or scale_problem(backbone, dataset, record, None)
         (problems.append(problem) if problem else present.append(name))
     if problems and not present:
         raise SystemExit(report(problems, 0))
@@ -214,8 +187,8 @@ def not_run(problems: list[str], config: DictConfig) -> str:
 
 def report(problems: list[str], n_jobs: int) -> str:
     jobs = f"{n_jobs} job{'s' if n_jobs != 1 else ''}"
-    return (f"xferlab: cannot start ({jobs}, none launched); missing input{'s' if len(problems) != 1 else ''}:\n- "
-            + "\n- ".join(problems))
+    return (f"xferlab: cannot start ({jobs}, none launched); {len(problems)} problem{'s' if len(problems) != 1 else ''} "
+            "with the jobs' inputs:\n- " + "\n- ".join(problems))
 
 
 class Preflight(Callback):
@@ -243,8 +216,7 @@ class Preflight(Callback):
         if mode not in MISSING_MODES:
             raise SystemExit(f"xferlab: missing_backbones={mode!r}; choose one of {MISSING_MODES}")
         skipped = skip_missing_backbones(config) if multirun and mode == "skip" else []
-        configs, n_jobs = job_configs(config, multirun)
-        problems = missing_inputs(configs)
+        problems, n_jobs = sweep_problems(config, multirun)
         if problems:
             raise SystemExit(report(problems, n_jobs))
         if skipped:

@@ -23,7 +23,8 @@ WHERE_IT_RUNS = ("extract.num_workers", "extract.devices")
 # runs from before and after the key existed still match (resume, report).
 ADDED_KEYS = {"metrics.average_over": "present", "allow_seen_test_targets": False, "unlabelled": False,
               "backbone.preprocess.scale": "resize", "backbone.preprocess.pretrained_pixel_size_um": None,
-              "backbone.preprocess.pretrained_input_size": None}
+              "backbone.preprocess.pretrained_input_size": None, "backbone.preprocess.fit": "centre",
+              "publish": None}
 
 
 def digest(obj: Any, length: int = 16) -> str:

@@ -44,6 +44,7 @@ def provenance(cfg: DictConfig, names: dict[str, Any], store: ImageStore, backbo
         "embedding_cache_key": extract_info["cache_key"],
         # what the backbone saw: geometry (resize | match), intensity step, micrometres per input pixel
         **{k: extract_info.get(k) for k in ("preprocess_scale", "intensity", "input_pixel_size_um")},
+        **{k: extract_info[k] for k in ("fit", "image_share_seen", "inputs_per_image") if k in extract_info},
         "weights_sha256": backbone.weights_sha256,
         "xferlab_version": __version__,
     }

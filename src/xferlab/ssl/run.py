@@ -35,6 +35,7 @@ from xferlab.runtime.provenance import config_digest, git_revision, semantic_con
 from xferlab.ssl.augment import MultiCrop
 from xferlab.ssl.data import EpochShuffle, MultiCropDataset, load_rows, pretraining_rows, targets_seen
 from xferlab.ssl.module import DINOModule
+from xferlab.ssl.publish import publish, publish_problem
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +174,9 @@ def _run_pretraining(cfg: DictConfig, out: Path) -> dict[str, Any]:
     remove_stale_temp_files(out)
     bcfg = cfg.backbone
     check_pretraining_backbone(bcfg)
+    problem = publish_problem(cfg.get("publish"), config_digest(cfg))  # before any work, not after the training
+    if problem:
+        raise FileExistsError(problem)
     store = build(cfg.dataset).open(cfg.paths.data_dir)
     if len(bcfg.in_channels) != len(store.channel_names):
         raise ValueError(f"backbone.in_channels {list(bcfg.in_channels)} does not match the store's channels "
@@ -241,6 +245,8 @@ def _run_pretraining(cfg: DictConfig, out: Path) -> dict[str, Any]:
               "out_dim": int(s.out_dim),
               "seconds": time.perf_counter() - start, "checkpoint": str(out / "checkpoint.pth"),
               "curves": last.history, "monitor": None if knn is None else knn["source"], **meta}
+    if cfg.get("publish"):  # only now, complete: where backbone configs load from (`weights: <publish>`)
+        result["published"] = str(publish(out / "checkpoint.pth", str(cfg.publish), meta["config_digest"]))
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     atomic_write_json(out / "metrics.json", result)
     return result

@@ -106,6 +106,13 @@ def read_csv_table(path: Path, required: Sequence[str], what: str) -> pd.DataFra
     return table
 
 
+def unreadable_tiff(path: Path, err: Exception) -> DataImportError:
+    return DataImportError(
+        f"{path}: cannot be read as a TIFF ({type(err).__name__}: {err}). Replace it with a valid "
+        "TIFF or remove it from the input."
+    )
+
+
 def read_tiff(path: Path) -> np.ndarray:
     """The pixels of a TIFF file, or a DataImportError naming the file."""
     import tifffile
@@ -113,10 +120,20 @@ def read_tiff(path: Path) -> np.ndarray:
     try:
         return np.asarray(tifffile.imread(path))
     except Exception as err:  # tifffile raises several types for damaged files
-        raise DataImportError(
-            f"{path}: cannot be read as a TIFF ({type(err).__name__}: {err}). Replace it with a valid "
-            "TIFF or remove it from the input."
-        ) from err
+        raise unreadable_tiff(path, err) from err
+
+
+def tiff_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape and dtype of the image `read_tiff` returns (the file's first series), read from
+    the TIFF's header alone: no pixel is decoded, so checking thousands of files takes seconds."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            return tuple(int(n) for n in series.shape), np.dtype(series.dtype)
+    except Exception as err:  # noqa: BLE001 - tifffile raises several types for damaged files
+        raise unreadable_tiff(path, err) from err
 
 
 def check_finite(image: np.ndarray, where: str) -> None:
@@ -190,6 +207,22 @@ class ImportedSource(ABC):
     @abstractmethod
     def build(self, path: Path, spec: dict[str, Any], inputs: Any) -> None:
         """Write the store at `path` (with StoreWriter, so a failure leaves nothing)."""
+
+    def input_problems(self) -> list[str]:
+        """What `build` would refuse that shows without reading pixels (checked before any job
+        starts); an importer that can tell overrides this. Empty: nothing found."""
+        return []
+
+    def planned_samples(self) -> pd.DataFrame | None:
+        """The store's `target` (and `ensg_id`) and `label` columns as the import will write them,
+        told from the file list alone (for the check of seen test targets before any job); None
+        when the importer cannot tell without importing."""
+        return None
+
+    def planned_geometry(self) -> dict[str, Any] | None:
+        """The stored images' `image_size` (px), `pixel_size_um` and `whole_field` (whether each is
+        a whole field of view) before the import; None when the importer cannot tell."""
+        return None
 
     def store_path(self, data_dir: str | Path) -> Path:
         spec, _ = self.scan()

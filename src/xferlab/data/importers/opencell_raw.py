@@ -47,6 +47,7 @@ from xferlab.data.importers.common import (
     read_tiff,
     require_path,
     resize_image,
+    tiff_header,
     to_uint16,
     unknown_target_message,
 )
@@ -61,6 +62,7 @@ MODES = ("fov", "crops")
 PROJ_SUFFIX = "_proj.tif"
 FILE_PATTERN = re.compile(r"^OC-FOV_(?P<gene>.+)_(?P<ensg>ENSG\d+)_(?P<cid>[^_]+)_(?P<fid>[^_]+)_proj\.tif$")
 FOLDER_PATTERN = re.compile(r"^(?P<gene>.+)_(?P<ensg>ENSG\d+)$")
+PROBLEMS_SHOWN = 10  # the check before the jobs lists this many FOV problems, then counts the rest
 LAYOUT_HINT = "<root>/<GENE>_<ENSG>/OC-FOV_<GENE>_<ENSG>_<CID>_<FID>_proj.tif"
 
 
@@ -120,24 +122,41 @@ def find_fovs(root: Path) -> list[Fov]:
     return fovs
 
 
+def fov_problem(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> str | None:
+    """Why a FOV of this shape and dtype cannot be imported (None: it can). One rule for the import
+    (on the pixels) and the check before the jobs (on the TIFF header), so both say the same."""
+    shape = tuple(int(n) for n in shape)
+    if len(shape) == 2:
+        return (f"{path}: one channel of shape {shape}; an OpenCell FOV needs 2 channels as (2, H, W) "
+                "(Hoechst nucleus, mNeonGreen protein). Re-export it with both channels.")
+    if len(shape) != 3 or shape[0] != len(CHANNELS):
+        return (f"{path}: shape {shape}; expected (2, H, W) with the 2 channels (Hoechst nucleus, "
+                "mNeonGreen protein) first. Re-export it channel-first or remove it.")
+    if np.dtype(dtype) != np.uint16:
+        return (f"{path}: dtype {np.dtype(dtype)}; OpenCell raw FOVs are uint16. Re-export the raw uint16 "
+                "z-projection (not a normalised or converted copy).")
+    return None
+
+
+def whole_fov_problem(path: Path, shape: tuple[int, ...], fov_size: int) -> str | None:
+    """mode=fov: why a `(2, H, W)` FOV cannot be stored whole (None: it can); `fov_size` (with a
+    pixel size): the size every FOV must have, the first one's."""
+    if shape[1] != shape[2]:
+        return (f"{path}: FOV of {shape[1]}x{shape[2]} px is not square; mode=fov resizes whole FOVs to size x size. "
+                "Use dataset.mode=crops.")
+    if fov_size and shape[1] != fov_size:
+        return (f"{path}: FOV of {shape[1]} px, but the first FOV has {fov_size} px; with dataset.pixel_size_um set, "
+                "mode=fov needs FOVs of one size (one pixel size per store). Import them with dataset.mode=crops, "
+                "or separately.")
+    return None
+
+
 def read_fov(path: Path) -> np.ndarray:
     """A `(2, H, W)` uint16 FOV; any other shape or dtype is a DataImportError naming the file."""
     image = read_tiff(path)
-    if image.ndim == 2:
-        raise DataImportError(
-            f"{path}: one channel of shape {image.shape}; an OpenCell FOV needs 2 channels as (2, H, W) "
-            "(Hoechst nucleus, mNeonGreen protein). Re-export it with both channels."
-        )
-    if image.ndim != 3 or image.shape[0] != len(CHANNELS):
-        raise DataImportError(
-            f"{path}: shape {image.shape}; expected (2, H, W) with the 2 channels (Hoechst nucleus, "
-            "mNeonGreen protein) first. Re-export it channel-first or remove it."
-        )
-    if image.dtype != np.uint16:
-        raise DataImportError(
-            f"{path}: dtype {image.dtype}; OpenCell raw FOVs are uint16. Re-export the raw uint16 "
-            "z-projection (not a normalised or converted copy)."
-        )
+    problem = fov_problem(path, image.shape, image.dtype)
+    if problem:
+        raise DataImportError(problem)
     return image
 
 
@@ -249,6 +268,58 @@ class OpenCellRawSource(ImportedSource):
             if fov.ensg_id not in known:
                 raise DataImportError(unknown_target_message(str(fov.path.parent), fov.ensg_id))
 
+    def input_problems(self, limit: int = PROBLEMS_SHOWN) -> list[str]:
+        """What the import would refuse, found from the folder layout, the file names and the TIFF
+        headers alone (no pixel is read): the root, the layout, unknown targets, each FOV's shape,
+        channel count and dtype, and in mode=fov its size. The first `limit` problems, then one line
+        counting the rest. The same messages as the import's errors."""
+        try:
+            root = require_path(self.root, "dataset.root", self.name, f"an OpenCell image folder ({LAYOUT_HINT})")
+            fovs = find_fovs(root)
+        except (FileNotFoundError, DataImportError) as err:
+            return [str(err)]
+        problems = []
+        if not self.allow_unknown_targets:
+            known = known_ensg_ids()
+            unknown = dict.fromkeys((str(f.path.parent), f.ensg_id) for f in fovs if f.ensg_id not in known)
+            problems += [unknown_target_message(folder, ensg) for folder, ensg in unknown]
+        fov_size = 0
+        for fov in fovs:
+            try:
+                shape, dtype = tiff_header(fov.path)
+            except DataImportError as err:
+                problems.append(str(err))
+                continue
+            problem = fov_problem(fov.path, shape, dtype)
+            if problem is None and self.mode == "fov":
+                problem = whole_fov_problem(fov.path, shape, fov_size)
+                fov_size = fov_size or (shape[1] if self.pixel_size_um is not None else 0)
+            if problem:
+                problems.append(problem)
+        if len(problems) > limit:
+            problems = problems[:limit] + [f"... and {len(problems) - limit} more problem(s) with the FOVs under {root} "
+                                           "like the ones above"]
+        return problems
+
+    def planned_samples(self) -> pd.DataFrame:
+        """One row per FOV (`target`, `ensg_id`, `label`) from the file names and the annotation
+        table, without reading an image: the targets the store will hold and their labels, hence
+        the split (a grouped split depends on the targets and labels only). In mode=crops a target
+        whose every FOV yields no crop would be missing from the store; only the import can tell."""
+        _, fovs = self.scan()
+        samples = pd.DataFrame({"target": [f.gene for f in fovs], "ensg_id": [f.ensg_id for f in fovs]})
+        samples["label"], _ = annotation_labels(self.labels).for_targets(samples["ensg_id"].tolist())
+        return samples
+
+    def planned_geometry(self) -> dict[str, Any]:
+        """The stored images' side (px) and micrometres per stored pixel (None when unknown), and
+        whether each is a whole field (mode=fov), from the config and the first FOV's TIFF header."""
+        _, fovs = self.scan()
+        fov_size = tiff_header(fovs[0].path)[0][-1] if self.mode == "fov" else 0
+        pixel = self.stored_pixel_size(fov_size)
+        return {"image_size": self.size, "pixel_size_um": pixel, "whole_field": self.mode == "fov",
+                "field_px": fov_size or self.crop_size, "field_pixel_size_um": self.pixel_size_um}
+
     def plan_crops(self, fovs: list[Fov]) -> tuple[list[tuple[Fov, list[tuple[int, int]]]], dict[str, str]]:
         """Read and segment every FOV (before any store exists): the crop centres of each, and the
         FOVs that yield none (file name -> why), each named in a warning."""
@@ -286,17 +357,9 @@ class OpenCellRawSource(ImportedSource):
         for fov, centres in plan:
             image = read_fov(fov.path)
             if centres is None:
-                if image.shape[1] != image.shape[2]:
-                    raise DataImportError(
-                        f"{fov.path}: FOV of {image.shape[1]}x{image.shape[2]} px is not square; "
-                        "mode=fov resizes whole FOVs to size x size. Use dataset.mode=crops."
-                    )
-                if fov_size and image.shape[1] != fov_size:
-                    raise DataImportError(
-                        f"{fov.path}: FOV of {image.shape[1]} px, but the first FOV has {fov_size} px; with "
-                        "dataset.pixel_size_um set, mode=fov needs FOVs of one size (one pixel size per store). "
-                        "Import them with dataset.mode=crops, or separately."
-                    )
+                problem = whole_fov_problem(fov.path, image.shape, fov_size)
+                if problem:
+                    raise DataImportError(problem)
                 rows.append(self.sample_row(fov, image.shape[1] // 2, image.shape[2] // 2))
                 yield to_uint16(resize_image(image, self.size))
                 continue
