@@ -54,10 +54,10 @@ def test_new_intervals_cover_the_truth_95_percent_of_the_time(world, truth):
     assert ((0.93 <= table["coverage"]) & (table["coverage"] <= 0.97)).all(), table
     # the estimate sits where an interval centred on the truth would put it (within 6 % of the width):
     # in the middle for the differences, a little below it for macro F1, which is biased low; protein
-    # macro F1 the most (about 0.39 of the way; BCa gives about 0.35), hence its lower bound of 0.30
+    # macro F1 the most (about 0.39 of the way; the report's draws give about 0.41, uncentred Rao-Wu
+    # draws about 0.35)
     assert ((table["position"] - table["ideal"]).abs() <= 0.06).all(), table
-    others, protein = table["position"].drop("protein macro F1"), table.loc["protein macro F1", "position"]
-    assert ((0.35 <= others) & (others <= 0.65)).all() and 0.30 <= protein <= 0.65, table
+    assert ((0.35 <= table["position"]) & (table["position"] <= 0.65)).all(), table
 
 
 @pytest.mark.slow

@@ -15,8 +15,9 @@ value in every draw, and each test protein's empirical influence from a stratifi
 `method="basic"`: the draws' percentiles reflected about the point (`2 point - q`).
 
 Why BCa: the calibration simulation (`reporting.calibration`, docs/calibration.md) shows that on
-Rao-Wu draws it covers the truth 94-95 % of the time for crop and protein macro F1 and for paired
-differences, with truths below and above the interval about equally often. The percentile interval
+the report's draws (Rao-Wu, centred where plain within-class draws are: `stats.RESAMPLING`) it
+covers the truth 94-96 % of the time for crop and protein macro F1 and for paired differences,
+with truths below and above the interval about equally often. The percentile interval
 misses macro F1 from above (the estimate is biased low, the draws more so: 82 % coverage per
 protein). The basic interval corrects that shift and covers as often, but reflecting the draws
 turns their skewness the wrong way round, so its misses are lopsided (per protein 3.4 % below, 1.4 %
