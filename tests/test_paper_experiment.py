@@ -96,7 +96,7 @@ def test_the_paper_study_on_real_fields_reports_every_backbone_in_both_modes(tmp
     for path in runs:
         metrics = json.loads(path.read_text())
         mode = metrics["settings"]["dataset.mode"]
-        backbone = metrics["backbone"]["name"] if isinstance(metrics["backbone"], dict) else metrics["backbone"]
+        backbone = metrics["backbone"]
         assert mode in MODES and backbone in BACKBONES
         assert f"dataset.mode={mode}" in path.parent.name
         named.add((backbone, mode))

@@ -249,5 +249,6 @@ def main(argv: list[str] | None = None) -> int:
             versions=versions())
     return 0
 
+
 if __name__ == "__main__":
     raise SystemExit(main())
