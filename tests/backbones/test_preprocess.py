@@ -87,6 +87,38 @@ def test_minmax_and_dtype_intensities_and_constant_channels():
     torch.testing.assert_close(dtype, x / 1000)
 
 
+def test_minmax_stack_is_subcellportables_one_minimum_and_maximum_per_cell_stack():
+    """SubCellPortable (inference.py, `min_max_standardize`): the uint16 channel images of a cell
+    stacked, as float, `(x - amin over channels and pixels) / (amax - amin + 1e-6)`; written here
+    in numpy from that arithmetic."""
+    rng = np.random.default_rng(0)
+    raw = np.stack([rng.integers(300, 9000, size=(2, 16, 16)), rng.integers(120, 2500, size=(2, 16, 16))],
+                   axis=1).astype(np.uint16)  # (cells, channels: nucleus, protein, H, W); dim protein
+    stack = raw.astype(np.float32)
+    lo = stack.min(axis=(1, 2, 3), keepdims=True)
+    hi = stack.max(axis=(1, 2, 3), keepdims=True)
+    expected = (stack - lo) / (hi - lo + np.float32(1e-6))
+    pre = Preprocessor(None, "backbone", mean=[0, 0], std=[1, 1], dtype_max=65535.0, intensity="minmax_stack")
+    out = pre(torch.from_numpy(raw.astype(np.int32)), identity)
+    torch.testing.assert_close(out, torch.from_numpy(expected), atol=1e-7, rtol=0)
+    assert float(out[:, 1].amax()) < 0.5  # the dim channel stays dim: not stretched on its own
+    per_channel = Preprocessor(None, "backbone", mean=[0, 0], std=[1, 1], dtype_max=65535.0, intensity="minmax")
+    assert float(per_channel(torch.from_numpy(raw.astype(np.int32)), identity)[:, 1].amax()) == 1.0
+    constant = pre(torch.full((1, 2, 4, 4), 700.0), identity)
+    assert constant.eq(0).all()  # (x - min) / 1e-6 = 0, not NaN
+
+
+def test_by255_divides_integer_pixels_by_255_whatever_their_dtype_and_reads_floats_as_they_are():
+    """OpenPhenom's `Normalizer`: `pixels.float() / 255`, for 8-bit and camera counts alike."""
+    x = torch.tensor([[[[0.0, 255.0], [510.0, 4000.0]]]])
+    for dtype_max in (255.0, 65535.0):
+        out = Preprocessor(None, "backbone", mean=[0], std=[1], dtype_max=dtype_max, intensity="by255")(x, identity)
+        torch.testing.assert_close(out, x / 255)
+    unit = torch.rand(1, 1, 4, 4)
+    out = Preprocessor(None, "backbone", mean=[0], std=[1], dtype_max=1.0, intensity="by255")(unit, identity)
+    torch.testing.assert_close(out, unit)
+
+
 @pytest.mark.parametrize("kwargs,message", [
     ({"normalize": "zscore", "intensity": "percentile"}, "apply only to normalize=backbone"),
     ({"normalize": "backbone", "intensity": "quantile", **IMAGENET}, "choose one of"),
@@ -105,7 +137,9 @@ def test_intensity_is_part_of_the_cache_identity_and_older_keys_stay():
     other = Preprocessor(224, "backbone", dtype_max=65535.0, intensity="percentile", percentiles=[0.5, 99.5],
                          **IMAGENET).describe()
     minmax = Preprocessor(224, "backbone", dtype_max=65535.0, intensity="minmax", **IMAGENET).describe()
-    assert len({str(d) for d in (dtype, stretched, other, minmax)}) == 4
+    stack = Preprocessor(224, "backbone", dtype_max=65535.0, intensity="minmax_stack", **IMAGENET).describe()
+    by255 = Preprocessor(224, "backbone", dtype_max=65535.0, intensity="by255", **IMAGENET).describe()
+    assert len({str(d) for d in (dtype, stretched, other, minmax, stack, by255)}) == 6
     assert Preprocessor(64, "zscore").describe() == {"input_size": 64, "normalize": "zscore"}
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -139,15 +140,70 @@ def test_a_file_for_other_channels_is_refused(tmp_path, monkeypatch):
         build(config("subcell_bg", f"backbone.weights={tmp_path / 'rybg.pth'}"))
 
 
-def test_preprocessing_is_subcells_per_channel_minmax_at_its_pixel_size():
+def subcellportable_embedding(state: dict[str, torch.Tensor], cell: list[np.ndarray]) -> torch.Tensor:
+    """SubCellPortable's inference from one cell's channel images as read from disk (uint16, in the
+    model's channel order): `np.stack` on a new axis 1, float, `min_max_standardize` (one minimum
+    and one maximum over all channels and pixels, `+ 1e-6`), then the model (`pool_op`)."""
+    x = torch.from_numpy(np.stack([[image] for image in cell], axis=1).astype(np.float32))  # (1, C, H, W)
+    lo = torch.amin(x, dim=(1, 2, 3), keepdim=True)
+    hi = torch.amax(x, dim=(1, 2, 3), keepdim=True)
+    return reference_embedding(state, (x - lo) / (hi - lo + 1e-6))
+
+
+def camera_cells(n: int, size: int, seed: int = 0) -> list[list[np.ndarray]]:
+    """uint16 cells with camera-count ranges that differ by channel (a bright nucleus stain, a dim
+    tagged protein), as OpenCell's fields have them."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] / size
+    cells = []
+    for _ in range(n):
+        blob = np.exp(-((yy - rng.uniform(0.3, 0.7)) ** 2 + (xx - rng.uniform(0.3, 0.7)) ** 2) / 0.03)
+        nucleus = 400 + 8000 * blob + rng.normal(0, 60, (size, size))
+        protein = 250 + 900 * rng.random((size, size)) * blob ** 0.3 + rng.normal(0, 30, (size, size))
+        cells.append([np.clip(c, 0, 65535).astype(np.uint16) for c in (nucleus, protein)])
+    return cells
+
+
+def test_raw_uint16_cells_embed_as_subcellportable_through_each_sides_own_preprocessing(tmp_path, monkeypatch):
+    """`backbone=subcell_bg` with its shipped preprocessing (scale=match at SubCell's pixel size,
+    intensity=minmax_stack) from the store's raw pixels, against SubCellPortable's own steps from
+    the same uint16 images. Cells at SubCell's pixel size and the input size, so neither side
+    resamples or pads; the grid is interpolated (4 -> 8 patches) on both."""
+    from xferlab.backbones.channels import NaturalMapping
+
+    monkeypatch.setenv("XFERLAB_WEIGHTS", str(tmp_path))
+    size = 2 * GRID * PATCH
+    cfg = compose_config(["backbone=subcell_bg", f"backbone.preprocess.input_size={size}"]).backbone
+    assert cfg.preprocess.intensity == "minmax_stack" and cfg.preprocess.scale == "match"
+    state = released_state(2, seed=3)
+    torch.save(state, tmp_path / cfg.weights)
+    bb = build(cfg)
+    pre = cfg.preprocess
+    p = Preprocessor(pre.input_size, pre.normalize, mean=pre.mean, std=pre.std, intensity=pre.intensity,
+                     scale=pre.scale, pixel_size_um=pre.pretrained_pixel_size_um,
+                     pretrained_pixel_size_um=pre.pretrained_pixel_size_um, dtype_max=65535.0)
+    adapter = NaturalMapping("natural", ["nucleus", "protein"], list(cfg.in_channels))
+    cells = camera_cells(3, size)
+    store_batch = torch.from_numpy(np.stack([np.stack(c) for c in cells]).astype(np.int32))  # (B, C, H, W) raw
+    with torch.no_grad():
+        ours = bb(p(store_batch, adapter))
+        theirs = torch.cat([subcellportable_embedding(state, c) for c in cells])
+        per_channel = bb(Preprocessor(pre.input_size, pre.normalize, mean=pre.mean, std=pre.std, intensity="minmax",
+                                      dtype_max=65535.0)(store_batch, adapter))
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
+    assert float((per_channel - theirs).abs().max()) > 1e-2  # each channel stretched alone is not SubCell's input
+
+
+def test_scale_match_resamples_to_subcells_pixel_size_before_its_stack_scaling():
     pre = compose_config(["backbone=subcell_bg"]).backbone.preprocess
     p = Preprocessor(pre.input_size, pre.normalize, mean=pre.mean, std=pre.std, intensity=pre.intensity,
                      scale=pre.scale, pixel_size_um=2 * pre.pretrained_pixel_size_um,
                      pretrained_pixel_size_um=pre.pretrained_pixel_size_um, dtype_max=65535.0)
     images = torch.randint(100, 5000, (2, 2, 320, 320), dtype=torch.int32)
-    images[:, 1] *= 7  # the channels' ranges differ
+    images[:, 1] //= 7  # the protein channel is dimmer
     out = p(images, lambda x: x)
     assert out.shape == (2, 2, 640, 640)  # 320 px at twice SubCell's pixel size: 640 px at its own
-    flat = out.flatten(2)
-    torch.testing.assert_close(flat.amin(-1), torch.zeros(2, 2), atol=1e-6, rtol=0)
-    torch.testing.assert_close(flat.amax(-1), torch.ones(2, 2), atol=1e-6, rtol=0)
+    flat = out.flatten(1)
+    torch.testing.assert_close(flat.amin(-1), torch.zeros(2), atol=1e-6, rtol=0)
+    torch.testing.assert_close(flat.amax(-1), torch.ones(2), atol=1e-5, rtol=0)
+    assert float(out[:, 1].amax()) < 0.5  # one scale for the whole stack: the dim channel stays dim

@@ -21,21 +21,22 @@ log = logging.getLogger(__name__)
 NORMALIZATIONS = ("zscore", "dataset", "backbone")
 SCALES = ("resize", "match")  # resize: every image to input_size; match: the pretraining's micrometres per pixel
 FAR = 1.5  # a pixel or input size this many times off the pretraining's is warned about
-INTENSITIES = ("percentile", "minmax", "dtype")  # normalize=backbone: how pixels reach [0, 1]
+INTENSITIES = ("percentile", "minmax", "minmax_stack", "by255", "dtype")  # normalize=backbone: how pixels reach [0, 1]
 DEFAULT_PERCENTILES = (1.0, 99.8)
 EPS = 1e-6
+STACK_EPS = 1e-6  # SubCellPortable's min_max_standardize: (x - min) / (max - min + 1e-6)
 UPSAMPLED = 2.0  # scale=match interpolating stored pixels more than this many times finer is warned about
 
 
-def check_unit_range(store) -> None:
-    """`intensity=dtype` reads float pixels as intensities in [0, 1]. A float store whose
+def check_unit_range(store, intensity: str = "dtype") -> None:
+    """`intensity=dtype` (and `by255`) reads float pixels as intensities in [0, 1]. A float store whose
     per-channel mean and std are impossible for values in [0, 1] (mean outside [0, 1], or variance
     above mean * (1 - mean), the most values in [0, 1] can have) is refused: its pixels would reach
     the backbone unscaled."""
     for name, mean, std in zip(store.channel_names, store.channel_mean, store.channel_std):
         if not (-1e-6 <= mean <= 1 + 1e-6) or std**2 > mean * (1 - mean) + 1e-6:
             raise ValueError(
-                f"backbone.preprocess.normalize=backbone with intensity=dtype expects float pixels in [0, 1], but "
+                f"backbone.preprocess.normalize=backbone with intensity={intensity} expects float pixels in [0, 1], but "
                 f"{store.path} holds {np.dtype(store.images.dtype)} pixels outside that range (channel {name!r}: mean "
                 f"{mean:.4g}, std {std:.4g}). Use backbone.preprocess.intensity=percentile (per image), "
                 "normalize=zscore (per image) or dataset (store statistics), or store the pixels scaled to [0, 1] "
@@ -140,8 +141,13 @@ class Preprocessor:
       `mean` / `std` after channel mapping (e.g. ImageNet statistics). `intensity`:
       `percentile` stretches each image and channel so that its `percentiles` (low, high) become
       0 and 1, clipped (microscopy camera counts fill a few % of their dtype's range);
-      `minmax` does the same with the minimum and maximum; `dtype` divides by the dtype's range
-      (integers) or reads float pixels as [0, 1] (data already scaled, e.g. photographs).
+      `minmax` does the same with each image's and channel's minimum and maximum;
+      `minmax_stack` scales each image's whole stack (all its channels) by one minimum and one
+      maximum, `(x - min) / (max - min + 1e-6)`, as SubCellPortable's `min_max_standardize` does
+      (the channels keep their relative brightness); `by255` divides integer pixels by 255 whatever
+      their dtype, as OpenPhenom's `Normalizer` does (float pixels are read as [0, 1], an 8-bit
+      image already divided); `dtype` divides by the dtype's range (integers) or reads float pixels
+      as [0, 1] (data already scaled, e.g. photographs).
     An empty slot holds 0 (the mean for `zscore` / `dataset`, black for `backbone`).
     """
 
@@ -215,6 +221,7 @@ class Preprocessor:
         self.dataset_mean = None if dataset_mean is None else [float(v) for v in dataset_mean]
         self.dataset_std = None if dataset_std is None else [float(v) for v in dataset_std]
         self.dtype_max = dtype_max
+        self.integer_pixels = dtype_max is not None and dtype_max > 1.0  # for_store: 1.0 for float pixels
 
     @classmethod
     def for_store(cls, config: dict[str, Any], store) -> "Preprocessor":
@@ -235,8 +242,8 @@ class Preprocessor:
             pretrained_pixel_size_um=config.get("pretrained_pixel_size_um"),
             fit=config.get("fit"),
         )
-        if pre.intensity == "dtype" and dtype.kind == "f":
-            check_unit_range(store)
+        if pre.intensity in ("dtype", "by255") and dtype.kind == "f":
+            check_unit_range(store, pre.intensity)
         for note in scale_warnings(pre.input_size, int(store.images.shape[-1]), pre.pixel_size_um, pre.scale,
                                    pre.pretrained_pixel_size_um, config.get("pretrained_input_size")):
             log.warning("%s: %s", store.path, note)
@@ -319,6 +326,11 @@ class Preprocessor:
             return stretch(x, *percentiles_of(x, self.percentiles))
         if self.intensity == "minmax":
             return stretch(x, x.amin(dim=(2, 3), keepdim=True), x.amax(dim=(2, 3), keepdim=True))
+        if self.intensity == "minmax_stack":
+            lo, hi = x.amin(dim=(1, 2, 3), keepdim=True), x.amax(dim=(1, 2, 3), keepdim=True)
+            return (x - lo) / (hi - lo + STACK_EPS)
+        if self.intensity == "by255":
+            return x / 255.0 if self.integer_pixels else x
         return x / self.dtype_max
 
     def slot_normalise(self, views: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -13,9 +13,10 @@ are plain state dicts with two parts:
 
 The modules below are written for that layout so the file loads strictly, every key in place; the
 architecture (width, depth, patch, channels, position grid, pooler width and heads) is read from the
-tensor shapes. Embedding as SubCell's inference does: each channel min-max scaled to [0, 1]
-(`backbone.preprocess.intensity: minmax`), the position embeddings interpolated (bicubic) to the
-input's patch grid, all tokens after the final norm pooled by the gated attention (heads x width).
+tensor shapes. Embedding as SubCellPortable's inference does: each cell's stack scaled by one
+minimum and one maximum over all its channels and pixels (`backbone.preprocess.intensity:
+minmax_stack`, `(x - min) / (max - min + 1e-6)`), the position embeddings interpolated (bicubic) to
+the input's patch grid, all tokens after the final norm pooled by the gated attention (heads x width).
 """
 
 from __future__ import annotations
