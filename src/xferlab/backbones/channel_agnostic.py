@@ -1,20 +1,36 @@
 """OpenPhenom (Recursion's CA-MAE ViT-S/16; Kraus et al., CVPR 2024): a channel-agnostic masked
 autoencoder. Every channel is cut into 16 px patches by one shared single-channel projection, so a
 `C`-channel image becomes `C x 256` patch tokens (channel-major) plus a class token; fixed 2D sin-cos
-position embeddings, repeated per channel up to the model's maximum number of channels, are added
-to the first `1 + C x 256` tokens. Any number of channels up to that maximum embeds without empty
-slots or replicated channels.
+position embeddings, one grid repeated per channel up to the model's maximum number of channels
+(`max_in_chans`, 11 in maes_microscopy's Hugging Face config), are added to the first `1 + C x 256`
+tokens. Any number of channels up to that maximum embeds without empty slots or replicated
+channels. (The grids being the same for every channel, the `mean` embedding does not depend on the
+channels' order; `channelwise` follows it.)
 
 The released file (`model.safetensors` of the Hugging Face repository recursionpharma/OpenPhenom)
-holds the whole autoencoder: the encoder, a timm VisionTransformer under `encoder.vit_backbone.`
-(parallel-scaling blocks with QK norm and layer scale, no qkv bias), and the reconstruction decoder
-(`decoder.`, `encoder_decoder_proj.`, `decoder_pred.`). The encoder loads strictly; the decoder's
-keys are set aside by those names (anything else unexpected is an error).
+is what the publisher's `MAEModel.save_pretrained` writes (maes_microscopy `huggingface_mae.py`):
+`torch.save({"state_dict": model.state_dict()})`, a torch zip under a safetensors name
+(`checkpoints.read_file` recognises it by content). It holds the whole autoencoder: the encoder
+under `encoder.vit_backbone.` and the reconstruction decoder (`decoder.`, `encoder_decoder_proj.`,
+`decoder_pred.`). The encoder loads strictly into xferlab's own module (`channel_agnostic_vit`,
+blocks in `parallel_block`), which computes what the publisher's timm (0.9.7) computes, not what the
+installed timm would; the decoder's keys are set aside by those names (anything else unexpected is
+an error).
 
-Embedded as OpenPhenom's `predict` does: each image and channel self-standardised (instance norm,
-after scaling pixels to [0, 1]), the encoder's token features (`forward_features`), and the mean
-of the patch tokens (`features: mean`, 384 dims) or one mean per channel, concatenated
-(`features: channelwise`, 384 x C).
+Embedded as the Hugging Face repository's `MAEModel.predict` does: `input_norm` (its `Normalizer`,
+`pixels.float() / 255` for any dtype, then `LazyInstanceNorm2d(affine=False,
+track_running_stats=False)`: each image and channel self-standardised, eps 1e-5), the encoder's
+token features (`vit_backbone.forward_features`), and the mean of the patch tokens (`features:
+mean`, 384 dims) or one mean per channel, concatenated (`features: channelwise`, 384 x C).
+(`predict` is in the Hugging Face repository's `huggingface_mae.py`, not in maes_microscopy's, whose
+`MAEModel` has none; the Hugging Face repository could not be read here. Its steps are taken from
+the issue's reading of it, which third-party copies of that file agree with.)
+
+The division by 255 is `backbone.preprocess.intensity: by255` (integer pixels of any dtype / 255,
+as the `Normalizer` would do with the same array); the instance norm is here. Camera counts
+(uint16) are therefore divided by 255, not stretched: the instance norm then standardises the
+counts themselves, and its eps of 1e-5 on counts / 255 is 0.65 counts^2 of variance, negligible
+for any image with signal. 8-bit images are exactly the publisher's input.
 """
 
 from __future__ import annotations
@@ -22,12 +38,10 @@ from __future__ import annotations
 import logging
 from typing import Any, Sequence
 
-import timm
 import torch
 import torch.nn.functional as F
-from timm.models.vision_transformer import ParallelScalingBlock
-from torch import nn
 
+from xferlab.backbones.channel_agnostic_vit import ChannelAgnosticViT
 from xferlab.backbones.registry import Backbone
 from xferlab.backbones.weights import WeightsError, load_strict
 
@@ -36,64 +50,30 @@ log = logging.getLogger(__name__)
 ENCODER = "encoder.vit_backbone."
 DECODER_PREFIXES = ("decoder.", "encoder_decoder_proj.", "decoder_pred.")
 FEATURES = ("mean", "channelwise")
-HEAD_DIM = 64
-
-
-class ChannelAgnosticPatchEmbed(nn.Module):
-    """One single-channel patch projection applied to every channel: `(B, C, H, W)` ->
-    `(B, C x H/p x W/p, D)`, channel-major."""
-
-    def __init__(self, dim: int, patch: int):
-        super().__init__()
-        self.patch = patch
-        self.proj = nn.Conv2d(1, dim, kernel_size=patch, stride=patch)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
-        tokens = self.proj(x.reshape(b * c, 1, h, w))  # (B*C, D, h', w')
-        return tokens.flatten(2).transpose(1, 2).reshape(b, -1, tokens.shape[1])
-
-
-class ChannelAgnosticEncoder(nn.Module):
-    """The encoder (`vit_backbone`): patch tokens of every channel, class token, the first
-    `1 + C x grid^2` position embeddings, the blocks and the final norm (timm's components)."""
-
-    def __init__(self, vit_backbone: nn.Module, grid: int, max_channels: int):
-        super().__init__()
-        self.vit_backbone = vit_backbone
-        self.grid = grid
-        self.max_channels = max_channels
-        self.num_features = int(vit_backbone.embed_dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Token features `(B, 1 + C x grid^2, D)` of images already standardised."""
-        vit = self.vit_backbone
-        if x.shape[1] > self.max_channels:
-            raise ValueError(f"OpenPhenom embeds at most {self.max_channels} channels; the input has {x.shape[1]}")
-        if x.shape[-2:] != (self.grid * vit.patch_embed.patch,) * 2:
-            raise ValueError(f"OpenPhenom takes {self.grid * vit.patch_embed.patch} px images (its position "
-                             f"embeddings cover a {self.grid} x {self.grid} grid); got {tuple(x.shape[-2:])}")
-        tokens = vit.patch_embed(x)
-        tokens = torch.cat([vit.cls_token.expand(len(x), -1, -1), tokens], dim=1)
-        tokens = tokens + vit.pos_embed[:, : tokens.shape[1]]
-        return vit.norm(vit.blocks(vit.norm_pre(tokens)))
+ARITHMETIC = "maes_microscopy (timm 0.9.7 ParallelScalingBlock)"  # in the cache key: how the blocks compute
 
 
 def self_standardise(x: torch.Tensor) -> torch.Tensor:
-    """Each image and channel to zero mean and unit variance (instance norm, eps 1e-5)."""
+    """Each image and channel to zero mean and unit variance: `LazyInstanceNorm2d(affine=False,
+    track_running_stats=False)`, i.e. instance norm with the batch's own statistics, eps 1e-5."""
     return F.instance_norm(x, eps=1e-5)
 
 
 def architecture(state: dict[str, torch.Tensor], input_size: int | None, source: str) -> dict[str, Any]:
-    """The encoder's sizes from its tensors; the position grid from the image size it takes
-    (`backbone.preprocess.input_size`), the maximum number of channels from the rest."""
-    needed = ("patch_embed.proj.weight", "pos_embed", "cls_token", "blocks.0.in_proj.weight")
+    """The encoder's sizes from its tensors (width, depth, heads from the QK norm's width, MLP width);
+    the position grid from the image size it takes (`backbone.preprocess.input_size`), the maximum
+    number of channels from the rest."""
+    needed = ("patch_embed.proj.weight", "pos_embed", "cls_token", "blocks.0.in_proj.weight",
+              "blocks.0.q_norm.weight", "blocks.0.mlp_out_proj.weight")
     absent = [ENCODER + k for k in needed if k not in state]
     if absent:
         raise WeightsError(f"{source} is not an OpenPhenom (CA-MAE) file: no {absent}")
     dim, one, patch, _ = state["patch_embed.proj.weight"].shape
     if one != 1:
         raise WeightsError(f"{source}: patch projection for {one} channels; a channel-agnostic model projects one")
+    head_dim = state["blocks.0.q_norm.weight"].shape[0]
+    if int(dim) % int(head_dim):
+        raise WeightsError(f"{source}: width {int(dim)} is not a whole number of {int(head_dim)}-wide heads")
     if input_size is None or int(input_size) % int(patch):
         raise ValueError(f"backbone.preprocess.input_size={input_size}: set the image size the model was trained "
                          f"at, a multiple of its patch size {int(patch)} (OpenPhenom: 256)")
@@ -103,8 +83,9 @@ def architecture(state: dict[str, torch.Tensor], input_size: int | None, source:
         raise WeightsError(f"{source}: {tokens} position embeddings are not a whole number of {grid} x {grid} grids "
                            f"({input_size} px images): backbone.preprocess.input_size is not the model's image size")
     depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
-    return {"embed_dim": int(dim), "patch_size": int(patch), "depth": depth, "grid": grid,
-            "max_channels": tokens // (grid * grid), "avg_pool": "fc_norm.weight" in state}
+    return {"embed_dim": int(dim), "patch_size": int(patch), "depth": depth, "heads": int(dim) // int(head_dim),
+            "mlp_hidden": int(state["blocks.0.mlp_out_proj.weight"].shape[1]), "grid": grid,
+            "max_channels": tokens // (grid * grid), "avg_pool": "fc_norm.weight" in state, "arithmetic": ARITHMETIC}
 
 
 def encoder_state(state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
@@ -117,22 +98,13 @@ def encoder_state(state: dict[str, torch.Tensor], source: str) -> dict[str, torc
     return encoder
 
 
-def build_model(sizes: dict[str, Any]) -> ChannelAgnosticEncoder:
-    grid = sizes["grid"]
-    vit = timm.create_model(
-        "vit_small_patch16_224", pretrained=False, num_classes=0, in_chans=1, img_size=grid * sizes["patch_size"],
-        patch_size=sizes["patch_size"], embed_dim=sizes["embed_dim"], depth=sizes["depth"],
-        num_heads=max(1, sizes["embed_dim"] // HEAD_DIM), class_token=True, init_values=1e-4,
-        block_fn=ParallelScalingBlock, qkv_bias=False, qk_norm=True, fc_norm=None,
-        global_pool="avg" if sizes["avg_pool"] else "token")
-    vit.patch_embed = ChannelAgnosticPatchEmbed(sizes["embed_dim"], sizes["patch_size"])
-    vit.pos_embed = nn.Parameter(torch.zeros(1, 1 + sizes["max_channels"] * grid * grid, sizes["embed_dim"]),
-                                 requires_grad=False)
-    return ChannelAgnosticEncoder(vit, grid, sizes["max_channels"])
+def build_model(sizes: dict[str, Any]) -> ChannelAgnosticViT:
+    return ChannelAgnosticViT(sizes["embed_dim"], sizes["depth"], sizes["heads"], sizes["mlp_hidden"],
+                              sizes["patch_size"], sizes["grid"], sizes["max_channels"], sizes["avg_pool"])
 
 
 class ChannelAgnosticBackbone(Backbone):
-    def __init__(self, model: ChannelAgnosticEncoder, *, name: str, in_channels: Sequence[str], features: str,
+    def __init__(self, model: ChannelAgnosticViT, *, name: str, in_channels: Sequence[str], features: str,
                  preprocess: dict[str, Any], sizes: dict[str, Any], source: str, file_sha256: str):
         super().__init__(model, name=name, arch="openphenom", in_channels=in_channels, features=features,
                          preprocess=preprocess, model_kwargs=sizes, weights_source=source, file_sha256=file_sha256)
@@ -143,7 +115,8 @@ class ChannelAgnosticBackbone(Backbone):
         return width * len(self.in_channels) if self.features == "channelwise" else width
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        patches = self.model(self_standardise(x))[:, 1:]
+        """`predict`'s embedding of images already divided by 255 (`intensity: by255`)."""
+        patches = self.model.forward_features(self_standardise(x))[:, 1:]
         if self.features == "mean":
             return patches.mean(dim=1)
         return patches.reshape(len(x), x.shape[1], -1, patches.shape[-1]).mean(dim=2).flatten(1)
@@ -165,7 +138,7 @@ def build_channel_agnostic(name: str, in_channels: Sequence[str], weights: str |
         raise WeightsError(f"{source} embeds at most {sizes['max_channels']} channels; backbone.in_channels="
                            f"{list(in_channels)} names {len(in_channels)}")
     model = build_model(sizes)
-    load_strict(model.vit_backbone, state, source)
+    load_strict(model, state, source)
     log.info("backbone %s (OpenPhenom): weights %s, sha256 %s", name, source, loaded.file_sha256[:16])
     return ChannelAgnosticBackbone(model, name=name, in_channels=in_channels, features=features,
                                    preprocess=preprocess, sizes=sizes, source=source, file_sha256=loaded.file_sha256)

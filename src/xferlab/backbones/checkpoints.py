@@ -1,7 +1,11 @@
 """Reading checkpoint files safely and finding the backbone's weights inside them.
 
-Formats recognised (by content, not by name):
-- a plain state dict (`.pth` / `.pt`, or `.safetensors`), e.g. DINO's backbone-only files or timm's;
+Formats recognised by content, never by the file's name: a file that starts with a safetensors
+header is read by `safetensors`; anything else by `torch.load` (a zip archive, or torch's legacy
+pickle). A `.safetensors` name says nothing: OpenPhenom's released `model.safetensors` is what its
+publisher's `MAEModel.save_pretrained` writes, `torch.save({"state_dict": ...})` (a torch zip).
+Layouts recognised:
+- a plain state dict, e.g. DINO's backbone-only files or timm's (safetensors or torch);
 - a DINO training checkpoint: a dict with `teacher` / `student` state dicts (keys prefixed
   `backbone.` / `head.`, the student's also `module.`), `optimizer`, `epoch`, `args`
   (an `argparse.Namespace`), `dino_loss`; DINO4Cells and xferlab's own pretraining write the same;
@@ -37,6 +41,8 @@ SAFE_GLOBALS = [argparse.Namespace]
 CHECKPOINT_KEYS = ("teacher", "student")
 STRIP_PREFIXES = ("module.", "backbone.", "_orig_mod.")
 HEAD_PREFIXES = ("head.",)
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's (zip) format
+PICKLE_PROTO = b"\x80"  # torch's legacy format: a pickle, protocol 2 or later
 
 
 class UnsafeCheckpointError(WeightsError):
@@ -66,24 +72,41 @@ def read_file(path: str | Path, trust: bool = False) -> Any:
         raise WeightsError(f"weights file {path} does not exist; set backbone.weights to a checkpoint file")
     if path.stat().st_size == 0:
         raise WeightsError(f"weights file {path} is empty: download it again")
-    if path.suffix == ".safetensors" or is_safetensors(path):  # by content too: a download's temporary name
+    if is_safetensors(path):  # by content: a name says nothing (OpenPhenom's model.safetensors is a torch zip)
         from safetensors.torch import load_file
 
         try:
             return load_file(str(path))
         except Exception as err:  # noqa: BLE001
             raise WeightsError(f"{path} is not a readable safetensors file ({err}): download it again") from err
+    return read_torch_file(path, trust)
+
+
+def unreadable(path: Path, err: Exception) -> WeightsError:
+    """The error for a file neither reader can read, naming what its name promised."""
+    what = ("not a readable safetensors file (it has no safetensors header) nor a PyTorch checkpoint"
+            if path.suffix == ".safetensors" else "not a PyTorch checkpoint")
+    return WeightsError(f"{path} is {what}, or it is truncated ({err}): download it again")
+
+
+def read_torch_file(path: Path, trust: bool) -> Any:
+    """A file `torch.load` reads (zip archive or legacy pickle), with the safety rules above. Given
+    an open file, not the path: torch.load sends a path ending in `.safetensors` to the safetensors
+    reader by its name (torch 2.14)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head.startswith((ZIP_MAGIC, PICKLE_PROTO)):  # e.g. an HTML error page saved as the download
+        raise unreadable(path, ValueError(f"it starts with {head!r}, neither a zip archive nor a pickle"))
     if zipfile.is_zipfile(path):  # torch.load does not check the members' CRCs: a flipped byte loads silently
         damaged = checkpoint_problems(path, load=False)
         if damaged:
             raise WeightsError(f"weights file {path} is damaged ({damaged[0]}): download it again")
     try:
-        with torch.serialization.safe_globals(SAFE_GLOBALS):
-            return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(SAFE_GLOBALS), open(path, "rb") as f:
+            return torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if "weights_only" not in str(err) and "Unsupported global" not in str(err):
-            raise WeightsError(
-                f"{path} is not a PyTorch checkpoint, or it is truncated ({err}): download it again") from err
+            raise unreadable(path, err) from err
         if not trust:
             raise UnsafeCheckpointError(
                 f"{path} contains pickled Python objects beyond tensors and argparse.Namespace "
@@ -92,23 +115,28 @@ def read_file(path: str | Path, trust: bool = False) -> Any:
                 "its state dict alone."
             ) from err
         log.warning("loading %s with full unpickling (backbone.trust_checkpoint=true)", path)
-        return torch.load(path, map_location="cpu", weights_only=False)
+        with open(path, "rb") as f:
+            return torch.load(f, map_location="cpu", weights_only=False)
     except Exception as err:  # noqa: BLE001 - any other failure: damaged or not a checkpoint
-        raise WeightsError(f"{path} is not a PyTorch checkpoint, or it is truncated ({err}): download it again") from err
+        raise unreadable(path, err) from err
 
 
 def pretraining_record(path: str | Path, trust: bool = False) -> dict[str, Any]:
     """What xferlab's pretraining recorded in a checkpoint (`xferlab`: the targets it saw, the pixel
     and input size it was pretrained at, ...), or {} for a checkpoint from elsewhere. The tensors
     are memory-mapped, not read, so this takes a fraction of a second even for large files; a
-    file saved in torch's legacy format (which cannot be mapped) is read whole by `read_file`."""
+    file saved in torch's legacy format (which cannot be mapped), or a torch file named
+    `.safetensors` (OpenPhenom's: mapping needs the path, which torch.load would take for
+    safetensors by its name), is read whole by `read_file`."""
     path = Path(path)
-    if path.suffix == ".safetensors" or is_safetensors(path):
+    if is_safetensors(path):  # by content, as read_file
         return {}
     try:
+        if path.suffix == ".safetensors":
+            raise ValueError("torch.load would take this path for a safetensors file by its name")
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - legacy format, unsafe or damaged: read_file says which, or reads it
+    except Exception:  # noqa: BLE001 - not mappable, unsafe or damaged: read_file says which, or reads it
         obj = read_file(path, trust=trust)
     record = obj.get("xferlab") if isinstance(obj, dict) else None
     return dict(record) if isinstance(record, dict) else {}
