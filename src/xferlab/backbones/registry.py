@@ -5,6 +5,7 @@ sources in `WEIGHT_SOURCES` (random, a file, the hub), pooled by `backbone.featu
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -16,6 +17,8 @@ from xferlab.backbones.architecture import check_against_config, vit_kwargs_from
 from xferlab.backbones.checkpoints import load_backbone_state
 from xferlab.backbones.locations import resolve_weights
 from xferlab.backbones.pooling import get_pooling
+from xferlab.backbones.positions import (GridResize, check_rope_periods, grid_resize_rule, resample_pos_embed,
+                                         set_rope_periods)
 from xferlab.backbones.weights import WeightsError, file_sha256, load_strict, state_dict_sha256
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,7 @@ class Backbone(nn.Module):
         model_kwargs: dict[str, Any] | None = None,
         weights_source: str,
         file_sha256: str | None = None,
+        positions: dict[str, Any] | None = None,
     ):
         super().__init__()
         self.model = model
@@ -46,6 +50,8 @@ class Backbone(nn.Module):
         self.model_kwargs = dict(model_kwargs or {})
         self.weights_source = weights_source
         self.file_sha256 = file_sha256  # of the weights file, when the weights came from one
+        # the publisher's position rules that changed the model (`backbones.positions`); None: timm's own
+        self.positions = dict(positions) if positions else None
         self.pretraining: dict[str, Any] = {}  # what xferlab's pretraining recorded in the checkpoint (e.g. `seen`)
         self.weights_sha256 = state_dict_sha256(model)
         self.requires_grad_(False)
@@ -63,14 +69,19 @@ class Backbone(nn.Module):
         return state_dict_sha256(self.model)
 
     def identity(self) -> dict[str, Any]:
-        """Everything about the backbone that determines its embeddings (part of the cache key)."""
-        return {
+        """Everything about the backbone that determines its embeddings (part of the cache key).
+        `positions` enters only when a publisher's rule changed the model (the RoPE periods are no part of
+        the state dict, so not of `weights_sha256`); the keys of backbones without it stay as they were."""
+        identity = {
             "arch": self.arch,
             "model_kwargs": self.model_kwargs,
             "in_channels": self.in_channels,
             "features": self.features,
             "weights_sha256": self.weights_sha256,
         }
+        if self.positions:
+            identity["positions"] = self.positions
+        return identity
 
 
 
@@ -90,6 +101,7 @@ class WeightsRequest:
     trust_checkpoint: bool
     hub_id: str | None
     download: str = "auto"
+    pos_embed_resize: GridResize | None = None  # None: timm's rule, at every forward (dynamic_img_size)
 
 
 @dataclass
@@ -99,6 +111,7 @@ class Loaded:
     source: str  # where the weights came from, in words
     file_sha256: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)  # what the checkpoint says about itself (epoch, xferlab, ...)
+    positions: dict[str, Any] = field(default_factory=dict)  # publisher's position rules applied while loading
 
 
 def random_weights(req: WeightsRequest) -> Loaded:
@@ -131,21 +144,39 @@ WEIGHT_SOURCES: dict[str, Callable[[WeightsRequest], Loaded]] = {
 
 def model_from_state(req: WeightsRequest, state: dict[str, torch.Tensor], source: str, digest: str | None) -> Loaded:
     """A model built for `state` and loaded strictly. For ViTs the architecture is read from the
-    tensor shapes and checked against the config (a mismatch is an error, not a resize)."""
-    model_kwargs = dict(req.model_kwargs)
+    tensor shapes and checked against the config (a mismatch is an error, not a resize). An input
+    size whose patch grid is not the file's: with `pos_embed_resize` the file's position grid is
+    resized once, here, by the publisher's rule and the model built for the input size; without it,
+    timm resizes at every forward by its own rule (`dynamic_img_size`)."""
+    model_kwargs, positions = dict(req.model_kwargs), {}
     if "patch_embed.proj.weight" in state:
         found = vit_kwargs_from_state(state)
         configured = {**model_kwargs, "in_chans": len(req.in_channels)}
         check_against_config({k: v for k, v in found.items() if k != "num_heads"}, configured, source)
         model_kwargs = {**found, **{k: v for k, v in model_kwargs.items() if k == "num_heads"}}
         if req.input_size not in (None, found.get("img_size")):
-            model_kwargs["dynamic_img_size"] = True
+            if req.pos_embed_resize is not None and "pos_embed" in state:
+                check_patch_grid(found["patch_size"], req.input_size, req.name)
+                grid = int(req.input_size) // found["patch_size"]
+                state = {**state, "pos_embed": resized_positions(state["pos_embed"], grid, req.pos_embed_resize)}
+                model_kwargs["img_size"] = int(req.input_size)
+                positions["pos_embed_resize"] = req.pos_embed_resize.describe()
+            else:
+                model_kwargs["dynamic_img_size"] = True
         model = create_model(req.arch, model_kwargs.pop("in_chans"), model_kwargs, seed=0)
         model_kwargs["in_chans"] = len(req.in_channels)
     else:
         model = create_model(req.arch, len(req.in_channels), model_kwargs, seed=0)
     load_strict(model, state, source)
-    return Loaded(model, model_kwargs, source, digest)
+    return Loaded(model, model_kwargs, source, digest, positions=positions)
+
+
+def resized_positions(pos_embed: torch.Tensor, grid: int, rule: GridResize) -> torch.Tensor:
+    """A file's position table at another square grid. timm's files keep the class position in front
+    (DINO, DINOv2; `1 + M*M` rows) or folded into `cls_token` (DINOv2 with registers, `no_embed_class`;
+    `M*M` rows): the rows beyond the square are the prefix, kept as they are."""
+    prefix = pos_embed.shape[1] - math.isqrt(pos_embed.shape[1]) ** 2
+    return resample_pos_embed(pos_embed, prefix, grid, rule)
 
 
 def build_backbone(
@@ -163,6 +194,8 @@ def build_backbone(
     hub_id: str | None = None,
     download: str = "auto",
     pretrain_seed: int | None = None,
+    pos_embed_resize: dict[str, Any] | None = None,
+    rope_periods: str | None = None,
 ) -> Backbone:
     """Build the backbone a config names. `init` says where the weights come from, explicitly,
     as a key of `WEIGHT_SOURCES`: `random` (seeded by `init_seed`, the control), `weights` (the
@@ -170,21 +203,31 @@ def build_backbone(
     There is no fallback from one to another. `download: auto` fetches a missing public checkpoint
     into the weights folder first (online only; `never`: not). `pretrain_seed` names which of a
     source's pretraining replicates this is (the shipped backbones' file names use it; `random` ties
-    its `init_seed` to it): runs record it, and the report treats it as a replicate, not a condition."""
+    its `init_seed` to it): runs record it, and the report treats it as a replicate, not a condition.
+    `pos_embed_resize` and `rope_periods` compute positions as the weights' publisher does
+    (`backbones.positions`); null: timm's rules."""
     get_pooling(features)  # a bad value fails before any weights are read
+    resize_rule = grid_resize_rule(pos_embed_resize)
+    check_rope_periods(rope_periods)
     if init not in WEIGHT_SOURCES:
         raise ValueError(f"backbone.init={init!r}; choose one of {tuple(WEIGHT_SOURCES)} "
                          "(backbone=pixels is the baseline without weights)")
     request = WeightsRequest(name=name, arch=arch, in_channels=list(in_channels),
                              model_kwargs=dict(model_kwargs or {}), input_size=preprocess.get("input_size"),
                              weights=weights, init_seed=int(init_seed), checkpoint_key=checkpoint_key,
-                             trust_checkpoint=bool(trust_checkpoint), hub_id=hub_id, download=download)
+                             trust_checkpoint=bool(trust_checkpoint), hub_id=hub_id, download=download,
+                             pos_embed_resize=resize_rule)
     loaded = WEIGHT_SOURCES[init](request)
+    positions = dict(loaded.positions)  # the grid resize, where the file's grid was resized
+    if rope_periods is not None:
+        set_rope_periods(loaded.model, rope_periods, name)
+        positions["rope_periods"] = rope_periods
     check_patch_grid(getattr(getattr(loaded.model, "patch_embed", None), "patch_size", None),
                      preprocess.get("input_size"), name)
     backbone = Backbone(
         loaded.model, name=name, arch=arch, in_channels=in_channels, features=features, preprocess=preprocess,
         model_kwargs=loaded.model_kwargs, weights_source=loaded.source, file_sha256=loaded.file_sha256,
+        positions=positions,
     )
     backbone.pretraining = dict(loaded.meta.get("xferlab") or {})
     backbone.pretrain_seed = None if pretrain_seed is None else int(pretrain_seed)
