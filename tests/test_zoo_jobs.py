@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from tests.backbones.test_channel_agnostic import released_file as openphenom_file
-from tests.backbones.test_dinov2_dinov3 import published_file
+from tests.backbones import meta_reference as meta
+from tests.backbones.test_dinov2_dinov3 import hub_file
 from tests.backbones.test_subcell import released_state
 from tests.conftest import compose_config
 from xferlab.job import run_job
@@ -30,7 +31,7 @@ def openphenom(folder):
 
 def dinov3(folder):
     cfg = compose_config(["backbone=dinov3_vits16"]).backbone
-    return published_file(folder, cfg, 32), ["backbone.preprocess.input_size=32"]
+    return hub_file(folder, cfg, meta.dinov3_state(16), 64), ["backbone.preprocess.input_size=32"]
 
 
 @pytest.mark.parametrize("backbone,make", [("subcell_bg", subcell), ("openphenom", openphenom),
