@@ -93,6 +93,22 @@ def test_dinov3_equals_metas_forward(tmp_path, monkeypatch, backbone, input_grid
     assert_equals_meta(bb, expected, x)
 
 
+@pytest.mark.parametrize("backbone", ["dinov2_vits14", "dinov2_vits14_reg4", "dinov3_vits16"])
+def test_at_the_configured_input_size_from_the_released_grid(tmp_path, monkeypatch, backbone):
+    """The shipped configs as they are: DINOv2 at 224 px from the released 37 x 37 grid (518 px),
+    DINOv3 at 256 px (small width and depth; the grids and input sizes are the real ones)."""
+    monkeypatch.setenv("XFERLAB_WEIGHTS", str(tmp_path))
+    size = int(compose_config([f"backbone={backbone}"]).backbone.preprocess.input_size)
+    if backbone.startswith("dinov2"):
+        assert size == 224
+        bb, expected, x = dinov2_case(tmp_path, backbone, 37, size // 14)
+    else:
+        assert size == 256
+        bb, expected, x = dinov3_case(tmp_path, backbone, size // 16)
+    assert x.shape[-1] == size
+    assert_equals_meta(bb, expected, x)
+
+
 def test_dinov2_positions_are_resampled_once_and_fix_the_input_size(tmp_path, monkeypatch):
     """The file's 7 x 7 grid becomes the model's 4 x 4 at load time (class position kept); the
     resampled table is part of the weights digest, the rule part of the identity (the cache key) where
