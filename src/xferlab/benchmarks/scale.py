@@ -8,8 +8,7 @@ flips and a seeded circular shift, paired with another real field (shifted) as i
 real nuclei, real camera counts, no two FOVs alike. The files are served by moto's S3 server on
 127.0.0.1 in the release's bucket layout.
 
-Stages, each in its own process (so its peak memory is its own; an import's worker processes
-count in it):
+Stages, each in its own process (its peak memory: the process and its workers together, sampled):
 - fetch: `xferlab.data.opencell_s3.fetch` (8 parallel downloads): files/s, MiB/s;
 - import: `dataset=opencell_raw`, crops mode (every single nucleus), with one worker and with the
   usable cores: FOVs/s, crops/s, the ratio of the two (target >= 1.7 on 2 cores) and whether the
@@ -33,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import resource
 import shutil
 import tempfile
 import time
@@ -134,16 +132,49 @@ class LoopbackS3:
 
 # ---------------------------------------------------------------- stages, each in its own process
 
-def _peak_mib() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return round(max(own, workers) / 1024, 1)  # KiB on Linux; the larger of the process and its largest worker
+class PeakMemory:
+    """The largest resident memory of this process and its worker processes together, sampled every
+    0.2 s while the stage runs (a process's own high-water mark would include what a parent it
+    was forked from held)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak, self._stop = 0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for process in [me, *me.children(recursive=True)]:
+                try:
+                    total += process.memory_info().rss
+                except psutil.Error:  # a worker that just ended
+                    pass
+            self.peak = max(self.peak, total)
+            self._stop.wait(0.2)
+
+    def __enter__(self) -> "PeakMemory":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def mib(self) -> float:
+        return round(self.peak / 2**20, 1)
 
 
 def _run(queue, fn: Callable[..., dict], args: tuple) -> None:
     try:
-        result = fn(*args)
-        queue.put({**result, "peak_rss_mib": _peak_mib()})
+        with PeakMemory() as memory:
+            result = fn(*args)
+        queue.put({**result, "peak_rss_mib": memory.mib})
     except BaseException as err:  # noqa: BLE001 - reported to the parent, which raises it
         queue.put({"error": f"{type(err).__name__}: {err}"})
 
@@ -318,7 +349,8 @@ def table(rows: list[dict]) -> str:
                  f"{s['peak_rss_mib']:.0f} MiB |")
     lines.append(f"| import, {p['workers']} workers | {p['value']:.2f} FOVs/s, {p['crops_per_s']:.1f} crops/s "
                  f"({r['value']:.2f}x; same store: {'yes' if r['same_store'] else 'NO'}) | {p['seconds']:.0f} s, "
-                 f"{p['crops']} crops | {p['peak_rss_mib']:.0f} MiB |")
+                 f"{p['crops']} crops ({p['crops'] / by['release']['value']:.1f} per FOV: every single nucleus with its "
+                 f"window inside) | {p['peak_rss_mib']:.0f} MiB |")
     e, h, rep = by["extract/images_per_s"], by["head/seconds"], by["report/seconds"]
     lines.append(f"| extraction ({e['backbone']}) | {e['value']:.0f} images/s | {e['seconds']:.0f} s | "
                  f"{h['peak_rss_mib']:.0f} MiB (job) |")

@@ -43,7 +43,6 @@ from xferlab.data.importers.common import (
     DataImportError,
     ImportedSource,
     annotation_labels,
-    append_in_blocks,
     file_inventory,
     known_ensg_ids,
     label_options,
@@ -58,7 +57,7 @@ from xferlab.data.importers.common import (
 )
 from xferlab.data.importers.crop_rules import CropRule
 from xferlab.data.importers.nuclei import cell_territories, check_options, mask_other_cells, segment_nuclei
-from xferlab.data.importers.parallel import Staging, import_workers, ordered_map
+from xferlab.data.importers.parallel import import_workers, ordered_map
 from xferlab.data.labels import MULTILABEL_RULES
 from xferlab.data.store import StoreWriter
 from xferlab.runtime.progress import track
@@ -398,6 +397,8 @@ class OpenCellRawSource(ImportedSource):
                              self.single_cell, fov_size)
 
     def build(self, path: Path, spec: dict[str, Any], inputs: list[Fov]) -> None:
+        """Every FOV read once, in worker processes; its images written (compressed) as they come,
+        in the FOVs' order, into a store whose size is known only at the end."""
         fovs = inputs
         self.check_targets(fovs)
         settings = self.field_settings(fovs)
@@ -406,7 +407,12 @@ class OpenCellRawSource(ImportedSource):
         rows: list[dict[str, Any]] = []
         empty: dict[str, str] = {}
         crops: dict[str, int] = {}
-        with Staging(path, (len(CHANNELS), self.size, self.size), np.uint16) as staging:
+        target_labels = annotation_labels(self.labels)
+        summary: dict[str, Any] = {"fovs": len(fovs)}  # completed below, before the writer closes and records it
+        attrs = {"source": spec, "label_rule": self.labels["rule"], "import_summary": summary,
+                 "pixel_size_um": self.stored_pixel_size(settings.fov_size)}
+        with StoreWriter(path, n_samples=None, channel_names=CHANNELS, image_size=(self.size, self.size),
+                         dtype="uint16", classes=target_labels.classes, attrs=attrs) as writer:
             results = ordered_map(partial(import_field, settings), fovs, workers)
             for result in track(results, len(fovs), f"import {self.name}", unit="FOV"):
                 fov = result.fov
@@ -416,37 +422,21 @@ class OpenCellRawSource(ImportedSource):
                 log.debug("%s: %s", fov.path.name, result.counts)
                 rows += [self.sample_row(fov, *centre) for centre in result.centres]
                 crops[fov.gene] = crops.get(fov.gene, 0) + len(result.centres)
-                staging.append(result.images)
+                if len(result.images):
+                    writer.append(result.images)
             if len(empty) == len(fovs):
                 raise DataImportError(
                     f"{fovs[0].path.parent.parent}: no nucleus crops found in {len(fovs)} FOV(s) (first: "
                     f"{next(iter(empty.items()))}). Check that channel 0 is the Hoechst stain, adjust "
                     "dataset.segmentation (min_area, min_contrast) or dataset.crop_size, or use dataset.mode=fov."
                 )
-            self.write(path, spec, staging, rows, self.stored_pixel_size(settings.fov_size), {"fovs": len(fovs), "samples": staging.count,
-                                                   "fovs_without_crops": len(empty), "why_without_crops": empty,
-                                                   "samples_per_target": crops})
-        log.info("%s: %d samples from %d FOVs (%d FOV(s) without a crop%s)", self.name, len(rows), len(fovs),
-                 len(empty), f": {sorted(empty)}" if empty else "")
-
-    def write(self, path: Path, spec: dict[str, Any], staging: Staging, rows: list[dict[str, Any]],
-              pixel_size_um: float | None, summary: dict[str, Any]) -> None:
-        """The store from the staged images and their rows."""
-        target_labels = annotation_labels(self.labels)
-        with StoreWriter(
-            path,
-            n_samples=staging.count,
-            channel_names=CHANNELS,
-            image_size=(self.size, self.size),
-            dtype="uint16",
-            classes=target_labels.classes,
-            attrs={"source": spec, "label_rule": self.labels["rule"], "import_summary": summary,
-                   "pixel_size_um": pixel_size_um},
-        ) as writer:
-            append_in_blocks(writer, staging.images(), np.uint16)
+            summary.update(samples=len(rows), fovs_without_crops=len(empty), why_without_crops=empty,
+                           samples_per_target=crops)
             samples = pd.DataFrame(rows)
             labels, sets = target_labels.for_targets(samples["ensg_id"].tolist())
             samples["label"] = labels
             writer.write_samples(samples)
             if self.labels["rule"] in MULTILABEL_RULES:
                 writer.write_label_sets(sets)
+        log.info("%s: %d samples from %d FOVs (%d FOV(s) without a crop%s)", self.name, len(rows), len(fovs),
+                 len(empty), f": {sorted(empty)}" if empty else "")

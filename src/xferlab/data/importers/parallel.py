@@ -1,6 +1,6 @@
 """Importing fields of view in parallel: each field read, segmented and cut once, in a pool of
-processes, its crops handed back in the fields' order and staged on disk until their number (the
-store's size) is known; then the store is written from the staged pixels.
+processes, its crops handed back in the fields' order and written to the store as they come (a
+store whose size is known only at the end: `StoreWriter(n_samples=None)`).
 
 Workers: `auto` is the cores this process may run on (its affinity mask, as extraction counts
 them: a SLURM allocation, `taskset`), at most one per field; 1 runs in this process. Each worker
@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import uuid
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
-from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
@@ -71,42 +69,3 @@ def ordered_map(fn: Callable[[T], R], items: Sequence[T], workers: int) -> Itera
         finally:
             for future in pending:
                 future.cancel()
-
-
-class Staging:
-    """Images appended in order to a raw file beside the store, read back in blocks once their
-    number is known; removed when done (also on failure)."""
-
-    def __init__(self, beside: Path, shape: tuple[int, ...], dtype: str | np.dtype):
-        self.path = Path(beside).parent / f".{Path(beside).name}.staging-{uuid.uuid4().hex[:8]}"
-        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
-        self.count = 0
-        self._file = None
-
-    def __enter__(self) -> "Staging":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "wb")
-        return self
-
-    def append(self, images: np.ndarray) -> None:
-        images = np.ascontiguousarray(images, dtype=self.dtype)
-        if images.shape[1:] != self.shape:
-            raise ValueError(f"staged images of shape {images.shape[1:]}; expected {self.shape}")
-        self._file.write(images.tobytes())
-        self.count += len(images)
-
-    def images(self) -> Iterator[np.ndarray]:
-        """The staged images, one by one, in the order appended."""
-        self._file.flush()
-        if self.count == 0:
-            return
-        staged = np.memmap(self.path, dtype=self.dtype, mode="r", shape=(self.count, *self.shape))
-        for i in range(self.count):
-            yield np.asarray(staged[i])
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._file is not None:
-            self._file.close()
-        self.path.unlink(missing_ok=True)
-
-
