@@ -226,7 +226,7 @@ def stage_job(root: str, data_dir: str, out: str) -> dict:
     cfg = compose_config(["dataset=opencell_raw", f"dataset.root={root}", f"dataset.size={SIZE}",
                           f"dataset.crop_size={CROP_SIZE}", f"dataset.pixel_size_um={PIXEL_SIZE_UM}",
                           "backbone=random", "head=linear", "logger=csv", f"paths.data_dir={data_dir}",
-                          f"paths.output_dir={out}/job", "seed=0"])
+                          f"paths.output_dir={out}/job", f"paths.cache_dir={out}/cache", "seed=0"])  # extracted here
     started = time.perf_counter()
     result = run_job(cfg)
     seconds = time.perf_counter() - started
