@@ -47,6 +47,7 @@ PREFIX = "microscopy/raw/"
 STUDY_TARGETS = 825
 GPU_CORES = 16
 CROP_SIZE, SIZE, PIXEL_SIZE_UM = 200, 128, 0.206
+STAGES = ("fetch", "import", "extract", "head")
 
 
 # ---------------------------------------------------------------- the release
@@ -351,21 +352,27 @@ def table(rows: list[dict]) -> str:
                  f"({r['value']:.2f}x; same store: {'yes' if r['same_store'] else 'NO'}) | {p['seconds']:.0f} s, "
                  f"{p['crops']} crops ({p['crops'] / by['release']['value']:.1f} per FOV: every single nucleus with its "
                  f"window inside) | {p['peak_rss_mib']:.0f} MiB |")
+    per_worker, per_serial = p["workers"] / p["value"], 1 / s["value"]
+    note = ("" if r["value"] <= p["workers"] else
+            f" Above {p['workers']}x: each worker spent {per_worker:.2f} s per FOV, the one-process import "
+            f"{per_serial:.2f} s: the rest is not parallelism (the one-process import ran slower per FOV on this run).")
     e, h, rep = by["extract/images_per_s"], by["head/seconds"], by["report/seconds"]
     lines.append(f"| extraction ({e['backbone']}) | {e['value']:.0f} images/s | {e['seconds']:.0f} s | "
                  f"{h['peak_rss_mib']:.0f} MiB (job) |")
     lines.append(f"| linear head | | {h['value']:.1f} s (test macro F1 {h['test_macro_f1']:.4f}) | |")
     lines.append(f"| report | | {rep['value']:.1f} s | {rep['peak_rss_mib']:.0f} MiB |")
+    if note:
+        lines += ["", note.strip()]
     here, study = by["project/here_hours_per_1000_fovs"], by["project/here_hours_study"]
     lines += ["", f"Projected, per 1,000 FOVs: {here['value']:.2f} h here ("
-              + ", ".join(f"{k} {v:.2f}" for k, v in here["stages"].items()) + f"); the study's 825 targets x "
+              + ", ".join(f"{k} {here['stages'][k]:.2f}" for k in STAGES) + f"); the study's 825 targets x "
               f"{c['fovs_per_target']} FOVs ({study['study_fovs']} FOVs): {study['value']:.1f} h here."]
     if "project/gpu_node_hours_study" in by:
         node, total = by["project/gpu_node_hours_per_1000_fovs"], by["project/gpu_node_hours_study"]
         lines.append(f"On a {node['node_cores']}-core GPU node (import per worker as measured here x {node['node_cores']}, "
                      f"ViT-S/16 extraction at {node['gpu_images_per_s']:.0f} images/s from {node['gpu_record']}; fetch at "
                      f"the loopback rate, an upper bound): {node['value']:.2f} h per 1,000 FOVs ("
-                     + ", ".join(f"{k} {v:.2f}" for k, v in node["stages"].items()) + f"), {total['value']:.1f} h for "
+                     + ", ".join(f"{k} {node['stages'][k]:.2f}" for k in STAGES) + f"), {total['value']:.1f} h for "
                      "the study. The release's FOVs per target are not known here: scale by them.")
     return "\n".join(lines) + "\n"
 
