@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
-.PHONY: help install lock demo notebook readme-results test test-all bench weights pretrain wheel clean
+.PHONY: help install lock demo notebook readme-results test test-all bench bench-scale weights pretrain wheel clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -55,6 +55,9 @@ test-all: $(STAMP)  ## every test, slow ones included
 
 bench: $(STAMP)  ## speed benchmarks: prints a table, saves outputs/bench/<timestamp>.json
 	$(PY) -m xferlab.bench
+
+bench-scale: $(STAMP)  ## the real path at scale: 100 targets x 4 real-field FOVs, S3 on the loopback -> fetch -> import -> extraction -> head -> report (~15 min on 2 cores); record in docs/bench/
+	$(PY) -m xferlab.benchmarks.scale --record docs/bench/scale-$$(date +%Y-%m-%d).json --table docs/results/scale.md
 
 weights: $(STAMP)  ## download and verify the study's public checkpoints into the weights folder (needs network)
 	$(PY) -m xferlab.fetch weights

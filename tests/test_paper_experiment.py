@@ -116,3 +116,12 @@ def test_the_paper_study_on_real_fields_reports_every_backbone_in_both_modes(tmp
         assert ma == mb or ba == bb, (a, b)  # within a mode, or one backbone across modes; never crossed
     pairs = {frozenset(p) for p in zip(compared["a"], compared["b"])}
     assert len(pairs) == 2 * 6 + 4  # every pair of backbones in each mode, each backbone across modes
+    listed = pd.read_csv(next((sweep_dir / "report").glob("*/samples_per_target.csv")))
+    assert set(listed["data_fingerprint"]) == {json.loads(p.read_text())["data_fingerprint"] for p in runs}
+    assert len(set(listed["data_fingerprint"])) == 2  # one store per mode, each listed
+    for fingerprint, counts in listed.groupby("data_fingerprint"):
+        run = next(p for p in runs if json.loads(p.read_text())["data_fingerprint"] == fingerprint)
+        recorded = json.loads(run.read_text())["samples_per_target"]
+        assert recorded["targets"] == len(counts) and recorded["max"] == counts["samples"].max()
+        assert (counts["samples"] <= (2 if "crops" in run.parent.name else 1) * 4).all()  # <= 2 crops per FOV
+    assert "samples per target in the jobs' splits" in report.stdout  # the report's text, as printed

@@ -105,7 +105,8 @@ def write_calibration_table(results: Path = RESULTS) -> Path:
     return path
 
 
-BENCH_TABLES = {"linear_probe.md": ("heads", "heads-*.json"), "probe_selection.md": ("probe_selection", "probe-selection-*.json")}
+BENCH_TABLES = {"linear_probe.md": ("heads", "heads-*.json"), "probe_selection.md": ("probe_selection", "probe-selection-*.json"),
+                "scale.md": ("scale", "scale-*.json")}
 
 
 def bench_record(pattern: str) -> Path | None:

@@ -43,6 +43,7 @@ ON_REQUEST = {  # named to run; the whole GPU check: python -m xferlab.benchmark
     "host_feed": _lazy("host_feed", "bench_host_feed"),
     "peers": _lazy("peers", "bench_peers"),
     "peer_feed": _lazy("peers", "bench_peer_feed"),
+    "scale": _lazy("scale", "bench_scale"),  # ~15 min on 2 cores: the real path at scale (make bench-scale)
 }
 
 

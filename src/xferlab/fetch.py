@@ -91,17 +91,25 @@ def weights(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _common_options(parser: argparse.ArgumentParser, default) -> argparse.ArgumentParser:
+    parser.add_argument("--offline", action="store_true", default=default,
+                        help="do not set HF_HUB_OFFLINE=0 (downloads stay off)")
+    parser.add_argument("--no-progress", action="store_true", default=default, help="no progress bar")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
+    common = _common_options(argparse.ArgumentParser(add_help=False), default=False)
     parser = argparse.ArgumentParser(prog="python -m xferlab.fetch", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[1:8]))
-    parser.add_argument("--offline", action="store_true", help="do not set HF_HUB_OFFLINE=0 (downloads stay off)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+                                     epilog="\n".join(__doc__.splitlines()[1:8]), parents=[common])
+    # the same options after the command; SUPPRESS: absent there, they keep what was given before it
+    after = _common_options(argparse.ArgumentParser(add_help=False), default=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True)
 
     from xferlab.data.opencell_s3 import Release
 
-    img = commands.add_parser("images", help="OpenCell z-projections from S3")
+    img = commands.add_parser("images", help="OpenCell z-projections from S3", parents=[after])
     img.add_argument("--root", required=True, help="folder to hold <GENE>_<ENSG>/ folders (dataset.root)")
     img.add_argument("--targets", default="single_grade3",
                      help="a label rule (single_grade3: the study's 825 targets; multilabel), 'all', a comma-separated "
@@ -114,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     img.add_argument("--region", default=Release.region)
     img.set_defaults(run=images)
 
-    wts = commands.add_parser("weights", help="public checkpoints into the weights folder")
+    wts = commands.add_parser("weights", help="public checkpoints into the weights folder", parents=[after])
     wts.add_argument("names", nargs="*", help="checkpoint file names (default: all)")
     wts.add_argument("--list", action="store_true", help="only show which are present")
     wts.set_defaults(run=weights)

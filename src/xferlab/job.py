@@ -37,7 +37,7 @@ from xferlab.runtime.building import build
 from xferlab.runtime.integrity import verification
 from xferlab.runtime.loggers import build_loggers, log_final
 from xferlab.runtime.provenance import config_digest, semantic_config
-from xferlab.runtime.results import mirror_to_wandb, predictions_table, provenance, write_results
+from xferlab.runtime.results import mirror_to_wandb, predictions_table, provenance, samples_per_target, write_results
 from xferlab.runtime.settings import hydra_sweep, job_name, job_settings
 
 log = logging.getLogger(__name__)
@@ -173,6 +173,7 @@ def _run_job(cfg: DictConfig, head: Head) -> JobResult:
                    **provenance(cfg, names, store, backbone, split, inputs.extract_info, settings)}
         predictions = predictions_table(store, fit.rows, fit.scores, multilabel=multilabel)
         info = {**inputs.extract_info, **fit.info, "total_seconds": time.perf_counter() - started,
+                "samples_per_target": samples_per_target(store, split)[1],
                 "backbone_sha256_after": backbone.current_sha256(), "host": platform.node(),
                 "torch": torch.__version__, "threads": torch.get_num_threads(),
                 "wandb_dir": None if wandb_run is None else str(wandb_run.dir)}

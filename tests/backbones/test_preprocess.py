@@ -161,11 +161,12 @@ def real_crops(per_field: int = 8, size: int = 64) -> torch.Tensor:
     cut and stored as `opencell_raw` does (uint16 camera counts)."""
     from tests.real_data import hoechst_fields, with_protein
     from xferlab.data.importers.common import resize_image, to_uint16
+    from xferlab.data.importers.crop_rules import CropRule
     from xferlab.data.importers.opencell_raw import crop_centres, cut
 
     fields = hoechst_fields()
     crops = [to_uint16(resize_image(cut(with_protein(fields, name), centre, 200), size))
-             for name in sorted(fields) for centre in crop_centres(fields[name], 200, per_field)]
+             for name in sorted(fields) for centre in crop_centres(fields[name], 200, CropRule(per_field), field=name)]
     return torch.from_numpy(np.stack(crops).astype(np.float32))
 
 

@@ -195,3 +195,44 @@ def test_a_store_written_before_manifests_opens_unchecked(tmp_path, caplog):
         assert ImageStore(store.path, verify="full").fingerprint == store.fingerprint
         ImageStore(store.path)
     assert sum("no MANIFEST.json" in r.message for r in caplog.records) == 1  # said once
+
+
+@pytest.mark.parametrize("n,chunk_rows", [(37, 8), (5, 256), (16, 8)])
+def test_a_store_of_unknown_size_equals_the_same_store_written_with_its_size(tmp_path, n, chunk_rows):
+    """`n_samples=None` (an importer that learns the size at the end): pixels compressed as they
+    come, in blocks of any size; the same pixels, table, label sets and both fingerprints."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 5000, size=(n, 2, 12, 12)).astype(np.uint16)
+    samples = pd.DataFrame({"sample_id": [f"s{i}" for i in range(n)], "target": [f"t{i % 4}" for i in range(n)],
+                            "label": rng.integers(-1, 3, size=n)})
+    sets = (rng.random((n, 3)) > 0.5).astype(np.uint8)
+    stores = []
+    for size, blocks in ((n, [n]), (None, [3, 1, 7, 0, n])):
+        path = tmp_path / f"store-{size}-{chunk_rows}.zarr"
+        with StoreWriter(path, n_samples=size, channel_names=["a", "b"], image_size=(12, 12), dtype="uint16",
+                         classes=["x", "y", "z"], attrs={"k": 1}, chunk_rows=chunk_rows) as writer:
+            start = 0
+            for block in blocks:
+                stop = min(start + block, n)
+                if stop > start:
+                    writer.append(images[start:stop])
+                start = stop
+            assert writer.rows == n
+            writer.write_samples(samples)
+            writer.write_label_sets(sets)
+        stores.append(ImageStore(path))
+    known, unknown = stores
+    assert unknown.fingerprint == known.fingerprint
+    assert unknown.attrs["images_fingerprint"] == known.attrs["images_fingerprint"]
+    assert np.array_equal(unknown.read(0, n), images) and unknown.samples.equals(known.samples)
+    assert np.array_equal(unknown.label_sets, known.label_sets)
+    np.testing.assert_allclose(unknown.channel_mean, known.channel_mean)
+
+
+def test_a_store_of_unknown_size_checks_its_table_against_what_was_written(tmp_path):
+    with pytest.raises(StoreError, match="sample table has 3 rows for 2 images"):
+        with StoreWriter(tmp_path / "s.zarr", n_samples=None, channel_names=["a"], image_size=(4, 4),
+                         dtype="uint16", classes=["x"]) as writer:
+            writer.append(np.zeros((2, 1, 4, 4), np.uint16))
+            writer.write_samples(pd.DataFrame({"sample_id": ["a", "b", "c"], "target": ["t"] * 3, "label": [0] * 3}))
+    assert not (tmp_path / "s.zarr").exists()

@@ -208,3 +208,22 @@ def test_a_sweep_with_several_problems_stops_before_any_job_with_one_line_each(t
     assert sum("only the central 224 x 224 px" in line for line in lines) == 1
     assert not out.exists()  # no sweep folder, no run folder
     print(f"preflight of the 8-job sweep: {seconds:.1f} s")
+
+
+def test_a_split_that_would_be_empty_stops_the_sweep_before_any_import(study):
+    """Three real targets of three classes: the grouped split puts each class's only target in
+    train, so val and test would be empty; the job found that only after importing and extracting.
+    Now the check says so first, and nothing is imported."""
+    tmp_path, files, base = study
+    genes = {"CYP51A1": "ENSG00000001630", "SNX11": "ENSG00000002919", "RBM5": "ENSG00000003756"}  # er, vesicles, chromatin
+    root = tmp_path / "three"
+    for (gene, ensg), path in zip(genes.items(), files.values()):
+        dest = root / f"{gene}_{ensg}" / f"OC-FOV_{gene}_{ensg}_CID00001_FID00001_proj.tif"
+        dest.parent.mkdir(parents=True)
+        dest.write_bytes(path.read_bytes())
+    task = [*base[:1], f"dataset.root={root}", *base[2:], "backbone=random"]
+    problems = problems_of(task)
+    assert len(problems) == 1, problems
+    assert "the val and test splits would be empty: 3 labelled target(s) in 3 class(es), 3 of them with fewer than 3" \
+        in problems[0] and "change split.val / split.test" in problems[0], problems
+    assert not (tmp_path / "out").exists()

@@ -97,6 +97,12 @@ def test_an_override_pointing_at_an_existing_file_passes(tmp_path, monkeypatch):
     fov = images / "LAMP2_ENSG00000005893" / "OC-FOV_LAMP2_ENSG00000005893_CID0001_FID0001_proj.tif"
     fov.parent.mkdir()
     tifffile.imwrite(fov, np.zeros((2, 64, 64), dtype=np.uint16))
+    problems = sweep(task, lambda cfg: missing_inputs(job_configs(cfg, multirun=True)[0]))
+    assert len(problems) == 1 and "the val and test splits would be empty" in problems[0]  # one target
+    for gene, ensg in {"VMP1": "ENSG00000062716", "AGPAT2": "ENSG00000169692", "ALG2": "ENSG00000119523"}.items():
+        fov = images / f"{gene}_{ensg}" / f"OC-FOV_{gene}_{ensg}_CID0001_FID0001_proj.tif"  # er: one per split
+        fov.parent.mkdir()
+        tifffile.imwrite(fov, np.zeros((2, 64, 64), dtype=np.uint16))
     assert sweep(task, lambda cfg: missing_inputs(job_configs(cfg, multirun=True)[0])) == []
 
 

@@ -8,41 +8,50 @@ Read anonymously with s3fs (bucket, prefix, endpoint and region are settings, se
 Targets are chosen by label rule (`single_grade3`: the 825 targets of the study; `multilabel`),
 by a list of gene names or ENSG ids, or `all`; at most `max_fovs` FOVs per target (first by name).
 
-A file already present with the listed size, and either recorded in `FETCHED.jsonl` with the
-listed ETag or matching it by md5, is skipped: a second run resumes where an interrupted one
-stopped, and fetches again only what changed on the server. Each file is streamed to a temporary
-name and renamed once its size and md5 (the ETag of a single-part upload) match the listing, so
-nothing half-written ever carries a final name.
+A file already present with the listed size and recorded in `FETCHED.jsonl` with the listed ETag
+is skipped: a second run resumes where an interrupted one stopped. A file present without a
+record is skipped only when its bytes give the listed ETag (see below). Everything else is fetched
+again and the summary says why: the ETag changed on the server since the last fetch, or the local
+copy is damaged or incomplete (its size or checksum differs while the server's ETag did not).
+Each file is streamed to a temporary name and renamed only once it is verified, so nothing
+half-written or unverified ever carries a final name or a manifest record. The root folder is
+created only once the listing succeeded; a run that wrote no file leaves no folder, lock or
+empty target folder it created behind (a folder that was there before is kept).
+
+Verification (ETags, see `xferlab.data.etags`):
+
+- single-part upload: the ETag is the md5 of the bytes; compared with the md5 of what arrived.
+- multipart upload (ETag ``<hex>-<n>``): ``HEAD`` with ``PartNumber=1`` gives the part size
+  (its ContentLength) and ``PartsCount``; the md5 of each part is computed while streaming and
+  the ETag recomputed and compared. Parts of unequal sizes are asked for one by one. A server
+  that gives no ``PartsCount`` (or a different one than the ETag's) fails the file with a message
+  saying so: it is never kept unverified. A multipart file present without a record is checked
+  the same way from its local bytes (one HEAD), and fetched again if it differs.
+- any other ETag (none, or not an md5, as with some server-side encryption): size only.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
-from filelock import FileLock, Timeout
-
+from xferlab.data import etags
+from xferlab.data.fetched import (CHANGED, COMPLETE, DAMAGED, MANIFEST, FetchError, ManifestWriter, local_copy,
+                                  read_manifest, writing_into)
 from xferlab.data.importers.opencell_raw import FILE_PATTERN, FOLDER_PATTERN
 from xferlab.data.labels import RULES, opencell_annotations, target_labels
+from xferlab.runtime.io import DiskFullError, NotWritableError
 from xferlab.runtime.transfer import Progress, TransferError, read_blocks, stream_to
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "FETCHED.jsonl"
 ALL = "all"
-
-
-class FetchError(RuntimeError):
-    """The selection cannot be fetched as asked (empty prefix, unknown or missing targets)."""
+__all__ = ["ALL", "MANIFEST", "FetchError", "Plan", "Release", "RemoteFov", "Summary", "fetch", "plan", "read_manifest"]
 
 
 @dataclass(frozen=True)
@@ -85,7 +94,12 @@ class RemoteFov:
     @property
     def md5(self) -> str | None:
         """The content's md5 when the ETag is one (single-part uploads); multipart ETags are not."""
-        return self.etag if len(self.etag) == 32 and "-" not in self.etag else None
+        return self.etag.lower() if len(self.etag) == 32 and "-" not in self.etag else None
+
+    @property
+    def parts(self) -> int | None:
+        """The number of parts of a multipart upload's ETag (`<hex>-<n>`); None for other ETags."""
+        return etags.parts(self.etag)
 
 
 @dataclass
@@ -95,6 +109,7 @@ class Summary:
     bytes: int = 0
     skipped: int = 0
     updated: list[str] = field(default_factory=list)   # present but changed on the server: fetched again
+    repaired: dict[str, str] = field(default_factory=dict)  # relpath -> what is wrong with the local copy
     failed: dict[str, str] = field(default_factory=dict)  # relpath -> reason
     absent: list[str] = field(default_factory=list)
     empty: list[str] = field(default_factory=list)
@@ -109,7 +124,9 @@ class Summary:
                        f"{' ...' if len(self.absent) > 10 else ''}")
         if self.empty:
             out.append(f"  {len(self.empty)} target folder(s) hold no *_proj.tif z-projection: {self.empty[:10]}")
-        out += [f"  changed on the server since the last fetch, fetched again: {p}" for p in self.updated]
+        again = "fetched again" if not self.failed else "fetched again (unless FAILED below)"
+        out += [f"  changed on the server since the last fetch (its ETag differs), {again}: {p}" for p in self.updated]
+        out += [f"  {why}; {again}: {p}" for p, why in self.repaired.items()]
         out += [f"  FAILED {p}: {why}" for p, why in sorted(self.failed.items())]
         return out
 
@@ -212,57 +229,6 @@ def plan(release: Release, selection: str | Sequence[str] = "single_grade3", max
     return Plan([fov for fovs in listed for fov in fovs], absent, empty)
 
 
-# ---------------------------------------------------------------- the manifest
-
-def read_manifest(root: Path) -> dict[str, dict]:
-    """relpath -> the latest record of it in `root/FETCHED.jsonl` (a torn last line is ignored)."""
-    records = {}
-    path = Path(root) / MANIFEST
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-                records[record["path"]] = record
-            except (ValueError, KeyError, TypeError):
-                continue
-    return records
-
-
-class _ManifestWriter:
-    def __init__(self, root: Path, release: Release):
-        self.path, self.release = Path(root) / MANIFEST, release
-        self._lock = threading.Lock()
-
-    def add(self, fov: RemoteFov, sha256: str) -> None:
-        record = {"path": fov.relpath, "key": fov.key, "size": fov.size, "etag": fov.etag, "sha256": sha256,
-                  "endpoint": self.release.endpoint_url, "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        line = json.dumps(record, sort_keys=True) + "\n"
-        with self._lock, open(self.path, "a") as f:  # one short append per file: a kill tears at most the last line
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
-
-
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in read_blocks(f):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def is_complete(path: Path, fov: RemoteFov, record: dict | None) -> bool | None:
-    """True: present and the version listed. None: present but another version (it changed on
-    the server since it was fetched). False: absent."""
-    if not path.is_file():
-        return False
-    if path.stat().st_size != fov.size:
-        return None
-    if record is not None and record.get("size") == fov.size:
-        return record.get("etag") == fov.etag or None
-    return fov.md5 is None or _md5(path) == fov.md5 or None
-
-
 # ---------------------------------------------------------------- fetching
 
 def fetch(release: Release, root: str | Path, selection: str | Sequence[str] = "single_grade3",
@@ -271,44 +237,32 @@ def fetch(release: Release, root: str | Path, selection: str | Sequence[str] = "
     """Fetch what `plan` finds (or `planned`) into `root`; returns the summary (failures
     included, not raised). `KeyboardInterrupt` stops it with every finished file kept."""
     root = Path(root).expanduser()
-    root.mkdir(parents=True, exist_ok=True)
     fs = fs or release.filesystem()
     started = time.monotonic()
     planned = plan(release, selection, max_fovs, workers, fs) if planned is None else planned
     summary = Summary(planned=len(planned.fovs), absent=planned.absent, empty=planned.empty)
-    with _sole_writer(root):
-        for folder in sorted({fov.folder for fov in planned.fovs}):  # temporaries of a fetch that was killed
+    folders = sorted({fov.folder for fov in planned.fovs})
+    with writing_into(root, folders, wrote=lambda: summary.fetched > 0):
+        for folder in folders:  # temporaries of a fetch that was killed
             for stale in (root / folder).glob(".OC-FOV_*.tmp-*"):
                 stale.unlink(missing_ok=True)
         manifest, todo = read_manifest(root), []
         for fov in planned.fovs:
-            state = is_complete(root / fov.relpath, fov, manifest.get(fov.relpath))
-            if state:
+            state, why = local_copy(root / fov.relpath, fov, manifest.get(fov.relpath), fs)
+            if state == COMPLETE:
                 summary.skipped += 1
                 continue
-            if state is None:
+            if state == CHANGED:
                 summary.updated.append(fov.relpath)
+            elif state == DAMAGED:
+                summary.repaired[fov.relpath] = why
             todo.append(fov)
-        _download_all(fs, todo, root, _ManifestWriter(root, release), summary, workers, progress)
+        _download_all(fs, todo, root, ManifestWriter(root, release.endpoint_url), summary, workers, progress)
     summary.seconds = time.monotonic() - started
     return summary
 
 
-@contextmanager
-def _sole_writer(root: Path) -> Iterator[None]:
-    lock = FileLock(str(root / ".fetch.lock"), timeout=10)
-    try:
-        lock.acquire()
-    except Timeout as err:
-        raise FetchError(f"another fetch is writing into {root} (it holds {lock.lock_file}); wait for it to end, "
-                         "or fetch into another folder") from err
-    try:
-        yield
-    finally:
-        lock.release()
-
-
-def _download_all(fs, todo: list[RemoteFov], root: Path, writer: _ManifestWriter, summary: Summary, workers: int,
+def _download_all(fs, todo: list[RemoteFov], root: Path, writer: ManifestWriter, summary: Summary, workers: int,
                   progress: bool) -> None:
     bar = Progress(len(todo), sum(f.size for f in todo), what="OpenCell images", enabled=progress)
     counting = threading.Lock()
@@ -323,16 +277,18 @@ def _download_all(fs, todo: list[RemoteFov], root: Path, writer: _ManifestWriter
 
         try:
             digest = _download(fs, fov, root / fov.relpath, count)
-        except Exception as err:  # noqa: BLE001 - recorded in the summary, with the file named
-            with counting:
+        except BaseException as err:
+            bar.file_failed(streamed)  # what a failed file streamed is not fetched: the bar ends short of 100 %
+            if not isinstance(err, Exception):
+                raise
+            with counting:  # recorded in the summary, with the file named
                 summary.failed[fov.relpath] = str(err)
         else:
             writer.add(fov, digest)
+            bar.file_done()
             with counting:
                 summary.fetched += 1
                 summary.bytes += fov.size
-        finally:
-            bar.file_done(max(0, fov.size - streamed))
 
     pool = ThreadPoolExecutor(max_workers=max(1, workers))
     try:
@@ -352,9 +308,14 @@ def _download(fs, fov: RemoteFov, dest: Path, on_bytes) -> str:
 
     source = f"s3://{fov.key}"
     try:
+        check, digests = None, ()
+        if fov.parts is not None:
+            etag = etags.MultipartEtag(etags.remote_part_sizes(fs, fov.key, fov.size, fov.etag))
+            check, digests = _etag_check(fs, etag, fov, dest), (etag,)
         with fs.open(fov.key, "rb", block_size=8 << 20) as f:
-            return stream_to(dest, read_blocks(f), source=source, size=fov.size, md5=fov.md5, on_bytes=on_bytes)
-    except TransferError:
+            return stream_to(dest, read_blocks(f), source=source, size=fov.size, md5=fov.md5, on_bytes=on_bytes,
+                             check=check, digests=digests)
+    except (TransferError, DiskFullError, NotWritableError):
         raise
     except FileNotFoundError as err:
         raise TransferError(f"{source}: gone from the server since it was listed; run the command again") from err
@@ -365,3 +326,15 @@ def _download(fs, fov: RemoteFov, dest: Path, on_bytes) -> str:
         name = type(err).__name__
         raise TransferError(f"{source}: download failed ({name}: {err}); nothing was kept; run the command "
                             "again to resume") from err
+
+
+def _etag_check(fs, etag: etags.MultipartEtag, fov: RemoteFov, dest: Path):
+    def check(tmp: Path) -> None:
+        got, sizes = etags.settle(tmp, fov.etag, etag.hexdigest(), etag.sizes,
+                                  lambda: etags.remote_part_sizes(fs, fov.key, fov.size, fov.etag, every_part=True))
+        if got != fov.etag.lower():
+            raise TransferError(f"s3://{fov.key}: checksum mismatch: multipart ETag {got} of the received bytes "
+                                f"({len(sizes)} parts, the first {sizes[0]:,} bytes), the server lists {fov.etag}; "
+                                f"the file changed on the server or was damaged in transit. Nothing was kept at "
+                                f"{dest}. Run the command again")
+    return check

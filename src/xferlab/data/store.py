@@ -88,13 +88,18 @@ class StoreWriter:
 
     Use as a context manager; an exception inside the block leaves nothing behind. `codec` names
     how pixel chunks are compressed (`xferlab.data.codecs`); readers need no setting.
+
+    `n_samples=None`: the number of images is not known before the last one (an importer that cuts
+    crops as it reads fields). Images are then compressed and written as they come, and the
+    fingerprints, which begin with the number of images, are computed when the store is closed, from
+    the pixels written (read back once); they equal those of the same store written with its size known.
     """
 
     def __init__(
         self,
         path: str | Path,
         *,
-        n_samples: int,
+        n_samples: int | None,
         channel_names: Sequence[str],
         image_size: tuple[int, int],
         dtype: str | np.dtype,
@@ -105,7 +110,9 @@ class StoreWriter:
     ):
         self.path = Path(path)
         self.compressors = compressors(codec)  # refuses an unknown name before anything is written
-        self.n = int(n_samples)
+        self.n = None if n_samples is None else int(n_samples)
+        self._deferred = self.n is None  # the fingerprints are computed when closing
+        self._after_images: list[tuple[str, bytes]] = []  # (which digest, bytes) hashed after the pixels
         self.channel_names = list(channel_names)
         self.classes = list(classes)
         self.dtype = np.dtype(dtype)
@@ -116,7 +123,7 @@ class StoreWriter:
                              "unsigned or signed integers or floats (e.g. uint8, uint16, float32): convert them")
         if chunk_rows is None:
             chunk_rows = default_chunk_rows(len(self.channel_names) * int(np.prod(image_size)) * self.dtype.itemsize)
-        self.chunk_rows = max(1, min(int(chunk_rows), self.n))
+        self.chunk_rows = max(1, int(chunk_rows) if self.n is None else min(int(chunk_rows), self.n))
         self._rows_written = 0
         self._flushed = 0
         self._pending: list[np.ndarray] = []
@@ -136,15 +143,32 @@ class StoreWriter:
         h, w = self.image_size
         self._images = self._group.create_array(
             "images",
-            shape=(self.n, len(self.channel_names), h, w),
+            shape=(self.n or 0, len(self.channel_names), h, w),
             chunks=(self.chunk_rows, len(self.channel_names), h, w),
             dtype=self.dtype,
             compressors=self.compressors,
         )
+        if not self._deferred:
+            self._hash_header()
+        return self
+
+    def _hash_header(self) -> None:
         header = json.dumps([self.n, self.channel_names, self.image_size, str(self.dtype)]).encode()
         self._hash.update(header)
         self._image_hash.update(header)
-        return self
+
+    def _hash_after_images(self, which: str, data: bytes) -> None:
+        """Hash what follows the pixels into one digest (`fingerprint`: columns, label sets;
+        `images`: sample ids): now, or when closing."""
+        if self._deferred:
+            self._after_images.append((which, data))
+            return
+        (self._hash if which == "fingerprint" else self._image_hash).update(data)
+
+    @property
+    def rows(self) -> int:
+        """The number of images: as declared, or (size not known before) as written so far."""
+        return self._rows_written if self.n is None else self.n
 
     def append(self, images: np.ndarray) -> None:
         """Append a block of images `(B, C, H, W)` in sample order."""
@@ -164,24 +188,28 @@ class StoreWriter:
                     "holds finite pixels only (they would make every embedding of the image NaN). Fix or "
                     "drop that image in the input."
                 )
-        if stop > self.n:
+        if self.n is not None and stop > self.n:
             raise StoreError(f"too many images: {stop} written to a store of {self.n}")
         # buffer to whole chunks: writing part of a chunk would re-read and re-compress it
         self._pending.append(images)
         if stop - self._flushed >= self.chunk_rows or stop == self.n:
             self._flush(stop)
-        raw = np.ascontiguousarray(images).tobytes()
-        self._hash.update(raw)
-        self._image_hash.update(raw)
+        if not self._deferred:
+            raw = np.ascontiguousarray(images).tobytes()
+            self._hash.update(raw)
+            self._image_hash.update(raw)
         for c in range(images.shape[1]):  # per channel, to keep the float64 temporaries small
             plane = images[:, c].astype(np.float64)
             self._sum[c] += plane.sum()
             self._sumsq[c] += np.square(plane).sum()
         self._rows_written = stop
 
-    def _flush(self, stop: int) -> None:
+    def _flush(self, stop: int, last: bool = False) -> None:
         block = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
-        cut = self._flushed + ((stop - self._flushed) // self.chunk_rows) * self.chunk_rows if stop < self.n else stop
+        whole = self._flushed + ((stop - self._flushed) // self.chunk_rows) * self.chunk_rows
+        cut = stop if last or stop == self.n else whole
+        if self._deferred and cut > self._images.shape[0]:
+            self._images.resize((cut, *self._images.shape[1:]))
         self._images[self._flushed : cut] = block[: cut - self._flushed]
         rest = block[cut - self._flushed :]
         self._pending = [rest] if len(rest) else []
@@ -192,8 +220,8 @@ class StoreWriter:
         missing = [c for c in REQUIRED_COLUMNS if c not in samples.columns]
         if missing:
             raise StoreError(f"sample table lacks column(s) {missing}; required: {list(REQUIRED_COLUMNS)}")
-        if len(samples) != self.n:
-            raise StoreError(f"sample table has {len(samples)} rows for {self.n} images")
+        if len(samples) != self.rows:
+            raise StoreError(f"sample table has {len(samples)} rows for {self.rows} images")
         duplicated = samples["sample_id"].duplicated(keep=False).to_numpy()
         if duplicated.any():
             first = samples["sample_id"].iloc[int(np.argmax(duplicated))]
@@ -203,7 +231,7 @@ class StoreWriter:
                 f"{self.path}: duplicated sample ids, e.g. {first!r} at rows {rows[:5]} ({count} id(s) repeated): "
                 "every sample needs a unique id. Remove the repeated inputs or give them distinct ids."
             )
-        self._image_hash.update("\n".join(map(str, samples["sample_id"])).encode())
+        self._hash_after_images("images", "\n".join(map(str, samples["sample_id"])).encode())
         labels = samples["label"].to_numpy()
         if len(labels) and (labels.max() >= len(self.classes) or labels.min() < UNLABELLED):
             raise StoreError(f"labels must lie in [-1, {len(self.classes) - 1}] (-1 = unlabelled)")
@@ -217,8 +245,9 @@ class StoreWriter:
             else:
                 data = np.asarray([str(v) for v in values], dtype=np.dtypes.StringDType())
             group.create_array(column, data=data)
-            self._hash.update(column.encode())
-            self._hash.update(str(data.tolist()).encode() if data.dtype.kind == "T" else data.tobytes())
+            self._hash_after_images("fingerprint", column.encode())
+            self._hash_after_images("fingerprint", str(data.tolist()).encode() if data.dtype.kind == "T"
+                                    else data.tobytes())
         self._samples_written = True
 
     def write_label_sets(self, label_sets: np.ndarray) -> None:
@@ -230,10 +259,10 @@ class StoreWriter:
                              "write multi-hot rows or grade weights")
         binary = np.isin(label_sets, (0, 1)).all()
         label_sets = label_sets.astype(np.uint8 if binary else np.float32)
-        if label_sets.shape != (self.n, len(self.classes)):
-            raise StoreError(f"label_sets has shape {label_sets.shape}; expected {(self.n, len(self.classes))}")
+        if label_sets.shape != (self.rows, len(self.classes)):
+            raise StoreError(f"label_sets has shape {label_sets.shape}; expected {(self.rows, len(self.classes))}")
         self._group.create_array("label_sets", data=label_sets)
-        self._hash.update(label_sets.tobytes())
+        self._hash_after_images("fingerprint", label_sets.tobytes())
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is None:
@@ -244,7 +273,26 @@ class StoreWriter:
                 raise
         return bool(self._ctx.__exit__(exc_type, exc, tb))
 
+    def _hash_deferred(self) -> None:
+        """Size not known before: the last partial chunk written, the size fixed, then the
+        fingerprints from the header, the pixels read back in chunks, and what followed them."""
+        if self._pending:
+            self._flush(self._rows_written, last=True)
+        self.n = self._rows_written
+        if self._images.shape[0] != self.n:
+            self._images.resize((self.n, *self._images.shape[1:]))
+        self._hash_header()
+        for start in range(0, self.n, self.chunk_rows):
+            raw = np.ascontiguousarray(self._images[start : start + self.chunk_rows]).tobytes()
+            self._hash.update(raw)
+            self._image_hash.update(raw)
+        self._deferred = False
+        for which, data in self._after_images:
+            self._hash_after_images(which, data)
+
     def _finish(self) -> None:
+        if self._deferred:
+            self._hash_deferred()
         if self._rows_written != self.n:
             raise StoreError(f"store incomplete: {self._rows_written} of {self.n} images written")
         if not getattr(self, "_samples_written", False):

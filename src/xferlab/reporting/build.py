@@ -19,6 +19,7 @@ from xferlab.reporting.conditions import naming
 from xferlab.reporting.confusion import confusion_from_runs, top_confusions
 from xferlab.reporting.consistency import flag_inconsistent
 from xferlab.reporting.stats import read_predictions
+from xferlab.reporting.samples import samples_per_target
 from xferlab.reporting.embedding_map import condition_maps
 from xferlab.reporting.tables import (add_intervals, comparisons_latex, experiment_table, latex, markdown,
                                       usable_predictions)
@@ -124,6 +125,9 @@ def _experiment_report(experiment: str, group: pd.DataFrame, folder: Path, n_boo
     n_units = ", ".join(sorted({str(n) for n in table["n_units"]}))
     text = [f"## {experiment}: test macro F1, mean ± std over {n_units} (split, seed, pretraining seed) unit(s) per condition "
             f"({len(group)} jobs; macro F1 over {', '.join(averaging)} classes, metrics.average_over)\n\n{md}"]
+    samples = samples_per_target(group, folder)
+    if samples:
+        text.append(samples)
     if how.settings:
         text.append("conditions told apart by setting(s) besides the condition keys: " +
                     ", ".join(f"{k} ({how.labels[k]}={'|'.join(sorted(group[k].unique()))})" for k in how.settings) +

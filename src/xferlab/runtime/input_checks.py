@@ -14,6 +14,8 @@ fix) and raises nothing:
 - seen targets: a backbone whose pretraining recorded the targets it saw is not tested on them.
   The split is drawn as the job draws it, from the store when it is built, otherwise from the
   targets the importer will store (`planned_samples`). The job checks again on the store itself;
+- split: the split a job will draw (from the store, or from the targets the importer will store)
+  leaves no labelled split empty: a class reaches train, val and test only from three targets on;
 - publishing: a pretraining with `publish=<file>` would not replace a file it did not write.
 
 `JobInputs` caches what several jobs share (a backbone's checkpoint record, a dataset's source),
@@ -26,6 +28,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 DATASET_INPUTS = ("root", "csv", "path")
@@ -232,6 +236,34 @@ def seen_problem(cfg: DictConfig, backbone: dict, record: dict, table) -> str | 
     return seen_targets_problem(str(backbone.get("name")), record, samples, split, where)
 
 
+def split_problem(cfg: DictConfig, table) -> str | None:
+    """A labelled split (train, val, test) the job's split would leave empty, said before any
+    import or extraction: what the head would otherwise find only after them."""
+    from xferlab.data.splits import SPLIT_NAMES, store_split
+
+    if table is None or OmegaConf.select(cfg, "split", default=None) is None:
+        return None
+    samples, labels, where = table
+    try:
+        split = store_split(samples, labels, where=where,
+                            source=str(OmegaConf.select(cfg, "split.source", default="computed")),
+                            val=float(cfg.split.val), test=float(cfg.split.test), seed=cfg.split_seed)
+    except ValueError as err:
+        return f"{err} (dataset.labels.rule={OmegaConf.select(cfg, 'dataset.labels.rule', default='?')})"
+    labelled = np.asarray(labels) >= 0
+    empty = [name for code, name in SPLIT_NAMES.items() if not ((split == code) & labelled).any()]
+    if not empty:
+        return None
+    targets = samples.loc[labelled, "target"].to_numpy() if "target" in samples.columns else np.arange(labelled.sum())
+    per_class = pd.Series(targets).groupby(np.asarray(labels)[labelled]).nunique()
+    few = int((per_class < 3).sum())
+    return (f"{where}: the {' and '.join(empty)} split{'s' if len(empty) > 1 else ''} would be empty: "
+            f"{len(set(targets.tolist()))} labelled target(s) in {len(per_class)} class(es), {few} of them with fewer "
+            "than 3 targets (a class reaches train, val and test only from 3 targets on; targets are never split). "
+            "Add targets (more folders under dataset.root), or change split.val / split.test "
+            f"(now {cfg.split.val} / {cfg.split.test}); the job would stop there after importing and extracting")
+
+
 # ---------------------------------------------------------------- every job
 
 def job_digest(cfg: DictConfig) -> str:
@@ -298,7 +330,33 @@ class JobInputs:
         """Every check of one job's config."""
         self.inputs(cfg)
         self.seen(cfg)
+        self.split(cfg)
         self.publish(cfg)
+
+    def table(self, cfg: DictConfig, dataset_node: DictConfig, dataset: dict):
+        """The table the job's split is drawn from (the store's, or the importer's plan), once per
+        dataset; None for a dataset that does not build."""
+        source = self.source(dataset_node, dataset)
+        if source is None:
+            return None
+        data_dir = str(OmegaConf.select(cfg, "paths.data_dir", default="."))
+        key = key_of(dataset) + data_dir
+        if key not in self.tables:
+            self.tables[key] = split_table(source, dataset, data_dir)
+        return self.tables[key]
+
+    def draws_split(self, cfg: DictConfig) -> bool:
+        """Whether the job trains a head on a dataset imported from files (the datasets xferlab
+        renders have their targets by construction): its split is checked."""
+        dataset = OmegaConf.select(cfg, "dataset", default=None)
+        return (dataset is not None and OmegaConf.select(cfg, "head", default=None) is not None
+                and any(k in dataset for k in DATASET_INPUTS))
+
+    def split(self, cfg: DictConfig) -> None:
+        """A labelled split the job would find empty."""
+        if self.draws_split(cfg):
+            _, dataset_node, dataset = self.nodes(cfg)
+            self.add(split_problem(cfg, self.table(cfg, dataset_node, dataset)))
 
     def nodes(self, cfg: DictConfig) -> tuple[dict | None, DictConfig | None, dict | None]:
         backbone_node, dataset_node = (OmegaConf.select(cfg, g, default=None) for g in ("backbone", "dataset"))
@@ -323,13 +381,9 @@ class JobInputs:
         usable_backbone, record = self.backbone(backbone)
         if not (usable_backbone and record and record.get("seen")):
             return
-        source = self.source(dataset_node, dataset)
-        if source is not None:
-            data_dir = str(OmegaConf.select(cfg, "paths.data_dir", default="."))
-            key = key_of(dataset) + data_dir
-            if key not in self.tables:
-                self.tables[key] = split_table(source, dataset, data_dir)
-            self.add(seen_problem(cfg, backbone, record, self.tables[key]))
+        table = self.table(cfg, dataset_node, dataset)
+        if table is not None:
+            self.add(seen_problem(cfg, backbone, record, table))
 
     def publish(self, cfg: DictConfig) -> None:
         """A pretraining that would replace a file it did not write (needs the job's whole config)."""

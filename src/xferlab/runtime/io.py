@@ -39,6 +39,29 @@ def disk_full(err: BaseException, path: Path, hint: str | None = None) -> DiskFu
                                     f"nothing partial was kept. Free space on that disk{where} and run again.")
 
 
+NOT_WRITABLE_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+class NotWritableError(PermissionError):
+    """A folder or file could not be written (permissions, or a read-only filesystem): the message
+    names it and says to fix its permissions; running again unchanged fails the same way."""
+
+
+def not_writable(err: BaseException, path: Path) -> NotWritableError | None:
+    """A NotWritableError naming the folder if `err` is a permission (or read-only filesystem)
+    error on `path`, a sibling of it, or a folder above it; else None (a PermissionError from
+    elsewhere, e.g. a server refusing access, is not the local disk's)."""
+    if not isinstance(err, OSError) or err.errno not in NOT_WRITABLE_ERRNOS or not err.filename:
+        return None
+    path, where = Path(path), Path(os.fsdecode(err.filename))
+    if where != path and where.parent != path.parent and where not in path.parents:
+        return None
+    folder = where.parent  # creating `where` (a temporary file, or a folder above `path`) failed there
+    return NotWritableError(err.errno, f"cannot write {where}: {folder} is not writable ({err.strerror}); check "
+                                       f"its permissions and owner (ls -ld {folder}) and the filesystem (read-only "
+                                       "mounts), or write elsewhere. Running again unchanged fails the same way.")
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

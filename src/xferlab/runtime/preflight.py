@@ -114,7 +114,8 @@ def missing_inputs(jobs: list[DictConfig]) -> list[str]:
 def sweep_problems(config: DictConfig, multirun: bool) -> tuple[list[str], int]:
     """Every problem of the run or sweep, and its number of jobs. The jobs that differ in their
     inputs are composed and checked once each; only when a backbone's checkpoint lists the targets
-    its pretraining saw are the jobs that differ in their split composed for that check, and only
+    its pretraining saw, or a head is trained on a dataset imported from files, are the jobs that
+    differ in their split composed for those checks, and only
     a pretraining that publishes its checkpoint composes every job (its config digest decides)."""
     checks = JobInputs()
     if not multirun:
@@ -124,9 +125,10 @@ def sweep_problems(config: DictConfig, multirun: bool) -> tuple[list[str], int]:
     configs, n_jobs = job_configs(config, multirun, "inputs", composed)
     for cfg in configs:
         checks.inputs(cfg)
-    if checks.any_seen:
+    if checks.any_seen or any(checks.draws_split(cfg) for cfg in configs):
         for cfg in job_configs(config, multirun, "splits", composed)[0]:
             checks.seen(cfg)
+            checks.split(cfg)
     if OmegaConf.select(config, "publish", default=None):
         for cfg in job_configs(config, multirun, "all", composed)[0]:
             checks.publish(cfg)

@@ -38,6 +38,7 @@ def provenance(cfg: DictConfig, names: dict[str, Any], store: ImageStore, backbo
         "n_train": int((split == TRAIN).sum()),
         "n_val": int((split == VAL).sum()),
         "n_test": int((split == TEST).sum()),
+        "samples_per_target": samples_per_target(store, split)[0],
         "config_digest": config_digest(cfg),
         "git_revision": git_revision(),
         "data_fingerprint": store.fingerprint,
@@ -48,6 +49,17 @@ def provenance(cfg: DictConfig, names: dict[str, Any], store: ImageStore, backbo
         "weights_sha256": backbone.weights_sha256,
         "xferlab_version": __version__,
     }
+
+
+def samples_per_target(store: ImageStore, split: np.ndarray) -> tuple[dict[str, Any], dict[str, int]]:
+    """Samples (crops, or whole fields) per target among those the job's split uses: a summary
+    (metrics.json) and each target's count (run_info.json; the report lists them)."""
+    counts = store.samples.loc[np.asarray(split) >= 0, "target"].astype(str).value_counts().sort_index()
+    if not len(counts):
+        return {"targets": 0}, {}
+    summary = {"targets": int(len(counts)), "min": int(counts.min()), "median": float(counts.median()),
+               "max": int(counts.max())}
+    return summary, {target: int(n) for target, n in counts.items()}
 
 
 def write_results(cfg, run_dir: Path, store: ImageStore, split: np.ndarray, metrics: dict, predictions: pd.DataFrame,

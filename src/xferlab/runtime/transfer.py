@@ -14,9 +14,9 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
-from xferlab.runtime.io import disk_full, temp_sibling
+from xferlab.runtime.io import disk_full, not_writable, temp_sibling
 
 OFFLINE_ENV = "HF_HUB_OFFLINE"
 BLOCK = 1 << 20
@@ -33,6 +33,10 @@ def offline() -> bool:
     return os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+class Digest(Protocol):
+    def update(self, data: bytes) -> None: ...
+
+
 def read_blocks(f, block: int = BLOCK) -> Iterator[bytes]:
     while chunk := f.read(block):
         yield chunk
@@ -47,12 +51,15 @@ def stream_to(
     md5: str | None = None,
     check: Callable[[Path], None] | None = None,
     on_bytes: Callable[[int], None] | None = None,
+    digests: Sequence[Digest] = (),
 ) -> str:
     """Write `blocks` to `dest` through a temporary sibling; return the file's sha256.
 
     Before the rename: the byte count must equal `size` and the md5 `md5` (each when given), and
-    `check(temporary path)` must not raise. Any failure (or an interruption) removes the temporary
-    file; `dest` is then untouched."""
+    `check(temporary path)` must not raise. `digests` are fed every block as it is written (for
+    `check` to compare, e.g. a multipart ETag). Any failure (or an interruption) removes the
+    temporary file; `dest` is then untouched. A folder or file that cannot be written is a
+    `NotWritableError` naming it."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_sibling(dest)
@@ -63,6 +70,8 @@ def stream_to(
                 f.write(chunk)
                 sha.update(chunk)
                 digest_md5.update(chunk)
+                for digest in digests:
+                    digest.update(chunk)
                 n += len(chunk)
                 if on_bytes is not None:
                     on_bytes(len(chunk))
@@ -80,9 +89,9 @@ def stream_to(
         tmp.replace(dest)
     except BaseException as err:
         tmp.unlink(missing_ok=True)
-        full = disk_full(err, dest)
-        if full is not None:
-            raise full from err
+        local = disk_full(err, dest) or not_writable(err, dest)
+        if local is not None:
+            raise local from err
         raise
     return sha.hexdigest()
 
@@ -92,7 +101,8 @@ class Progress:
     to update from worker threads. Silent when `enabled` is false."""
 
     def __init__(self, files: int, total_bytes: int, what: str = "fetch", enabled: bool = True):
-        self.files, self.done = files, 0
+        self.files, self.done, self.failed = files, 0, 0
+        self.bytes = 0  # bytes the bar counts as done
         self._lock = threading.Lock()
         self._bar = None
         if enabled and files:
@@ -103,19 +113,31 @@ class Progress:
             self._bar.set_postfix_str(f"files 0/{files}")
 
     def add_bytes(self, n: int) -> None:
-        if self._bar is not None:
-            with self._lock:
+        with self._lock:
+            self.bytes += n
+            if self._bar is not None:
                 self._bar.update(n)
 
     def file_done(self, size_not_streamed: int = 0) -> None:
-        """One file finished; `size_not_streamed` bytes of it were skipped or failed (still counted
-        towards the total so the bar's ETA stays right)."""
+        """One file finished; `size_not_streamed` bytes of it were skipped (present already: counted
+        as done so the bar's ETA stays right)."""
+        self._finish(size_not_streamed, failed=False)
+
+    def file_failed(self, streamed: int) -> None:
+        """One file failed after `streamed` of its bytes: they no longer count as done, so a batch
+        with failures closes short of 100 %."""
+        self._finish(-streamed, failed=True)
+
+    def _finish(self, n: int, failed: bool) -> None:
         with self._lock:
             self.done += 1
+            self.failed += failed
+            self.bytes += n
             if self._bar is not None:
-                if size_not_streamed:
-                    self._bar.update(size_not_streamed)
-                self._bar.set_postfix_str(f"files {self.done}/{self.files}", refresh=False)
+                if n:
+                    self._bar.update(n)
+                failures = f", {self.failed} failed" if self.failed else ""
+                self._bar.set_postfix_str(f"files {self.done}/{self.files}{failures}", refresh=False)
 
     def close(self) -> None:
         if self._bar is not None:

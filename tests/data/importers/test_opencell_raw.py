@@ -10,6 +10,7 @@ import tifffile
 from hydra.utils import instantiate
 
 from tests.conftest import compose_config
+from xferlab.data.importers.crop_rules import CropRule
 from xferlab.data.importers.opencell_raw import OpenCellRawSource, crop_centres
 from xferlab.data.store import StoreError
 
@@ -51,7 +52,7 @@ def write_tree(root: Path, fovs_per_gene: int = 2) -> Path:
 
 
 def source(root, **kwargs) -> OpenCellRawSource:
-    options = {"mode": "crops", "size": 32, "crop_size": 64, "max_crops_per_fov": 10,
+    options = {"mode": "crops", "size": 32, "crop_size": 64, "max_crops_per_fov": 10, "workers": 1,
                "segmentation": {"sigma": 2.0, "min_area": 200}, "labels": {"rule": "single_grade3", "min_targets": 15}}
     return OpenCellRawSource(name="opencell_raw", root=str(root) if root else root, **{**options, **kwargs})
 
@@ -86,11 +87,13 @@ def test_crops_sit_on_nuclei_and_carry_labels(tmp_path):
     assert store.label_sets is None
 
 
-def test_max_crops_per_fov_and_centres():
+def test_crop_centres_every_single_nucleus_or_a_spread_cap():
     hoechst = fov_image()[0]
-    assert crop_centres(hoechst, 64, 10) == [(60, 60), (60, 190), (190, 128)]
-    assert crop_centres(hoechst, 64, 2) == [(60, 60), (60, 190)]
-    assert len(crop_centres(hoechst, 64, 10, {"min_area": 1000})) == 0  # disks of ~615 px are below min_area
+    assert crop_centres(hoechst, 64) == [(60, 60), (60, 190), (190, 128)]  # default: every one, raster order
+    assert crop_centres(hoechst, 64, CropRule(10)) == [(60, 60), (60, 190), (190, 128)]
+    two = crop_centres(hoechst, 64, CropRule(2), field="a")
+    assert len(two) == 2 and set(two) <= {(60, 60), (60, 190), (190, 128)} and two == sorted(two)
+    assert len(crop_centres(hoechst, 64, CropRule(10), {"min_area": 1000})) == 0  # disks of ~615 px are below min_area
 
 
 def test_fov_mode_keeps_one_sample_per_fov(tmp_path):
@@ -201,7 +204,7 @@ def test_hydra_config_builds_and_reuses_the_store(tmp_path, monkeypatch):
 
 def test_real_fields_give_crops_on_single_nuclei_and_an_empty_field_is_named_and_counted(tmp_path, caplog):
     """The four real OpenCell Hoechst fields (paired with a protein channel) and one field without
-    nuclei: every real field gives at least 20 crops when the cap allows, each on a nucleus; the
+    nuclei: every real field gives at least 20 crops (every single nucleus, no cap), each on a nucleus; the
     empty one gives none, is named in a warning and counted in the store's import summary."""
     from tests.real_data import hoechst_fields, with_protein
     from xferlab.data.importers.nuclei import segment_nuclei
@@ -218,7 +221,7 @@ def test_real_fields_give_crops_on_single_nuclei_and_an_empty_field_is_named_and
     blank = np.random.default_rng(0).choice(background, size=(2, *fields[names[0]].shape)).astype(np.uint16)
     empty = write_one(root, blank, gene="CDC27")
     with caplog.at_level("WARNING"):
-        store = source(root, crop_size=200, size=32, max_crops_per_fov=1000).open(tmp_path / "data")
+        store = source(root, crop_size=200, size=32, max_crops_per_fov=None).open(tmp_path / "data")
     assert any(empty.name in r.getMessage() and "no crop" in r.getMessage() for r in caplog.records)
     summary = store.attrs["import_summary"]
     assert summary["fovs"] == len(names) + 1 and summary["fovs_without_crops"] == 1
@@ -275,3 +278,27 @@ def test_single_cell_crops_keep_their_own_cell_and_blank_the_others(tmp_path):
         source(tmp_path / "raw", mode="fov", single_cell={"enabled": True})
     with pytest.raises(ValueError, match="dataset.single_cell.growth"):
         source(tmp_path / "raw", single_cell={"enabled": True, "growth": -1})
+
+
+def test_a_parallel_import_writes_the_same_store_as_a_serial_one(tmp_path):
+    """Real fields, every FOV read once in worker processes: the same fingerprint, samples and
+    pixels as one process, byte for byte (single-cell masking included)."""
+    from tests.real_data import hoechst_fields, with_protein
+
+    fields = hoechst_fields()
+    root = tmp_path / "raw"
+    for fid, (name, gene) in enumerate(zip(sorted(fields), ["LAMP2", "LAMP2", "CYP51A1", "CYP51A1"]), start=1):
+        path = fov_path(root, gene, GENES[gene][0], fid)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(path, with_protein(fields, name))
+    options = {"crop_size": 200, "size": 48, "max_crops_per_fov": None, "single_cell": {"enabled": True}}
+    serial = source(root, workers=1, **options).open(tmp_path / "serial")
+    parallel = source(root, workers=2, **options).open(tmp_path / "parallel")
+    assert serial.fingerprint == parallel.fingerprint and len(serial) > 60
+    assert serial.samples.equals(parallel.samples)
+    assert np.array_equal(serial.read(0, len(serial)), parallel.read(0, len(parallel)))
+    per_target = serial.attrs["import_summary"]["samples_per_target"]
+    assert per_target == serial.samples.groupby("target").size().to_dict()
+    assert serial.attrs["source"]["crop_rule"] == {"rule": "all_single_nuclei"}
+    with pytest.raises(ValueError, match="dataset.workers=0"):
+        source(root, workers=0)

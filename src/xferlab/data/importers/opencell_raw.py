@@ -13,21 +13,26 @@ Modes:
 - `crops`: nuclei segmented on the Hoechst channel (`xferlab.data.importers.nuclei`: a threshold
   that debris cannot move, touching nuclei split by a distance-transform watershed, only nuclei of
   a single nucleus's size kept); `crop_size` px windows centred on nuclei whose window lies fully
-  inside the FOV, the first `max_crops_per_fov` in raster order of the nuclei, each resized to
-  `size`. A FOV that yields no crop is named in a warning and listed in the store's
-  `import_summary` attribute. With `single_cell.enabled`, every pixel outside the crop's own cell
+  inside the FOV, chosen by the crop rule (`xferlab.data.importers.crop_rules`: every such nucleus
+  by default, or `max_crops_per_fov` of them spread over the field, `crop_overlap`, `crop_seed`),
+  each resized to `size`. A FOV that yields no crop is named in a warning and listed in the store's
+  `import_summary` attribute, with the crops of every target. With `single_cell.enabled`, every pixel outside the crop's own cell
   (its nucleus grown by `single_cell.growth` nucleus radii, split with its neighbours) is set to
   the field's background: single-cell crops for single-cell evaluation.
 
 Samples are labelled from the packaged OpenCell annotations by ENSG id (`dataset.labels`); targets
 outside the rule are kept as unlabelled (-1). The store holds uint16 pixels.
+
+FOVs are imported in parallel (`dataset.workers`, `xferlab.data.importers.parallel`): each is read
+once, segmented and cut in a worker process; the store is the same whatever the number of workers.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -38,7 +43,6 @@ from xferlab.data.importers.common import (
     DataImportError,
     ImportedSource,
     annotation_labels,
-    append_in_blocks,
     file_inventory,
     known_ensg_ids,
     label_options,
@@ -51,9 +55,12 @@ from xferlab.data.importers.common import (
     to_uint16,
     unknown_target_message,
 )
-from xferlab.data.labels import MULTILABEL_RULES
+from xferlab.data.importers.crop_rules import CropRule
 from xferlab.data.importers.nuclei import cell_territories, check_options, mask_other_cells, segment_nuclei
+from xferlab.data.importers.parallel import import_workers, ordered_map
+from xferlab.data.labels import MULTILABEL_RULES
 from xferlab.data.store import StoreWriter
+from xferlab.runtime.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -168,10 +175,12 @@ def windows_inside(centres: list[tuple[int, int]], shape: tuple[int, int], crop_
             if y - half >= 0 and x - half >= 0 and y - half + crop_size <= height and x - half + crop_size <= width]
 
 
-def crop_centres(hoechst: np.ndarray, crop_size: int, max_crops: int,
-                 segmentation: dict[str, Any] | None = None) -> list[tuple[int, int]]:
-    """Centres of the crop windows to cut: single nuclei whose `crop_size` window lies inside the image."""
-    return windows_inside(segment_nuclei(hoechst, segmentation).centres, hoechst.shape, crop_size)[:max_crops]
+def crop_centres(hoechst: np.ndarray, crop_size: int, rule: CropRule | None = None,
+                 segmentation: dict[str, Any] | None = None, field: str = "") -> list[tuple[int, int]]:
+    """Centres of the crop windows to cut: single nuclei whose `crop_size` window lies inside the
+    image, chosen by `rule` (default: all of them)."""
+    inside = windows_inside(segment_nuclei(hoechst, segmentation).centres, hoechst.shape, crop_size)
+    return (rule or CropRule()).choose(inside, crop_size, field)
 
 
 def single_cell_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -194,6 +203,58 @@ def cut(image: np.ndarray, centre: tuple[int, int], crop_size: int) -> np.ndarra
     return image[:, top : top + crop_size, left : left + crop_size]
 
 
+@dataclass(frozen=True)
+class FieldSettings:
+    """What a worker needs to turn one FOV into stored images (picklable)."""
+
+    mode: str
+    size: int
+    crop_size: int
+    rule: CropRule
+    segmentation: dict[str, Any]
+    single_cell: dict[str, Any]
+    fov_size: int = 0  # mode=fov with a pixel size: the size every FOV must have
+
+
+@dataclass
+class FieldResult:
+    fov: Fov
+    centres: list[tuple[int, int]]  # mode=fov: the FOV's centre
+    images: np.ndarray              # (k, 2, size, size) uint16, in the order of `centres`
+    why_none: str | None = None     # mode=crops without a crop: why
+    counts: dict[str, int] = field(default_factory=dict)  # nuclei kept, windows inside, crops
+
+
+def import_field(settings: FieldSettings, fov: Fov) -> FieldResult:
+    """One FOV read once and turned into its stored images (run in a worker process)."""
+    image = read_fov(fov.path)
+    if settings.mode == "fov":
+        problem = whole_fov_problem(fov.path, image.shape, settings.fov_size)
+        if problem:
+            raise DataImportError(problem)
+        return FieldResult(fov, [(image.shape[1] // 2, image.shape[2] // 2)],
+                           to_uint16(resize_image(image, settings.size))[None])
+    nuclei = segment_nuclei(image[0], settings.segmentation)
+    inside = windows_inside(nuclei.centres, image.shape[1:], settings.crop_size)
+    centres = settings.rule.choose(inside, settings.crop_size, f"{fov.ensg_id}_{fov.fov_id}")
+    why = None if centres else nuclei.reason or (
+        f"none of its {len(nuclei.centres)} nuclei has a {settings.crop_size} px window inside the FOV")
+    territories = None
+    if settings.single_cell["enabled"] and centres:
+        territories = cell_territories(nuclei, settings.single_cell["growth"])
+    crops = []
+    for centre in centres:
+        if territories is not None:  # the crop's own cell only (its centre lies in its nucleus)
+            window = cut(territories[None], centre, settings.crop_size)[0]
+            crop = mask_other_cells(cut(image, centre, settings.crop_size), window, int(territories[centre]))
+        else:
+            crop = cut(image, centre, settings.crop_size)
+        crops.append(to_uint16(resize_image(crop, settings.size)))
+    images = np.stack(crops) if crops else np.zeros((0, len(CHANNELS), settings.size, settings.size), np.uint16)
+    return FieldResult(fov, centres, images, why,
+                       {"nuclei": len(nuclei.centres), "inside": len(inside), "crops": len(centres)})
+
+
 class OpenCellRawSource(ImportedSource):
     """`dataset=opencell_raw`: OpenCell raw FOVs (see the module docstring) as whole FOVs or nucleus crops."""
 
@@ -204,12 +265,15 @@ class OpenCellRawSource(ImportedSource):
         mode: str = "crops",
         size: int = 128,
         crop_size: int = 200,
-        max_crops_per_fov: int = 10,
+        max_crops_per_fov: int | None = None,
+        crop_overlap: float = 0.5,
+        crop_seed: int = 0,
         segmentation: Mapping[str, Any] | None = None,
         labels: Mapping[str, Any] | None = None,
         allow_unknown_targets: bool = False,
         pixel_size_um: float | None = None,
         single_cell: Mapping[str, Any] | None = None,
+        workers: int | str = "auto",
     ):
         super().__init__(name)
         if mode not in MODES:
@@ -219,7 +283,9 @@ class OpenCellRawSource(ImportedSource):
         self.mode = mode
         self.size = positive_int(size, "dataset.size")
         self.crop_size = positive_int(crop_size, "dataset.crop_size")
-        self.max_crops_per_fov = positive_int(max_crops_per_fov, "dataset.max_crops_per_fov")
+        self.crop_rule = CropRule(max_crops_per_fov, crop_overlap, crop_seed)
+        import_workers(workers, 1)  # a bad value fails here, before any file is read
+        self.workers = workers
         self.segmentation = seg
         self.labels = label_options(labels)
         self.allow_unknown_targets = bool(allow_unknown_targets)
@@ -236,7 +302,7 @@ class OpenCellRawSource(ImportedSource):
         fovs = find_fovs(root)
         spec = {
             "importer": "opencell_raw",
-            "importer_version": 2,  # 2: watershed-split single nuclei
+            "importer_version": 3,  # 2: watershed-split single nuclei; 3: crop rules
             "root": str(root),
             "inputs": file_inventory((f.path for f in fovs), root),
             "mode": self.mode,
@@ -245,8 +311,7 @@ class OpenCellRawSource(ImportedSource):
             "allow_unknown_targets": self.allow_unknown_targets,
         }
         if self.mode == "crops":
-            spec.update(crop_size=self.crop_size, max_crops_per_fov=self.max_crops_per_fov,
-                        segmentation=self.segmentation)
+            spec.update(crop_size=self.crop_size, crop_rule=self.crop_rule.describe(), segmentation=self.segmentation)
         if self.pixel_size_um is not None:
             spec["pixel_size_um"] = self.pixel_size_um
         if self.single_cell["enabled"]:
@@ -320,92 +385,58 @@ class OpenCellRawSource(ImportedSource):
         return {"image_size": self.size, "pixel_size_um": pixel, "whole_field": self.mode == "fov",
                 "field_px": fov_size or self.crop_size, "field_pixel_size_um": self.pixel_size_um}
 
-    def plan_crops(self, fovs: list[Fov]) -> tuple[list[tuple[Fov, list[tuple[int, int]]]], dict[str, str]]:
-        """Read and segment every FOV (before any store exists): the crop centres of each, and the
-        FOVs that yield none (file name -> why), each named in a warning."""
-        plan, empty = [], {}
-        for fov in fovs:
-            hoechst = read_fov(fov.path)[0]
-            nuclei = segment_nuclei(hoechst, self.segmentation)
-            inside = windows_inside(nuclei.centres, hoechst.shape, self.crop_size)
-            centres = inside[: self.max_crops_per_fov]
-            if not centres:
-                empty[fov.path.name] = nuclei.reason or (
-                    f"none of its {len(nuclei.centres)} nuclei has a {self.crop_size} px window inside the FOV")
-                log.warning("%s: no crop (%s); the FOV is left out", fov.path, empty[fov.path.name])
-            log.debug("%s: %d nuclei kept, %d with a window inside, %d crops", fov.path.name, len(nuclei.centres),
-                      len(inside), len(centres))
-            plan.append((fov, centres))
-        if len(empty) == len(fovs):
-            raise DataImportError(
-                f"{fovs[0].path.parent.parent}: no nucleus crops found in {len(fovs)} FOV(s) (first: "
-                f"{next(iter(empty.items()))}). Check that channel 0 is the Hoechst stain, adjust "
-                "dataset.segmentation (min_area, min_contrast) or dataset.crop_size, or use dataset.mode=fov."
-            )
-        return plan, empty
-
     def sample_row(self, fov: Fov, y: int, x: int) -> dict[str, Any]:
         """The sample-table row of the image centred at (y, x) of `fov`."""
         suffix = "" if self.mode == "fov" else f"_y{y}_x{x}"
         return {"sample_id": f"{fov.ensg_id}_{fov.fov_id}{suffix}", "target": fov.gene,
                 "ensg_id": fov.ensg_id, "fov_id": fov.fov_id, "crop_y": y, "crop_x": x}
 
-    def images(self, plan: list[tuple[Fov, list[tuple[int, int]] | None]], rows: list[dict[str, Any]],
-               fov_size: int = 0) -> Iterator[np.ndarray]:
-        """The store's images in order (uint16, `size` x `size`), appending each one's row to `rows`.
-        `fov_size` (mode fov with a pixel size): the size every FOV must have."""
-        for fov, centres in plan:
-            image = read_fov(fov.path)
-            if centres is None:
-                problem = whole_fov_problem(fov.path, image.shape, fov_size)
-                if problem:
-                    raise DataImportError(problem)
-                rows.append(self.sample_row(fov, image.shape[1] // 2, image.shape[2] // 2))
-                yield to_uint16(resize_image(image, self.size))
-                continue
-            territories = None
-            if self.single_cell["enabled"] and centres:
-                territories = cell_territories(segment_nuclei(image[0], self.segmentation), self.single_cell["growth"])
-            for centre in centres:
-                rows.append(self.sample_row(fov, *centre))
-                if territories is not None:  # the crop's own cell only (its centre lies in its nucleus)
-                    window = cut(territories[None], centre, self.crop_size)[0]
-                    crop = mask_other_cells(cut(image, centre, self.crop_size), window, int(territories[centre]))
-                else:
-                    crop = cut(image, centre, self.crop_size)
-                yield to_uint16(resize_image(crop, self.size))
+    def field_settings(self, fovs: list[Fov]) -> FieldSettings:
+        fov_size = tiff_header(fovs[0].path)[0][-1] if self.mode == "fov" and self.pixel_size_um is not None else 0
+        return FieldSettings(self.mode, self.size, self.crop_size, self.crop_rule, self.segmentation,
+                             self.single_cell, fov_size)
 
     def build(self, path: Path, spec: dict[str, Any], inputs: list[Fov]) -> None:
+        """Every FOV read once, in worker processes; its images written (compressed) as they come,
+        in the FOVs' order, into a store whose size is known only at the end."""
         fovs = inputs
         self.check_targets(fovs)
-        plan: list[tuple[Fov, list[tuple[int, int]] | None]]
-        empty: dict[str, str] = {}
-        if self.mode == "crops":
-            plan, empty = self.plan_crops(fovs)
-            n = sum(len(centres) for _, centres in plan)
-        else:
-            plan = [(fov, None) for fov in fovs]
-            n = len(fovs)
-        summary = {"fovs": len(fovs), "samples": n, "fovs_without_crops": len(empty), "why_without_crops": empty}
-        fov_size = read_fov(fovs[0].path).shape[1] if self.mode == "fov" and self.pixel_size_um is not None else 0
-        target_labels = annotation_labels(self.labels)
+        settings = self.field_settings(fovs)
+        workers = import_workers(self.workers, len(fovs))
+        log.info("%s: importing %d FOVs with %d worker process(es)", self.name, len(fovs), workers)
         rows: list[dict[str, Any]] = []
-        with StoreWriter(
-            path,
-            n_samples=n,
-            channel_names=CHANNELS,
-            image_size=(self.size, self.size),
-            dtype="uint16",
-            classes=target_labels.classes,
-            attrs={"source": spec, "label_rule": self.labels["rule"], "import_summary": summary,
-                   "pixel_size_um": self.stored_pixel_size(fov_size)},
-        ) as writer:
-            append_in_blocks(writer, self.images(plan, rows, fov_size), np.uint16)
+        empty: dict[str, str] = {}
+        crops: dict[str, int] = {}
+        target_labels = annotation_labels(self.labels)
+        summary: dict[str, Any] = {"fovs": len(fovs)}  # completed below, before the writer closes and records it
+        attrs = {"source": spec, "label_rule": self.labels["rule"], "import_summary": summary,
+                 "pixel_size_um": self.stored_pixel_size(settings.fov_size)}
+        with StoreWriter(path, n_samples=None, channel_names=CHANNELS, image_size=(self.size, self.size),
+                         dtype="uint16", classes=target_labels.classes, attrs=attrs) as writer:
+            results = ordered_map(partial(import_field, settings), fovs, workers)
+            for result in track(results, len(fovs), f"import {self.name}", unit="FOV"):
+                fov = result.fov
+                if result.why_none is not None:
+                    empty[fov.path.name] = result.why_none
+                    log.warning("%s: no crop (%s); the FOV is left out", fov.path, result.why_none)
+                log.debug("%s: %s", fov.path.name, result.counts)
+                rows += [self.sample_row(fov, *centre) for centre in result.centres]
+                crops[fov.gene] = crops.get(fov.gene, 0) + len(result.centres)
+                if len(result.images):
+                    writer.append(result.images)
+            if len(empty) == len(fovs):
+                raise DataImportError(
+                    f"{fovs[0].path.parent.parent}: no nucleus crops found in {len(fovs)} FOV(s) (first: "
+                    f"{next(iter(empty.items()))}). Check that channel 0 is the Hoechst stain, adjust "
+                    "dataset.segmentation (min_area, min_contrast) or dataset.crop_size, or use dataset.mode=fov."
+                )
+            summary.update(samples=len(rows), fovs_without_crops=len(empty), why_without_crops=empty,
+                           samples_per_target=crops)
             samples = pd.DataFrame(rows)
             labels, sets = target_labels.for_targets(samples["ensg_id"].tolist())
             samples["label"] = labels
             writer.write_samples(samples)
             if self.labels["rule"] in MULTILABEL_RULES:
                 writer.write_label_sets(sets)
-        log.info("%s: %d samples from %d FOVs (%d FOV(s) without a crop%s), %d labelled", self.name, n, len(fovs),
-                 len(empty), f": {sorted(empty)}" if empty else "", int((labels >= 0).sum()))
+        log.info("%s: %d samples from %d FOVs (%d FOV(s) without a crop%s)", self.name, len(rows), len(fovs),
+                 len(empty), f": {sorted(empty)}" if empty else "")
