@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
-.PHONY: help install lock demo notebook readme-results test test-all bench bench-scale weights pretrain wheel clean
+.PHONY: help install lock demo notebook readme-results test test-all test-cluster bench bench-scale weights pretrain wheel clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -52,6 +52,9 @@ test: $(STAMP)  ## the default test suite (fast; slow tests excluded)
 
 test-all: $(STAMP)  ## every test, slow ones included
 	$(PY) -m pytest -q -m ''
+
+test-cluster: $(STAMP)  ## the SLURM tests: a one-node cluster started and stopped by the tests (root; installs slurm-wlm and munge; minutes)
+	$(PY) -m pytest -q -m slurm
 
 bench: $(STAMP)  ## speed benchmarks: prints a table, saves outputs/bench/<timestamp>.json
 	$(PY) -m xferlab.bench

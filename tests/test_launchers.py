@@ -119,12 +119,15 @@ def test_slurm_launcher_composes_with_the_documented_settings():
 
 
 def test_slurm_sweep_writes_one_job_array_script_into_the_sweep_dir(tmp_path):
-    """A stand-in `sbatch` refuses the submission: nothing runs, but submitit has written the script."""
+    """A stand-in `sbatch` refuses the submission: nothing runs, but submitit has written the script
+    (a stand-in `sinfo` answers the check before submission with the partition)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for tool in ("sbatch", "srun"):  # submitit looks for srun; the script would call it on the cluster
         (bin_dir / tool).write_text(f"#!/bin/sh\necho '{tool}: stand-in for the tests, nothing submitted' >&2\nexit 1\n")
         (bin_dir / tool).chmod(0o755)
+    (bin_dir / "sinfo").write_text("#!/bin/sh\necho 'testpart*|gpu:a100:4'\n")  # a cluster with that partition
+    (bin_dir / "sinfo").chmod(0o755)
     proc = train_cli(["-m", "hydra/launcher=slurm", "hydra.launcher.partition=testpart", "hydra.launcher.account=lab",
                       *SMOKE, "seed=0,1,2", f"paths.root_dir={tmp_path}"], cwd=tmp_path, path_prefix=bin_dir)
     assert proc.returncode != 0 and "sbatch: stand-in for the tests, nothing submitted" in proc.stderr

@@ -219,6 +219,10 @@ class Preflight(Callback):
             raise SystemExit(f"xferlab: missing_backbones={mode!r}; choose one of {MISSING_MODES}")
         skipped = skip_missing_backbones(config) if multirun and mode == "skip" else []
         problems, n_jobs = sweep_problems(config, multirun)
+        if multirun:
+            from xferlab.runtime.cluster_checks import slurm_problems
+
+            problems += slurm_problems(config)
         if problems:
             raise SystemExit(report(problems, n_jobs))
         if skipped:
