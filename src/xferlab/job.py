@@ -169,11 +169,12 @@ def _run_job(cfg: DictConfig, head: Head) -> JobResult:
             scores.update(metrics.tuned(labels[fit.rows], fit.scores, labels[fit.val_rows], fit.val_scores,
                                         classes=store.classes, average_over=str(cfg.metrics.average_over)))
         log_final(loggers, scores)
+        samples, per_target = samples_per_target(store, split)
         results = {**scores, **fit.selection,
-                   **provenance(cfg, names, store, backbone, split, inputs.extract_info, settings)}
+                   **provenance(cfg, names, store, backbone, split, inputs.extract_info, settings, samples)}
         predictions = predictions_table(store, fit.rows, fit.scores, multilabel=multilabel)
         info = {**inputs.extract_info, **fit.info, "total_seconds": time.perf_counter() - started,
-                "samples_per_target": samples_per_target(store, split)[1],
+                "samples_per_target": per_target,
                 "backbone_sha256_after": backbone.current_sha256(), "host": platform.node(),
                 "torch": torch.__version__, "threads": torch.get_num_threads(),
                 "wandb_dir": None if wandb_run is None else str(wandb_run.dir)}

@@ -131,12 +131,14 @@ def pretraining_record(path: str | Path, trust: bool = False) -> dict[str, Any]:
     path = Path(path)
     if is_safetensors(path):  # by content, as read_file
         return {}
-    try:
-        if path.suffix == ".safetensors":
-            raise ValueError("torch.load would take this path for a safetensors file by its name")
-        with torch.serialization.safe_globals(SAFE_GLOBALS):
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - not mappable, unsafe or damaged: read_file says which, or reads it
+    obj = None
+    if path.suffix != ".safetensors":  # torch.load would take such a path for a safetensors file by its name
+        try:
+            with torch.serialization.safe_globals(SAFE_GLOBALS):
+                obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception:  # noqa: BLE001 - not mappable, unsafe or damaged: read_file says which, or reads it
+            obj = None
+    if obj is None:
         obj = read_file(path, trust=trust)
     record = obj.get("xferlab") if isinstance(obj, dict) else None
     return dict(record) if isinstance(record, dict) else {}

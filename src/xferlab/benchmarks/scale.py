@@ -54,6 +54,8 @@ STAGES = ("fetch", "import", "extract", "head")
 
 def study_targets(n: int, seed: int = 0):
     """`n` real single_grade3 targets: at least 3 per class, the rest in proportion to the classes."""
+    import pandas as pd
+
     from xferlab.data.labels import opencell_annotations, target_labels
 
     labels = target_labels(opencell_annotations(), "single_grade3")
@@ -65,8 +67,6 @@ def study_targets(n: int, seed: int = 0):
     share = 3 + np.floor((n - 3 * len(sizes)) * sizes / sizes.sum()).astype(int)
     share.iloc[: n - int(share.sum())] += 1  # the remainder, one each to the first classes
     picked = [table[table["label"] == k].sample(int(m), random_state=int(rng.integers(2**31))) for k, m in share.items()]
-    import pandas as pd
-
     return pd.concat(picked).sort_values("target_name").reset_index(drop=True), labels.classes
 
 

@@ -15,16 +15,14 @@ from xferlab.runtime.io import atomic_write_text
 def samples_per_target(group: pd.DataFrame, folder: Path) -> str | None:
     """The report's line on samples per target (one part per dataset and fingerprint), with every
     target's count written to `folder/samples_per_target.csv`; None for runs that did not record it."""
-    if "samples_per_target" not in group.columns:
+    if not {"samples_per_target", "dataset", "data_fingerprint"} <= set(group.columns):
         return None
     parts, tables = [], []
-    keys = [c for c in ("dataset", "data_fingerprint") if c in group.columns]
-    for key, runs in group.groupby(keys, sort=True) if keys else [((), group)]:
+    for (dataset, fingerprint), runs in group.groupby(["dataset", "data_fingerprint"], sort=True):
         recorded = [s for s in runs["samples_per_target"] if isinstance(s, dict) and s.get("targets")]
         if not recorded:
             continue
         summary = recorded[0]
-        dataset, fingerprint = (key if isinstance(key, tuple) else (key,)) + ("",) * (2 - len(keys))
         parts.append(f"{dataset} ({str(fingerprint)[:8]}): {summary['targets']} targets, {summary['min']}-"
                      f"{summary['max']} samples each (median {summary['median']:g})")
         counts = per_target(Path(runs["run_dir"].iloc[0]))

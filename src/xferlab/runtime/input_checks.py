@@ -218,19 +218,24 @@ def split_table(source: Any, node: DictConfig, data_dir: str):
             f"dataset={node.get('name')} (not imported yet: split drawn from the targets of the files under dataset.root)")
 
 
+def job_split(cfg: DictConfig, samples, labels, where: str) -> np.ndarray:
+    """The split the job will draw from this table (`split.*`, `split_seed`); ValueError when it cannot."""
+    from xferlab.data.splits import store_split
+
+    return store_split(samples, labels, where=where, source=str(OmegaConf.select(cfg, "split.source", default="computed")),
+                       val=float(cfg.split.val), test=float(cfg.split.test), seed=cfg.split_seed)
+
+
 def seen_problem(cfg: DictConfig, backbone: dict, record: dict, table) -> str | None:
     """Test targets of the job's split that the backbone's pretraining saw (the job's own check,
     made before any job)."""
     from xferlab.data.leakage import seen_targets_problem
-    from xferlab.data.splits import store_split
 
     if not record.get("seen") or table is None or bool(OmegaConf.select(cfg, "allow_seen_test_targets", default=False)):
         return None
     samples, labels, where = table
     try:
-        split = store_split(samples, labels, where=where,
-                            source=str(OmegaConf.select(cfg, "split.source", default="computed")),
-                            val=float(cfg.split.val), test=float(cfg.split.test), seed=cfg.split_seed)
+        split = job_split(cfg, samples, labels, where)
     except ValueError as err:
         return str(err)
     return seen_targets_problem(str(backbone.get("name")), record, samples, split, where)
@@ -239,15 +244,13 @@ def seen_problem(cfg: DictConfig, backbone: dict, record: dict, table) -> str | 
 def split_problem(cfg: DictConfig, table) -> str | None:
     """A labelled split (train, val, test) the job's split would leave empty, said before any
     import or extraction: what the head would otherwise find only after them."""
-    from xferlab.data.splits import SPLIT_NAMES, store_split
+    from xferlab.data.splits import SPLIT_NAMES
 
     if table is None or OmegaConf.select(cfg, "split", default=None) is None:
         return None
     samples, labels, where = table
     try:
-        split = store_split(samples, labels, where=where,
-                            source=str(OmegaConf.select(cfg, "split.source", default="computed")),
-                            val=float(cfg.split.val), test=float(cfg.split.test), seed=cfg.split_seed)
+        split = job_split(cfg, samples, labels, where)
     except ValueError as err:
         return f"{err} (dataset.labels.rule={OmegaConf.select(cfg, 'dataset.labels.rule', default='?')})"
     labelled = np.asarray(labels) >= 0

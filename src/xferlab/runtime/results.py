@@ -22,9 +22,10 @@ if TYPE_CHECKING:
 
 
 def provenance(cfg: DictConfig, names: dict[str, Any], store: ImageStore, backbone: Backbone, split: np.ndarray,
-               extract_info: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+               extract_info: dict[str, Any], settings: dict[str, Any], samples: dict[str, Any]) -> dict[str, Any]:
     """What is saved beside every number in metrics.json (deterministic values only). `settings`:
-    what the job's command line set, and the dataset's mode (`runtime.settings.job_settings`)."""
+    what the job's command line set, and the dataset's mode (`runtime.settings.job_settings`);
+    `samples`: the summary of `samples_per_target`."""
     return {
         **names,
         "settings": settings,
@@ -38,7 +39,7 @@ def provenance(cfg: DictConfig, names: dict[str, Any], store: ImageStore, backbo
         "n_train": int((split == TRAIN).sum()),
         "n_val": int((split == VAL).sum()),
         "n_test": int((split == TEST).sum()),
-        "samples_per_target": samples_per_target(store, split)[0],
+        "samples_per_target": samples,
         "config_digest": config_digest(cfg),
         "git_revision": git_revision(),
         "data_fingerprint": store.fingerprint,
