@@ -263,6 +263,12 @@ def run_as_another_user(args: list[str], cwd: Path) -> subprocess.CompletedProce
             pytest.skip("running as root without setpriv: no user that permission bits stop")
         command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
     env = {**os.environ, "PYTHONPATH": str(Path(xferlab.__file__).parents[1]), "HOME": str(cwd)}
+    if os.geteuid() == 0:  # `nobody` must reach the interpreter and xferlab (a clone in a 0700 folder it cannot)
+        probe = subprocess.run([*command[:4], sys.executable, "-c", "import xferlab.fetch"], cwd=cwd, env=env,
+                               capture_output=True, text=True, timeout=120)
+        if probe.returncode:
+            pytest.skip(f"user nobody cannot run this checkout's python and xferlab (a folder above it is not "
+                        f"readable by others): {probe.stderr.strip().splitlines()[-1] if probe.stderr.strip() else ''}")
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
 
