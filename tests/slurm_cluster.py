@@ -149,6 +149,17 @@ PartitionName={PARTITION} Nodes=ALL Default=YES MaxTime=INFINITE State=UP
                 parts.append(f"--- {name}:\n" + "\n".join(path.read_text().splitlines()[-15:]))
         return "\n".join(parts)
 
+    def cancel_all(self, timeout: float = 120) -> None:
+        """Cancel every job and wait until the queue is empty: a job step whose controller is gone
+        (a sweep returns once its results are written, before SLURM closes the step) would be left
+        behind, waiting forever."""
+        try:
+            if self.jobs():
+                self.run("scancel", f"--partition={PARTITION}")
+                self.wait_until_empty(timeout)
+        except (RuntimeError, subprocess.SubprocessError) as err:
+            print(f"jobs of the test cluster may be left running: {err}")
+
     def stop(self) -> None:
         """Every daemon this cluster started, by PID: terminated, then killed if it lingers."""
         for name in ("slurmd", "slurmctld", "munged"):
@@ -179,6 +190,7 @@ def slurm_cluster(tmp_path_factory):
     try:
         yield cluster
     finally:
+        cluster.cancel_all()
         cluster.stop()
         if previous is None:
             os.environ.pop("SLURM_CONF", None)

@@ -47,11 +47,17 @@ def run_infos(sweep: Path) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def local_sweep(tmp_path_factory) -> dict[str, dict]:
+def local_root(tmp_path_factory) -> Path:
+    """The sweep run locally, one job at a time: `<root>/sweep`, its cache in `<root>/out/cache`."""
     root = tmp_path_factory.mktemp("local")
     proc = train([*SWEEP, f"hydra.sweep.dir={root / 'sweep'}", f"paths.output_root={root / 'out'}"], root)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    found = results(root / "sweep")
+    return root
+
+
+@pytest.fixture(scope="module")
+def local_sweep(local_root) -> dict[str, dict]:
+    found = results(local_root / "sweep")
     assert len(found) == 4
     return found
 
@@ -96,6 +102,27 @@ def test_a_cancelled_sweep_finishes_on_a_rerun_with_only_what_was_missing(slurm_
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert results(tmp_path / "sweep") == local_sweep
     assert {n: (tmp_path / "sweep" / n / "metrics.json").stat().st_mtime_ns for n in done} == stamps  # not rerun
+
+
+def test_a_job_run_as_two_tasks_extracts_with_both_and_gives_the_one_process_results(slurm_cluster, local_root,
+                                                                                     local_sweep, tmp_path):
+    """`hydra.launcher.tasks_per_node=2`: sbatch --ntasks-per-node=2, srun starts the job twice, the two
+    tasks extract as Lightning DDP ranks on gloo and task 0 trains the head and writes the results."""
+    proc = train([*SLURM, "hydra.launcher.tasks_per_node=2", *SWEEP[:1], "backbone=random", "seed=0", SWEEP[-1],
+                  f"hydra.sweep.dir={tmp_path / 'sweep'}", f"paths.output_root={tmp_path / 'out'}"], tmp_path)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    (name, found), = results(tmp_path / "sweep").items()
+    assert found == local_sweep[name]
+    (entry,) = (tmp_path / "out" / "cache").glob("*.zarr")
+    local = local_root / "out" / "cache" / entry.name  # the same cache key
+    import numpy as np
+    import zarr
+    a, b = (zarr.open_array(e / "embeddings", mode="r")[:] for e in (local, entry))
+    np.testing.assert_allclose(b, a, rtol=0, atol=1e-6)
+    info = json.loads((tmp_path / "sweep" / name / "run_info.json").read_text())
+    assert info["extract_devices"] == 2 and info["cache_hit"] is False
+    log = (tmp_path / "sweep" / name / "train.log").read_text()
+    assert "[task 0] rank 0 of 2 wrote" in log and "[task 1] rank 1 of 2 wrote" in log, log[-3000:]
 
 
 def test_a_partition_that_does_not_exist_stops_the_sweep_before_it_is_submitted(slurm_cluster, tmp_path):

@@ -39,6 +39,7 @@ from xferlab.runtime.loggers import build_loggers, log_final
 from xferlab.runtime.provenance import config_digest, semantic_config
 from xferlab.runtime.results import mirror_to_wandb, predictions_table, provenance, samples_per_target, write_results
 from xferlab.runtime.settings import hydra_sweep, job_name, job_settings
+from xferlab.runtime.slurm_tasks import JobTasks, job_tasks, joined
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,11 @@ class JobResult:
     info: dict[str, Any] = field(default_factory=dict)
     name: str = ""  # the job's name (runtime.settings.job_name), also its W&B run's
 
+    @property
+    def helper_task(self) -> int | None:
+        """The SLURM task number of a task that only helped extract (task 0 writes the results)."""
+        return self.info.get("helper_task")
+
 
 @dataclass
 class JobInputs:
@@ -61,7 +67,7 @@ class JobInputs:
     store: ImageStore
     backbone: Backbone
     adapter: Any
-    features: np.ndarray
+    features: np.ndarray | None  # None in a SLURM task other than 0, which only helps extract
     labels: np.ndarray  # class indices (N,), or rows (N, K) of multi-hot values or grade weights (multilabel)
     split: np.ndarray
     multilabel: bool
@@ -83,8 +89,8 @@ def check_config(cfg: DictConfig) -> Head:
 
 def run_job(cfg: DictConfig) -> JobResult:
     head = check_config(cfg)
-    with verification(cfg.get("verify")):
-        return _run_job(cfg, head)
+    with verification(cfg.get("verify")), joined(job_tasks()) as tasks:
+        return _run_job(cfg, head, tasks)
 
 
 def finished_result(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
@@ -99,9 +105,10 @@ def finished_result(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     return done if done.get("config_digest") == config_digest(cfg) else None
 
 
-def load_inputs(cfg: DictConfig, head: Head) -> JobInputs:
+def load_inputs(cfg: DictConfig, head: Head, tasks: JobTasks | None = None) -> JobInputs:
     """Open (or build) the store, build the backbone and adapter, draw the split (with
-    `label_fraction`) and get the features the head asks for (cached embeddings, or images)."""
+    `label_fraction`) and get the features the head asks for (cached embeddings, or images).
+    `tasks`: the job's SLURM tasks when it runs as several (`xferlab.runtime.slurm_tasks`)."""
     store: ImageStore = build(cfg.dataset).open(cfg.paths.data_dir)
     backbone: Backbone = build(cfg.backbone)
     adapter = build(cfg.channels, dataset_channels=store.channel_names, model_channels=backbone.in_channels)
@@ -126,7 +133,7 @@ def load_inputs(cfg: DictConfig, head: Head) -> JobInputs:
             store, backbone, adapter, preprocessor, cfg.paths.cache_dir,
             lambda **kw: make_trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
                                       enable_checkpointing=False, **kw),
-            **OmegaConf.to_container(cfg.extract))
+            tasks=tasks, **OmegaConf.to_container(cfg.extract))
     extract_info = {**extract_info, "preprocess_scale": preprocessor.scale, "intensity": preprocessor.intensity,
                     "input_pixel_size_um": preprocessor.input_pixel_size_um(store.image_size[1])}
     view = preprocessor.matched_view(store.image_size[1])
@@ -136,7 +143,7 @@ def load_inputs(cfg: DictConfig, head: Head) -> JobInputs:
                      multilabel=multilabel, extract_info=extract_info, make_trainer=make_trainer)
 
 
-def _run_job(cfg: DictConfig, head: Head) -> JobResult:
+def _run_job(cfg: DictConfig, head: Head, tasks: JobTasks | None = None) -> JobResult:
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -149,7 +156,11 @@ def _run_job(cfg: DictConfig, head: Head) -> JobResult:
         return JobResult(metrics=done, run_dir=run_dir, backbone=None, head=None, info={"skipped": True},
                          name=run_name)
 
-    inputs = load_inputs(cfg, head)
+    helper = tasks is not None and not tasks.leader
+    inputs = None if helper and head.inputs == IMAGES else load_inputs(cfg, head, tasks)
+    if helper:  # it helped extract (if there was anything to extract); task 0 does the rest
+        return JobResult(metrics={}, run_dir=run_dir, backbone=None, head=None, name=run_name,
+                         info={"helper_task": tasks.rank, **({} if inputs is None else inputs.extract_info)})
     store, backbone, labels, split, multilabel = (inputs.store, inputs.backbone, inputs.labels, inputs.split,
                                                   inputs.multilabel)
     names = {"backbone": backbone.name, "channels": inputs.adapter.name, "dataset": cfg.dataset.name,

@@ -21,6 +21,10 @@ def main(cfg: DictConfig) -> float:
 
     result = run_job(cfg)
     m = result.metrics
+    if result.helper_task is not None:
+        print(f"[{result.name}] SLURM task {result.helper_task} helped extract; task 0 writes the results "
+              f"-> {result.run_dir}", flush=True)
+        return float("nan")
     if result.info.get("skipped"):
         print(f"[{result.name}] already done: test/macro_f1={m['test/macro_f1']:.4f} -> {result.run_dir}", flush=True)
         return float(m["test/macro_f1"])

@@ -3,7 +3,9 @@ dataset that streams the image store in chunk-aligned blocks, and a prediction w
 the embeddings into the cache. Memory holds a few blocks at a time, whatever the store's size.
 
 With `devices > 1` the extraction runs as Lightning DDP (`ddp_spawn`, so the calling job carries on
-in its own process afterwards): each rank reads its own blocks and writes its own cache chunks.
+in its own process afterwards): each rank reads its own blocks and writes its own cache chunks. A job
+run as several SLURM tasks (`xferlab.runtime.slurm_tasks`) extracts with its tasks as the ranks
+(`ddp`): task 0 decides under the cache lock and the others follow.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ from xferlab.data.store import ImageStore, StoreError
 from xferlab.embeddings.cache import ChunkWriter, EmbeddingCache
 from xferlab.embeddings.progress import ExtractionProgress
 from xferlab.embeddings.transfer import StagedCopies
+from xferlab.runtime import slurm_tasks
 from xferlab.runtime.integrity import describe
+from xferlab.runtime.slurm_tasks import JobTasks
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +206,10 @@ class CacheWriterCallback(BasePredictionWriter):
 
     def on_predict_end(self, trainer, pl_module):
         self.flush(pl_module)
-        self.active.close()
+        chunks = self.active.close()
+        if trainer.world_size > 1:
+            log.info("rank %d of %d wrote %d cache chunk(s): %s", trainer.global_rank, trainer.world_size,
+                     len(chunks), chunks)
 
 
 def cache_spec(backbone: Backbone, adapter: ChannelAdapter, preprocessor: Preprocessor,
@@ -273,10 +280,18 @@ def ensure_embeddings(
     dtype: str = "float32",
     compile: bool = False,
     devices: int = 1,
+    tasks: JobTasks | None = None,
 ) -> tuple[EmbeddingCache, dict[str, Any]]:
-    """The cache entry for these embeddings, computed (once, under the entry's lock) if missing."""
+    """The cache entry for these embeddings, computed (once, under the entry's lock) if missing.
+    With `tasks` (a job run as several SLURM tasks, joined) every task calls this: task 0 decides
+    and the others extract with it, or return at once when the entry is there."""
     cache = EmbeddingCache(cache_root, cache_spec(backbone, adapter, preprocessor, store, precision, dtype, compile))
     info: dict[str, Any] = {"cache_key": cache.key, "cache_path": str(cache.path)}
+    slurm_tasks.check_devices(tasks, devices)
+    options = dict(batch_size=batch_size, num_workers=num_workers, precision=precision, compile=compile,
+                   devices=devices, tasks=tasks)
+    if tasks is not None and not tasks.leader:
+        return cache, {**info, **_follow(cache, store, backbone, adapter, preprocessor, make_trainer, **options)}
     store_files = store.image_digests()  # an entry computed from other bytes of the store is rebuilt
     if not cache.is_intact(store_files):
         waiting = time.perf_counter()
@@ -288,53 +303,90 @@ def ensure_embeddings(
             if problems != []:
                 if problems is not None:
                     cache.discard(describe(problems))
-                info.update(cache_hit=False, **_extract(
-                    cache, store, backbone, adapter, preprocessor, make_trainer, batch_size=batch_size,
-                    num_workers=num_workers, precision=precision, compile=compile, devices=devices))
+                info.update(cache_hit=False, **_extract(cache, store, backbone, adapter, preprocessor, make_trainer,
+                                                        **options))
     if "cache_hit" not in info:
+        if tasks is not None:
+            slurm_tasks.announce((cache.key, None))  # nothing for the other tasks to do
         info["cache_hit"] = True
         log.info("embedding cache hit: %s", cache.path)
     return cache, info
 
 
-def _extract(cache: EmbeddingCache, store: ImageStore, backbone: Backbone, adapter: ChannelAdapter,
-             preprocessor: Preprocessor, make_trainer, *, batch_size, num_workers, precision, compile,
-             devices) -> dict[str, Any]:
-    start = time.perf_counter()
+def _follow(cache: EmbeddingCache, store: ImageStore, backbone: Backbone, adapter: ChannelAdapter,
+            preprocessor: Preprocessor, make_trainer, **options) -> dict[str, Any]:
+    """A task other than 0: extract its share into the entry task 0 is building, if it builds one."""
+    tasks: JobTasks = options["tasks"]
+    key, writer = slurm_tasks.receive(tasks)
+    if key != cache.key:
+        raise slurm_tasks.TasksError(
+            f"{tasks.describe()}: task 0 computes embeddings {key}, this task's config gives {cache.key}; the tasks "
+            "of one job must run the same config")
+    if writer is None:
+        return {"cache_hit": True}
+    _predict(writer, store, backbone, adapter, preprocessor, make_trainer, **options)
+    slurm_tasks.wait_for_all(tasks, "the extraction")
+    return {"cache_hit": False}
+
+
+def _predict(writer: ChunkWriter, store: ImageStore, backbone: Backbone, adapter: ChannelAdapter,
+             preprocessor: Preprocessor, make_trainer, *, batch_size, num_workers, precision, compile, devices,
+             tasks: JobTasks | None) -> int:
+    """Run the extraction into `writer` on this process's rank(s); the reader processes per rank."""
     devices = int(devices)
     trainer_kwargs: dict[str, Any] = {"precision": precision, "use_distributed_sampler": False}
-    if devices > 1:
+    if tasks is not None:  # the tasks are the ranks, already joined
+        trainer_kwargs.update(devices=tasks.per_node, num_nodes=tasks.nodes, strategy="ddp")
+        devices = tasks.world
+    elif devices > 1:
         trainer_kwargs.update(devices=devices, strategy="ddp_spawn")
     dataset = StoreBlocks(store, batch_size)
-    with cache.build(len(store), backbone.embed_dim * adapter.n_views, dataset.block_rows,
-                     source=store.source_record()) as writer:
-        trainer = make_trainer(callbacks=[CacheWriterCallback(writer), ExtractionProgress(len(store), backbone.name)],
-                               **trainer_kwargs)
-        on_cpu = isinstance(trainer.accelerator, CPUAccelerator)
-        if on_cpu and str(precision).startswith("bf16") and cpu_has_bf16() is False:
-            log.warning("extract.precision=%s on a CPU without bf16 units (no avx512_bf16 or amx_bf16): "
-                        "expect it to run several times slower than extract.precision=32-true", precision)
-        workers = resolve_workers(num_workers, on_cpu, blocks=dataset.n_blocks, ranks=devices)
-        # no pinning in the DataLoader: on CUDA the extractor stages batches in its own pinned buffers
-        loader = DataLoader(dataset, batch_size=None, num_workers=workers,
-                            prefetch_factor=2 if workers else None, pin_memory=False)
-        extractor = EmbeddingExtractor(backbone, preprocessor, adapter, compile=compile,
-                                       store_dtype=store.images.dtype, store_path=str(store.path),
-                                       sample_ids=store.samples["sample_id"].to_numpy())
-        trainer.predict(extractor, loader,
-                        return_predictions=False)
+    trainer = make_trainer(callbacks=[CacheWriterCallback(writer), ExtractionProgress(len(store), backbone.name)],
+                           **trainer_kwargs)
+    on_cpu = isinstance(trainer.accelerator, CPUAccelerator)
+    if on_cpu and str(precision).startswith("bf16") and cpu_has_bf16() is False:
+        log.warning("extract.precision=%s on a CPU without bf16 units (no avx512_bf16 or amx_bf16): "
+                    "expect it to run several times slower than extract.precision=32-true", precision)
+    workers = resolve_workers(num_workers, on_cpu, blocks=dataset.n_blocks, ranks=devices)
+    # no pinning in the DataLoader: on CUDA the extractor stages batches in its own pinned buffers
+    loader = DataLoader(dataset, batch_size=None, num_workers=workers,
+                        prefetch_factor=2 if workers else None, pin_memory=False)
+    extractor = EmbeddingExtractor(backbone, preprocessor, adapter, compile=compile,
+                                   store_dtype=store.images.dtype, store_path=str(store.path),
+                                   sample_ids=store.samples["sample_id"].to_numpy())
+    trainer.predict(extractor, loader, return_predictions=False)
+    return workers
+
+
+def _extract(cache: EmbeddingCache, store: ImageStore, backbone: Backbone, adapter: ChannelAdapter,
+             preprocessor: Preprocessor, make_trainer, **options) -> dict[str, Any]:
+    start = time.perf_counter()
+    tasks: JobTasks | None = options["tasks"]
+    devices = tasks.world if tasks is not None else int(options["devices"])
+    with cache.build(len(store), backbone.embed_dim * adapter.n_views, block_rows(int(store.images.chunks[0]),
+                     int(options["batch_size"])), source=store.source_record()) as writer:
+        if tasks is not None:
+            slurm_tasks.announce((cache.key, writer))
+        workers = _predict(writer, store, backbone, adapter, preprocessor, make_trainer, **options)
+        if tasks is not None:  # every task's rows are written before the entry is published
+            slurm_tasks.wait_for_all(tasks, "the extraction")
     seconds = time.perf_counter() - start
-    log.info("embedding cache miss: extracted %d images in %.1f s (%.0f images/s, %d device(s), %d workers) into %s",
+    log.info("embedding cache miss: extracted %d images in %.1f s (%.0f images/s, %d rank(s), %d workers) into %s",
              len(store), seconds, len(store) / seconds, devices, workers, cache.path)
     return {"extract_seconds": seconds, "images_per_second": len(store) / seconds, "extract_devices": devices,
             "extract_workers": workers}
 
 
 def extract_embeddings(store: ImageStore, backbone: Backbone, adapter: ChannelAdapter, preprocessor: Preprocessor,
-                       cache_root, make_trainer: Callable[..., L.Trainer], **options) -> tuple[np.ndarray, dict[str, Any]]:
+                       cache_root, make_trainer: Callable[..., L.Trainer],
+                       **options) -> tuple[np.ndarray | None, dict[str, Any]]:
     """Embeddings of every image of `store` as float32, from the cache or computed once and cached.
-    `options` are those of `ensure_embeddings`."""
+    `options` are those of `ensure_embeddings`. A task other than 0 of a job run as several SLURM
+    tasks gets None: it only helps extract."""
     cache, info = ensure_embeddings(store, backbone, adapter, preprocessor, cache_root, make_trainer, **options)
+    tasks = options.pop("tasks", None)
+    if tasks is not None and not tasks.leader:
+        return None, info
     try:
         return cache.load(), info
     except MemoryError:
@@ -349,5 +401,6 @@ def extract_embeddings(store: ImageStore, backbone: Backbone, adapter: ChannelAd
         except Exception as err:  # noqa: BLE001
             if cache.path.exists():
                 cache.discard(f"reading it failed: {type(err).__name__}: {err}")
+    # rebuilt by this process alone: the other tasks have left
     cache, info = ensure_embeddings(store, backbone, adapter, preprocessor, cache_root, make_trainer, **options)
     return cache.load(), info

@@ -9,7 +9,6 @@ and their own conditions; targets sit on plates of `PLATE_SIZE` in table order.
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import os
 import time
 from functools import cached_property
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from xferlab.data.importers.parallel import ordered_map
 from xferlab.data.labels import MULTILABEL_RULES, opencell_annotations, target_labels
 from xferlab.data.sources import BuiltSource
 from xferlab.data.store import StoreWriter
@@ -130,8 +130,10 @@ class SynthCellSource(BuiltSource):
                          dtype="uint16", classes=classes, chunk_rows=max(crops * 32, 256),
                          attrs={"source": spec, "label_rule": rule}) as writer:
             if workers > 1:
-                with mp.get_context("fork").Pool(workers) as pool, bar(n, "render SynthCell", unit="img") as progress:
-                    for block in pool.imap(render_target, jobs, chunksize=8):
+                # spawned, not forked: a fork of a job's process (its torch and logging threads, submitit's
+                # SIGTERM handler under SLURM) can leave a worker stuck and the job waiting on it for good
+                with bar(n, "render SynthCell", unit="img") as progress:
+                    for block in ordered_map(render_target, jobs, workers):
                         writer.append(block)
                         progress.update(len(block))
             else:
