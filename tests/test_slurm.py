@@ -46,6 +46,15 @@ def run_infos(sweep: Path) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in sorted(sweep.glob("*/run_info.json"))}
 
 
+@pytest.fixture(autouse=True)
+def empty_queue(request):
+    """Each test starts on an empty queue: a sweep returns once its results are written, while SLURM
+    may still be closing the job's steps."""
+    if "slurm_cluster" in request.fixturenames:
+        request.getfixturevalue("slurm_cluster").wait_until_empty(120)
+    yield
+
+
 @pytest.fixture(scope="module")
 def local_root(tmp_path_factory) -> Path:
     """The sweep run locally, one job at a time: `<root>/sweep`, its cache in `<root>/out/cache`."""
