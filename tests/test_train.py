@@ -515,7 +515,7 @@ def test_whole_fields_matched_with_tiles_are_seen_whole_and_the_job_says_so(tmp_
     """mode=fov on real fields, the backbone's pretraining pixel size read from its checkpoint,
     fit=tiles: every field becomes one embedding of its tiles, and the job records that all of each
     field was seen, in how many inputs."""
-    from tests.runtime.test_input_checks import opencell_checkpoint, opencell_root
+    from tests.checks.test_inputs import opencell_checkpoint, opencell_root
     from tests.conftest import compose_config
     from xferlab.job import check_config, load_inputs
 

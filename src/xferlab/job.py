@@ -37,7 +37,7 @@ from xferlab.runtime.building import build
 from xferlab.runtime.integrity import verification
 from xferlab.runtime.loggers import build_loggers, log_final
 from xferlab.runtime.provenance import config_digest, semantic_config
-from xferlab.runtime.results import mirror_to_wandb, predictions_table, provenance, samples_per_target, write_results
+from xferlab.run_folder import mirror_to_wandb, predictions_table, provenance, samples_per_target, write_results
 from xferlab.runtime.settings import hydra_sweep, job_name, job_settings
 
 log = logging.getLogger(__name__)

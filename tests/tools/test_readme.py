@@ -64,7 +64,7 @@ def test_experiment_table_lists_every_experiment():
 
 def test_predictions_columns_in_the_readme_are_the_ones_written(tmp_path):
     from tests.conftest import write_store
-    from xferlab.runtime.results import predictions_table
+    from xferlab.run_folder import predictions_table
 
     store = write_store(tmp_path / "s.zarr", n_per_class=1)
     written = predictions_table(store, np.arange(len(store)), np.eye(2)[store.labels], multilabel=False).columns
