@@ -97,7 +97,7 @@ def dataset_path_problems(node: dict) -> list[str]:
             value = node[key]
             if not value or not Path(str(value)).expanduser().exists():
                 problems.append(f"dataset={node.get('name')}: dataset.{key}={value} does not exist; point it at the "
-                                "real data (see the README, 'Reproduce the study on real data')")
+                                "real data (see docs/reproducing.md, 'Reproduce the study on real data')")
     return problems
 
 
