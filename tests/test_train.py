@@ -154,7 +154,8 @@ def test_two_seed_multirun_extracts_once_with_one_wandb_run_per_job(tmp_path):
     assert [i["cache_hit"] for i in infos] == [False, True]
     assert "embedding cache hit" in (sweeps[0] / "seed=1" / "train.log").read_text()
     # the console: one line per job (name, score, time, cache), the INFO lines only in train.log
-    lines = proc.stdout.splitlines()
+    header, *lines = proc.stdout.splitlines()
+    assert header == f"2 job(s), every input checked -> {Path('outputs') / 'sweeps' / 'smoke' / sweeps[0].name}", header
     assert len(lines) == 2, proc.stdout
     for line, job, cache in zip(lines, jobs, ("extracted", "cache hit")):
         assert line.startswith("[random_tiny-natural-s") and " s  " in line and cache in line, line
@@ -235,18 +236,6 @@ def test_the_console_shows_warnings_and_info_only_when_verbose_while_train_log_k
     assert "WARNING xferlab.job: a warning" in console
     written = (tmp_path / "train.log").read_text()
     assert "an info line" in written and "a warning" in written
-
-
-def test_a_job_line_names_the_job_its_score_time_and_cache(tmp_path, monkeypatch):
-    from xferlab.train import job_line
-
-    monkeypatch.chdir(tmp_path)
-    line = job_line("hpa-natural-s0", {"test/macro_f1": 0.81234}, {"total_seconds": 12.34, "cache_hit": True},
-                    tmp_path / "outputs" / "x")
-    assert line == f"[hpa-natural-s0] test/macro_f1=0.8123    12.3 s  cache hit  -> {Path('outputs') / 'x'}"
-    assert "extracted" in job_line("a", {"test/macro_f1": 0.5}, {"total_seconds": 1, "cache_hit": False}, "/elsewhere")
-    assert job_line("a", {"test/macro_f1": 0.5}, {"skipped": True}, "/elsewhere") == \
-        "[a] test/macro_f1=0.5000  already done  -> /elsewhere"
 
 
 def test_unknown_option_is_a_clear_error(tmp_path):

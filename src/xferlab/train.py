@@ -9,34 +9,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import hydra
 from omegaconf import DictConfig
 
 import xferlab.runtime.resolvers  # noqa: F401 - registers the resolvers the configs use
-
-
-def shown_path(path) -> str:
-    """`path` relative to the working folder when it lies inside it (shorter lines), else as is."""
-    path = Path(path)
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
-
-
-def job_line(name: str, metrics: dict, info: dict, run_dir) -> str:
-    """The one console line of a job: its name, test macro F1, time, whether its embeddings came
-    from the cache, and its run folder (everything else is in the folder's train.log)."""
-    score = f"[{name}] test/macro_f1={metrics['test/macro_f1']:.4f}"
-    run_dir = shown_path(run_dir)
-    if info.get("skipped"):
-        return f"{score}  already done  -> {run_dir}"
-    seconds = info.get("total_seconds")
-    cache = {True: "cache hit", False: "extracted"}.get(info.get("cache_hit"), "no embeddings")
-    took = f"{seconds:6.1f} s" if seconds is not None else "     ? s"
-    return f"{score}  {took}  {cache:<9}  -> {run_dir}"
+from xferlab.runtime.console import job_line
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

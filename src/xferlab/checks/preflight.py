@@ -205,3 +205,7 @@ class Preflight(Callback):
             raise SystemExit(report(problems, n_jobs))
         if skipped:
             print(not_run(skipped, config), file=sys.stderr, flush=True)
+        if multirun:  # the console's first line; then one line per job (xferlab.train)
+            from xferlab.runtime.console import sweep_line
+
+            print(sweep_line(n_jobs, OmegaConf.select(config, "hydra.sweep.dir")), flush=True)
