@@ -81,13 +81,16 @@ def test_per_class_f1_without_an_interval_or_a_condition_shows_what_there_is(swe
 
 def test_offline_it_writes_the_definition_and_says_how_to_publish(sweep, capsys, monkeypatch):
     monkeypatch.setenv("XFERLAB_ROOT", str(sweep.parents[3]))
-    assert dashboard.main(["study"]) == 0  # an experiment's name: its newest sweep
+    (sweep.parent / "latest").symlink_to(sweep.name)  # as make demo leaves it
+    assert dashboard.find_sweep("study") == sweep.parent / "latest"
+    assert dashboard.main(["study"]) == 0  # an experiment's name: its latest sweep
+    sweep = sweep.parent / "latest"
     out = capsys.readouterr().out
     written = sweep / "report" / "wandb_report.json"
     record = json.loads(written.read_text())
     assert (record["entity"], record["project"], record["experiment"]) == ("lab", "myproject", "study")
     assert sorted(record["run_ids"]) == sorted(r for _, r in RUNS.values())
-    assert record["report"]["displayName"] == f"xferlab: study ({sweep.name})"
+    assert record["report"]["displayName"] == f"xferlab: study ({sweep.resolve().name})"  # not "latest"
     assert f"wrote the W&B report's definition to {written}" in out
     assert f"wandb sync {sweep}/*/wandb/offline-run-*" in out and "--publish" in out
 

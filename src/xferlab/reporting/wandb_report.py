@@ -110,6 +110,7 @@ def build(sweep: Path, entity: str | None = None, project: str | None = None):
 
     runs = sweep_runs(sweep)
     folder = report_folder(sweep, runs.experiment)
+    name = Path(sweep).resolve().name  # the sweep's own name, not that of a `latest` link to it
     text = {name: (folder / name).read_text() if (folder / name).is_file() else ""
             for name in ("summary.md", "verdicts.md", "confusions.md")}
 
@@ -121,13 +122,13 @@ def build(sweep: Path, entity: str | None = None, project: str | None = None):
                           groupby_rangefunc="stddev", orientation="h", title_x=metric, title_y="backbone")
 
     blocks = [
-        wr.P(f"Sweep {runs.sweep.name} of experiment {runs.experiment}: {runs.jobs} jobs, "
+        wr.P(f"Sweep {name} of experiment {runs.experiment}: {runs.jobs} jobs, "
              f"{len(runs.backbones)} backbones ({', '.join(runs.backbones)}). Bars: mean over the runs of a "
              "backbone, whiskers one standard deviation over its units (splits, seeds, pretraining seeds). "
              "The intervals over test proteins and the paired verdicts below come from `python -m "
              "xferlab.report`, which computed them from the same runs' files."),
         wr.H2("Test macro F1 per backbone"),
-        wr.PanelGrid(runsets=[runset(f"{runs.experiment}: {runs.sweep.name}")], panels=[
+        wr.PanelGrid(runsets=[runset(f"{runs.experiment}: {name}")], panels=[
             bars(METRIC, "test macro F1 per backbone (crops), mean ± sd over units"),
             bars(PROTEIN_METRIC, "test macro F1 per backbone (proteins), mean ± sd over units"),
         ]),
@@ -149,7 +150,7 @@ def build(sweep: Path, entity: str | None = None, project: str | None = None):
     if text["confusions.md"]:
         blocks += [wr.H2("Largest confusions"), wr.MarkdownBlock(text=text["confusions.md"])]
     report = wr.Report(entity=entity or runs.entity or "", project=project or runs.project,
-                       title=f"xferlab: {runs.experiment} ({runs.sweep.name})"[:128],
+                       title=f"xferlab: {runs.experiment} ({name})"[:128],
                        description=f"Which backbone transfers best: {runs.experiment}, {runs.jobs} runs", blocks=blocks)
     return report, runs
 
