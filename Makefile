@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
-.PHONY: help install lock demo notebook readme-results test test-all test-cluster bench bench-scale weights pretrain wheel clean
+.PHONY: help install lock demo notebook readme-results test test-all test-cluster docs docs-serve dashboard bench bench-scale weights pretrain wheel clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -44,8 +44,17 @@ notebook: $(STAMP)  ## execute notebooks/results.ipynb on the latest demo's repo
 
 REPORTS ?= $(DEMO_LATEST)/report
 
-readme-results: $(STAMP)  ## copy the latest demo's tables (or those of REPORTS="<report dir> ...") into docs/results/ and the README
+readme-results: $(STAMP)  ## copy the latest demo's tables (or those of REPORTS="<report dir> ...") into docs/results/, the README and the docs pages
 	$(PY) tools/readme.py update $(REPORTS)
+
+dashboard: $(STAMP)  ## the latest demo as a W&B report (offline: writes its definition to <sweep>/report/wandb_report.json)
+	$(PY) -m xferlab.dashboard $(DEMO_LATEST)
+
+docs: $(STAMP)  ## build the documentation site into site/ (mkdocs build --strict: a broken link or anchor fails)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
+docs-serve: $(STAMP)  ## serve the documentation site at http://127.0.0.1:8000, rebuilt on every change
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve
 
 test: $(STAMP)  ## the default test suite (fast; slow tests excluded)
 	$(PY) -m pytest -q
@@ -72,4 +81,4 @@ wheel: $(STAMP)  ## build the wheel into dist/
 	$(PY) -m build --wheel --no-isolation --outdir dist .
 
 clean:  ## remove build artefacts (keeps .venv and outputs/)
-	rm -rf build dist src/*.egg-info .pytest_cache
+	rm -rf build dist site src/*.egg-info .pytest_cache

@@ -63,14 +63,15 @@ def files_of(job: Path) -> set[str]:
 def test_joblib_jobs_run_in_parallel_processes_extract_once_and_match_a_sequential_sweep(tmp_path):
     seeds = "seed=0,1,2,3"  # four jobs started at once, all needing the same embeddings
     # both sweeps at once (separate roots, so separate caches): the test waits for the slower only
-    parallel = start_train(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", *SMOKE, seeds,
+    parallel = start_train(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", *SMOKE, seeds, "verbose=true",
                             f"paths.root_dir={tmp_path / 'parallel'}", PID_LOG_FORMAT], cwd=tmp_path)
     sequential = start_train(["-m", *SMOKE, seeds, f"paths.root_dir={tmp_path / 'sequential'}", PID_LOG_FORMAT],
                              cwd=tmp_path)
     parallel, sequential = finish(parallel), finish(sequential)
     assert parallel.returncode == 0, parallel.stderr[-3000:]
     assert sequential.returncode == 0, sequential.stderr[-3000:]
-    assert "Joblib.Parallel(n_jobs=4" in parallel.stdout + parallel.stderr
+    assert "Joblib.Parallel(n_jobs=4" in parallel.stdout + parallel.stderr  # Hydra's launcher line: verbose=true
+    assert "Joblib.Parallel" not in sequential.stdout + sequential.stderr
 
     _, par = sweep_jobs(tmp_path / "parallel")
     _, seq = sweep_jobs(tmp_path / "sequential")

@@ -153,6 +153,15 @@ def test_two_seed_multirun_extracts_once_with_one_wandb_run_per_job(tmp_path):
     infos = [json.loads((sweeps[0] / j / "run_info.json").read_text()) for j in jobs]
     assert [i["cache_hit"] for i in infos] == [False, True]
     assert "embedding cache hit" in (sweeps[0] / "seed=1" / "train.log").read_text()
+    # the console: one line per job (name, score, time, cache), the INFO lines only in train.log
+    header, *lines = proc.stdout.splitlines()
+    assert header == f"2 job(s), every input checked -> {Path('outputs') / 'sweeps' / 'smoke' / sweeps[0].name}", header
+    assert len(lines) == 2, proc.stdout
+    for line, job, cache in zip(lines, jobs, ("extracted", "cache hit")):
+        assert line.startswith("[random_tiny-natural-s") and " s  " in line and cache in line, line
+        assert line.endswith(str(Path("outputs") / "sweeps" / "smoke" / sweeps[0].name / job)), line
+    assert "INFO" not in proc.stderr and "Launching" not in proc.stdout + proc.stderr
+    assert "xferlab.job" in (sweeps[0] / "seed=0" / "train.log").read_text()
     for job in jobs:
         runs = list((sweeps[0] / job / "wandb").glob("offline-run-*"))
         assert len(runs) == 1, job
@@ -190,6 +199,43 @@ def test_a_sweep_over_a_setting_records_it_names_its_jobs_by_it_and_the_report_k
         del metrics["settings"]
         (job / "metrics.json").write_text(json.dumps(metrics))
     assert sorted(experiment_table(collect_runs([sweep]))["condition"]) == sorted(summary["condition"])
+
+
+@pytest.mark.parametrize("verbose, shown", [(False, ["a warning"]), (True, ["an info line", "a warning"])])
+def test_the_console_shows_warnings_and_info_only_when_verbose_while_train_log_keeps_all(tmp_path, capsys, verbose,
+                                                                                       shown):
+    import logging
+    import logging.config
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"verbose={verbose}"], return_hydra_config=True)
+    OmegaConf.update(cfg, "hydra.runtime.output_dir", str(tmp_path), force_add=True)
+    OmegaConf.update(cfg, "hydra.job.name", "train", force_add=True)
+    assert cfg.hydra.hydra_logging.handlers.console.level == ("INFO" if verbose else "WARNING")
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        logging.config.dictConfig(OmegaConf.to_container(cfg.hydra.job_logging, resolve=True))
+        log = logging.getLogger("xferlab.job")
+        log.info("an info line")
+        log.warning("a warning")
+        for handler in root.handlers:
+            handler.flush()
+    finally:
+        for handler in root.handlers:
+            handler.close()
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+    console = capsys.readouterr().err
+    assert [m for m in ("an info line", "a warning") if m in console] == shown
+    assert "WARNING xferlab.job: a warning" in console
+    written = (tmp_path / "train.log").read_text()
+    assert "an info line" in written and "a warning" in written
 
 
 def test_unknown_option_is_a_clear_error(tmp_path):
@@ -515,7 +561,7 @@ def test_whole_fields_matched_with_tiles_are_seen_whole_and_the_job_says_so(tmp_
     """mode=fov on real fields, the backbone's pretraining pixel size read from its checkpoint,
     fit=tiles: every field becomes one embedding of its tiles, and the job records that all of each
     field was seen, in how many inputs."""
-    from tests.runtime.test_input_checks import opencell_checkpoint, opencell_root
+    from tests.checks.test_inputs import opencell_checkpoint, opencell_root
     from tests.conftest import compose_config
     from xferlab.job import check_config, load_inputs
 

@@ -1,4 +1,4 @@
-"""The README's result tables come from files, never typed by hand.
+"""The result tables of the README and the documentation pages come from files, never typed by hand.
 
     .venv/bin/python tools/readme.py update outputs/sweeps/demo/latest/report [<report> ...]  # `make readme-results`
     .venv/bin/python tools/readme.py check                                        # exit 1 on drift
@@ -17,7 +17,8 @@ their pretraining curves, from `src/xferlab/backbones/shipped/manifest.json`;
 and `probe_selection.md` from the newest benchmark records `docs/bench/heads-<date>.json` and
 `probe-selection-<date>.json` (tests keep each equal to its source).
 
-`check` (and the fast test tests/tools/test_readme.py) says which blocks differ from their files."""
+`check` (and the fast test tests/tools/test_readme.py) says which blocks of which page differ from
+their files."""
 
 from __future__ import annotations
 
@@ -29,8 +30,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-RESULTS = ROOT / "docs" / "results"
+DOCS = ROOT / "docs"
+RESULTS = DOCS / "results"
 BLOCK = re.compile(r"(<!-- results: (?P<file>\S+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
+
+
+def pages(root: Path = ROOT) -> list[Path]:
+    """The README and every Markdown page of the documentation, the quoted files under docs/results/ excepted."""
+    docs = root / "docs"
+    return [root / "README.md", *sorted(p for p in docs.rglob("*.md") if (docs / "results") not in p.parents)]
 
 
 def blocks(text: str) -> list[tuple[str, str]]:
@@ -43,7 +51,7 @@ def render(text: str, root: Path = ROOT) -> str:
     def fill(m: re.Match) -> str:
         path = root / m["file"]
         if not path.exists():
-            raise SystemExit(f"README block quotes {m['file']}, which does not exist: run `make demo` and "
+            raise SystemExit(f"a results block quotes {m['file']}, which does not exist: run `make demo` and "
                              "`make readme-results`, or remove the block")
         body = path.read_text()
         return m.group(1) + body + ("" if body.endswith("\n") else "\n") + m.group(4)
@@ -52,7 +60,7 @@ def render(text: str, root: Path = ROOT) -> str:
 
 
 def drift(text: str, root: Path = ROOT) -> list[str]:
-    """The files whose README block differs from them."""
+    """The files whose block in `text` differs from them."""
     return [f for (f, body), (_, new) in zip(blocks(text), blocks(render(text, root))) if body != new]
 
 
@@ -172,23 +180,25 @@ def copy_report(report: Path, results: Path = RESULTS) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("update", help="copy reports' tables into docs/results/ and the README")
+    up = sub.add_parser("update", help="copy reports' tables into docs/results/, the README and the pages")
     up.add_argument("reports", type=Path, nargs="+", help="report folders (<sweep dir>/report)")
-    sub.add_parser("check", help="exit 1 if a README block differs from its file")
+    sub.add_parser("check", help="exit 1 if a block of the README or a page differs from its file")
     args = parser.parse_args(argv)
-    text = README.read_text()
     if args.command == "update":
         for path in [write_shipped_table(), write_calibration_table(), *write_bench_tables()]:
             print(f"wrote {path.relative_to(ROOT)}")
         for report in args.reports:
             for path in copy_report(report):
                 print(f"wrote {path.relative_to(ROOT)}")
-        README.write_text(render(text))
-        print(f"updated {len(blocks(text))} results block(s) in README.md")
+        for page in pages():
+            text = page.read_text()
+            if blocks(text):
+                page.write_text(render(text))
+                print(f"updated {len(blocks(text))} results block(s) in {page.relative_to(ROOT)}")
         return 0
-    stale = drift(text)
-    for f in stale:
-        print(f"README.md quotes {f} but differs from it: run `make readme-results`", file=sys.stderr)
+    stale = [(page, f) for page in pages() for f in drift(page.read_text(), ROOT)]
+    for page, f in stale:
+        print(f"{page.relative_to(ROOT)} quotes {f} but differs from it: run `make readme-results`", file=sys.stderr)
     return 1 if stale else 0
 
 

@@ -35,9 +35,9 @@ from xferlab.embeddings.inputs import preprocessed_images
 from xferlab.heads.base import IMAGES, Head, HeadData
 from xferlab.runtime.building import build
 from xferlab.runtime.integrity import verification
-from xferlab.runtime.loggers import build_loggers, log_final
+from xferlab.runtime.loggers import BACKBONE_KEY, build_loggers, log_final
 from xferlab.runtime.provenance import config_digest, semantic_config
-from xferlab.runtime.results import mirror_to_wandb, predictions_table, provenance, samples_per_target, write_results
+from xferlab.run_folder import mirror_to_wandb, predictions_table, provenance, samples_per_target, write_results
 from xferlab.runtime.settings import hydra_sweep, job_name, job_settings
 from xferlab.runtime.slurm_tasks import JobTasks, job_tasks, joined
 
@@ -168,7 +168,7 @@ def _run_job(cfg: DictConfig, head: Head, tasks: JobTasks | None = None) -> JobR
     loggers, wandb_run = build_loggers(
         cfg.logger, run_dir=run_dir, group=cfg.experiment_name, name=run_name, job_type="train",
         tags=[f"{k}:{v}" for k, v in names.items() if k != "experiment"] + [f"seed:{cfg.seed}"],
-        config=semantic_config(cfg))
+        config={**semantic_config(cfg), BACKBONE_KEY: backbone.name})
     try:
         fit = head.fit(HeadData(features=inputs.features, labels=labels, split=split, classes=store.classes,
                                 multilabel=multilabel, seed=int(cfg.seed), average_over=str(cfg.metrics.average_over),

@@ -13,6 +13,7 @@ import hydra
 from omegaconf import DictConfig
 
 import xferlab.runtime.resolvers  # noqa: F401 - registers the resolvers the configs use
+from xferlab.runtime.console import job_line
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -20,20 +21,10 @@ def main(cfg: DictConfig) -> float:
     from xferlab.job import run_job  # imported here so that --help stays fast
 
     result = run_job(cfg)
-    m = result.metrics
-    if result.helper_task is not None:
-        print(f"[{result.name}] SLURM task {result.helper_task} helped extract; task 0 writes the results "
-              f"-> {result.run_dir}", flush=True)
+    print(job_line(result.name, result.metrics, result.info, result.run_dir), flush=True)
+    if result.helper_task is not None:  # a SLURM task that only helped extract: task 0 has the score
         return float("nan")
-    if result.info.get("skipped"):
-        print(f"[{result.name}] already done: test/macro_f1={m['test/macro_f1']:.4f} -> {result.run_dir}", flush=True)
-        return float(m["test/macro_f1"])
-    print(
-        f"[{result.name}] test/macro_f1={m['test/macro_f1']:.4f} "
-        f"test/accuracy={m['test/accuracy']:.4f}  -> {result.run_dir}",
-        flush=True,
-    )
-    return float(m["test/macro_f1"])
+    return float(result.metrics["test/macro_f1"])
 
 
 if __name__ == "__main__":

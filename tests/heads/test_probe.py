@@ -217,3 +217,25 @@ def test_empty_validation_split_is_named():
     with pytest.raises(ValueError, match="val split is empty"):
         LinearProbe().fit(head_data(x, y, split, 4))
 
+
+
+def test_a_fit_that_did_not_converge_warns_only_when_it_is_the_penalty_chosen(caplog):
+    """Every unconverged fit of the path goes to the job's log (INFO); the console's warning level
+    hears only about the chosen penalty's, the one whose scores are reported."""
+    import logging
+
+    x, y, split = correlated_data(n=600, seed=11)
+    probe = LinearProbe(l2={"start": 1.0, "stop": 1e-3, "per_decade": 1}, patience=None, smooth=0, max_iter=2)
+    with caplog.at_level(logging.INFO, logger="xferlab.heads.probe"):
+        result = probe.fit(head_data(x, y, split, 4))
+    assert not result.selection["head/converged"]
+    infos = [r for r in caplog.records if r.levelno == logging.INFO and "not converged" in r.getMessage()]
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "not converged" in r.getMessage()]
+    assert len(infos) == len(result.info["path"]) == 4
+    assert warned == [m for m in warned if f"chosen penalty l2={result.selection['head/l2']:.3g}" in m] and len(warned) == 1
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="xferlab.heads.probe"):
+        converged = LinearProbe(l2={"start": 1.0, "stop": 1e-2, "per_decade": 1}, patience=None).fit(
+            head_data(x, y, split, 4))
+    assert converged.selection["head/converged"]
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING and "not converged" in r.getMessage()]

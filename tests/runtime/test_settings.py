@@ -2,7 +2,7 @@
 and its name (with every setting its sweep varies)."""
 
 from tests.conftest import SMOKE, compose_config
-from tests.runtime.test_preflight import sweep
+from tests.checks.test_preflight import sweep
 from xferlab.runtime.settings import hydra_sweep, job_name, job_settings, labels, swept_keys
 
 

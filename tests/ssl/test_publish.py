@@ -83,7 +83,7 @@ def test_the_preflight_computes_the_config_digest_the_pretraining_records():
     from hydra.core.global_hydra import GlobalHydra
 
     from tests.conftest import CONF_DIR
-    from xferlab.runtime.input_checks import job_digest
+    from xferlab.checks.inputs import job_digest
     from xferlab.runtime.provenance import config_digest
 
     overrides = ["experiment=opencell_dino", "dataset.root=/data/opencell"]
@@ -100,7 +100,7 @@ def test_a_pretraining_sweep_that_publishes_is_checked_before_any_job(tmp_path, 
     from omegaconf import open_dict
 
     from tests.conftest import CONF_DIR
-    from xferlab.runtime.preflight import Preflight
+    from xferlab.checks.preflight import Preflight
 
     monkeypatch.setenv("XFERLAB_WEIGHTS", str(tmp_path))
     (tmp_path / "mine.pth").write_bytes(b"my own checkpoint")
@@ -130,7 +130,7 @@ def test_the_documented_cpu_try_out_runs_on_real_fields_and_its_backbone_evaluat
     import tifffile
 
     from tests.real_data import hoechst_fields, with_protein
-    from tests.runtime.test_input_checks import TARGETS
+    from tests.checks.test_inputs import TARGETS
 
     fields = hoechst_fields()
     root = tmp_path / "opencell"

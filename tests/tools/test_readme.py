@@ -1,6 +1,7 @@
-"""The README cannot drift from what it describes: its result blocks equal docs/results/, its
-config-group and experiment tables list exactly what conf/ holds, and requirements.lock pins
-every dependency of pyproject.toml at a version pyproject allows."""
+"""The README and the documentation pages cannot drift from what they describe: their result blocks
+equal docs/results/, the configuration page's group table and the experiment table list exactly
+what conf/ holds, the README stays a short front door whose links lead somewhere, and
+requirements.lock pins every dependency of pyproject.toml at a version pyproject allows."""
 
 import re
 from pathlib import Path
@@ -15,12 +16,20 @@ from tools import lock, readme
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "src" / "xferlab" / "conf"
 TEXT = (ROOT / "README.md").read_text()
+DOCS = ROOT / "docs"
+PAGES = {path: path.read_text() for path in readme.pages()}
+README_LINES = 250  # the front door: what xferlab answers, the quick start, the study, your data, links
 
 
-def section(title: str) -> str:
-    start = TEXT.index(title)
-    end = TEXT.find("\n#", start + len(title))
-    return TEXT[start:end if end > 0 else None]
+def section(title: str, page: str) -> str:
+    text = (DOCS / page).read_text()
+    start = text.index(title)
+    end = text.find("\n#", start + len(title))
+    return text[start:end if end > 0 else None]
+
+
+def quoted(text: str) -> set[str]:
+    return {f for f, _ in readme.blocks(text)}
 
 
 def table_rows(text: str) -> list[list[str]]:
@@ -34,9 +43,54 @@ def options(group: str) -> set[str]:
 
 
 def test_the_readme_quotes_the_demo_results_and_they_equal_their_files():
-    quoted = [f for f, _ in readme.blocks(TEXT)]
-    assert "docs/results/demo.md" in quoted
+    assert {"docs/results/demo.md", "docs/results/demo_verdicts.md"} <= quoted(TEXT)
     assert readme.drift(TEXT) == [], "run `make readme-results` (after `make demo`)"
+
+
+def test_every_page_quoting_results_equals_their_files():
+    stale = {path.relative_to(ROOT).as_posix(): readme.drift(text) for path, text in PAGES.items()}
+    assert {page: files for page, files in stale.items() if files} == {}, "run `make readme-results`"
+    assert readme.main(["check"]) == 0
+
+
+def test_the_pages_quote_every_table_the_long_readme_quoted():
+    """The README's results moved into the pages with their blocks, so they are still checked."""
+    in_pages = set().union(*(quoted(text) for path, text in PAGES.items() if path.parent == DOCS))
+    moved = {f"docs/results/{name}.md" for name in (
+        "demo", "demo_verdicts", "knn_by_k", "calibration_summary", "pretrained_vs_random_confusions", "domain_gap",
+        "domain_gap_verdicts", "scale", "shipped_backbones", "pretrained_vs_random", "probe_selection", "linear_probe")}
+    assert moved <= in_pages
+    assert quoted(TEXT) <= in_pages  # what the README shows, the site shows too
+
+
+def test_check_names_the_page_whose_block_differs(tmp_path, monkeypatch, capsys):
+    (tmp_path / "docs" / "results").mkdir(parents=True)
+    (tmp_path / "docs" / "results" / "a.md").write_text("| new |\n")
+    (tmp_path / "README.md").write_text("front door\n")
+    (tmp_path / "docs" / "page.md").write_text("<!-- results: docs/results/a.md -->\n| old |\n<!-- /results -->\n")
+    pages = readme.pages(tmp_path)
+    assert pages == [tmp_path / "README.md", tmp_path / "docs" / "page.md"]  # results/ itself is no page
+    monkeypatch.setattr(readme, "ROOT", tmp_path)
+    monkeypatch.setattr(readme, "pages", lambda: pages)
+    assert readme.main(["check"]) == 1
+    assert "docs/page.md quotes docs/results/a.md but differs from it" in capsys.readouterr().err
+
+
+def test_the_readme_is_a_short_front_door_whose_links_lead_somewhere():
+    assert len(TEXT.splitlines()) <= README_LINES
+    for heading in ("## Quick start", "## The study on real data", "## Your own data in one command"):
+        assert heading in TEXT
+    for command in ("make demo", "make test", "make docs", "python -m xferlab.dashboard"):
+        assert command in TEXT
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", TEXT)
+    local = [link for link in links if "://" not in link]
+    assert local, "the README links into the documentation"
+    for link in local:
+        assert (ROOT / link).is_file(), f"README links to {link}, which does not exist"
+    nav = (ROOT / "mkdocs.yml").read_text()
+    for link in local:
+        if link.startswith("docs/"):
+            assert link.removeprefix("docs/") in nav, f"{link} is not in the site's navigation (mkdocs.yml)"
 
 
 def test_drift_names_the_block_that_differs_and_render_fixes_it(tmp_path):
@@ -49,26 +103,26 @@ def test_drift_names_the_block_that_differs_and_render_fixes_it(tmp_path):
 
 
 def test_config_group_table_lists_every_option_of_every_group():
-    rows = table_rows(section("### Config groups"))
+    rows = table_rows(section("## Config groups at a glance", "configuration.md"))
     listed = {re.sub(r"`", "", row[0]): set(re.findall(r"`([^`]+)`", row[1])) for row in rows}
     groups = {p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra"}
     assert set(listed) == groups
     for group in groups:
-        assert listed[group] == options(group), f"README's config-group table, row {group}"
+        assert listed[group] == options(group), f"docs/configuration.md's config-group table, row {group}"
 
 
 def test_experiment_table_lists_every_experiment():
-    rows = table_rows(section("## Experiments and the report").split("Measured with")[0])
+    rows = table_rows(section("# Experiments and the report", "statistics.md").split("Measured with")[0])
     assert {row[0].strip("`") for row in rows} == options("experiment")
 
 
 def test_predictions_columns_in_the_readme_are_the_ones_written(tmp_path):
     from tests.conftest import write_store
-    from xferlab.runtime.results import predictions_table
+    from xferlab.run_folder import predictions_table
 
     store = write_store(tmp_path / "s.zarr", n_per_class=1)
     written = predictions_table(store, np.arange(len(store)), np.eye(2)[store.labels], multilabel=False).columns
-    described = section("## What a job does and writes")
+    described = section("# What a job does and writes", "jobs.md")
     for column in written:
         assert f"`{re.sub(r'^score/.*', 'score/<class>', column)}`" in described, column
 
@@ -125,8 +179,8 @@ def test_the_calibration_summary_equals_docs_calibration():
 
 @pytest.mark.parametrize("name", sorted(readme.BENCH_TABLES))
 def test_the_benchmark_tables_equal_their_newest_records(name):
-    if f"docs/results/{name}" not in [f for f, _ in readme.blocks(TEXT)]:
-        pytest.skip(f"the README does not quote docs/results/{name}")
+    if not any(f"docs/results/{name}" in quoted(text) for text in PAGES.values()):
+        pytest.skip(f"no page quotes docs/results/{name}")
     assert readme.bench_record(readme.BENCH_TABLES[name][1]) is not None, f"no record for {name} under docs/bench/"
     assert (ROOT / "docs" / "results" / name).read_text() == readme.bench_table(name), "run `make readme-results`"
 

@@ -31,7 +31,8 @@ from typing import Any
 
 import torch
 
-from xferlab.backbones.locations import check_lock, resolve_weights
+from xferlab.backbones.locations import check_lock
+from xferlab.backbones.resolve import resolve_weights
 from xferlab.backbones.weights import WeightsError, file_sha256
 from xferlab.runtime.integrity import checkpoint_problems
 

@@ -26,40 +26,15 @@ import posixpath
 from pathlib import Path
 from typing import Callable
 
-from xferlab.backbones.locations import KNOWN_CHECKPOINTS, KnownCheckpoint, record_lock, weights_dir
+from xferlab.backbones.locations import (  # noqa: F401  (the addresses, re-exported: download.source_url etc.)
+    DINO_URL, HOSTS, KNOWN_CHECKPOINTS, ZENODO_URL, KnownCheckpoint, dino_url, host_url, record_lock, source_url,
+    weights_dir, zenodo_url)
 from xferlab.backbones.weights import WeightsError
 from xferlab.runtime.transfer import OFFLINE_ENV, Progress, TransferError, offline, read_blocks, stream_to
 
 log = logging.getLogger(__name__)
 
-DINO_URL = "https://dl.fbaipublicfiles.com/dino"
-ZENODO_URL = "https://zenodo.org"
 TIMEOUT = 30  # seconds to connect, and between bytes
-# where a checkpoint's `url` is relative to: host -> (environment variable that moves it, default)
-HOSTS = {
-    "dino": ("XFERLAB_DINO_URL", DINO_URL),
-    "huggingface": ("HF_ENDPOINT", "https://huggingface.co"),  # huggingface_hub's own setting
-    "subcell": ("XFERLAB_SUBCELL_URL", "https://czi-subcell-public.s3.amazonaws.com/models"),
-}
-
-
-def host_url(host: str) -> str:
-    variable, default = HOSTS[host]
-    return os.environ.get(variable, default).rstrip("/")
-
-
-def dino_url() -> str:
-    return host_url("dino")
-
-
-def zenodo_url() -> str:
-    return os.environ.get("XFERLAB_ZENODO_URL", ZENODO_URL).rstrip("/")
-
-
-def source_url(known: KnownCheckpoint) -> str:
-    if known.url:
-        return f"{host_url(known.host)}/{known.url}"
-    return f"{known.member or known.file} from {zenodo_url()}/records/{known.zenodo}"
 
 
 def download_checkpoint(name: str, folder: Path | None = None, progress: bool = True,

@@ -4,7 +4,7 @@ it comes from), and the lock that pins their contents.
 `backbone.weights` is a path, or the bare name of a file in the weights folder
 (`$XFERLAB_WEIGHTS`, default `$XDG_CACHE_HOME/xferlab/weights`, i.e. `~/.cache/xferlab/weights`).
 A public checkpoint missing from the folder is downloaded on first use when `backbone.download`
-is `auto` (the default) and downloads are allowed (`HF_HUB_OFFLINE=0`), see `download`;
+is `auto` (the default) and downloads are allowed (`HF_HUB_OFFLINE=0`), see `resolve` and `download`;
 otherwise it is an error naming the file, where to get it and where to put it.
 
 `<weights folder>/weights.lock` lists `<sha256>  <file name>` (the `sha256sum` format), written
@@ -31,7 +31,7 @@ class KnownCheckpoint:
     file: str
     backbone: str  # the backbone config (conf/backbone/<name>.yaml) the file loads into
     what: str
-    url: str | None = None  # direct download, relative to its host's address (`download.HOSTS`)
+    url: str | None = None  # direct download, relative to its host's address (`HOSTS`)
     host: str = "dino"  # dino (DINO's server), huggingface (the Hugging Face hub), subcell (CZI's SubCell bucket)
     zenodo: str | None = None  # Zenodo record id holding the file (directly or inside a zip)
     member: str | None = None  # the file's name in the record or its archive (default: `file`)
@@ -93,14 +93,43 @@ def weights_dir() -> Path:
     return cache / "xferlab" / "weights"
 
 
+# ---------------------------------------------------------------- where public files come from
+
+DINO_URL = "https://dl.fbaipublicfiles.com/dino"
+ZENODO_URL = "https://zenodo.org"
+# where a checkpoint's `url` is relative to: host -> (environment variable that moves it, default)
+HOSTS = {
+    "dino": ("XFERLAB_DINO_URL", DINO_URL),
+    "huggingface": ("HF_ENDPOINT", "https://huggingface.co"),  # huggingface_hub's own setting
+    "subcell": ("XFERLAB_SUBCELL_URL", "https://czi-subcell-public.s3.amazonaws.com/models"),
+}
+
+
+def host_url(host: str) -> str:
+    variable, default = HOSTS[host]
+    return os.environ.get(variable, default).rstrip("/")
+
+
+def dino_url() -> str:
+    return host_url("dino")
+
+
+def zenodo_url() -> str:
+    return os.environ.get("XFERLAB_ZENODO_URL", ZENODO_URL).rstrip("/")
+
+
+def source_url(known: KnownCheckpoint) -> str:
+    if known.url:
+        return f"{host_url(known.host)}/{known.url}"
+    return f"{known.member or known.file} from {zenodo_url()}/records/{known.zenodo}"
+
+
 def where_to_get(name: str) -> str:
     known = KNOWN_CHECKPOINTS.get(name)
     if known is None:
         return "it is not one of the public checkpoints xferlab knows; use your own file"
     if known.how:
         return known.how
-    from xferlab.backbones.download import source_url
-
     return f"download {source_url(known)} (or run `python -m xferlab.fetch weights {name}` online)"
 
 
@@ -144,42 +173,3 @@ def check_lock(path: Path, digest: str) -> None:
             f"verified. The file changed since: delete it and fetch it again (`python -m xferlab.fetch weights "
             f"{path.name}`), or, if you replaced it on purpose, delete its line from {LOCK_FILE}"
         )
-
-
-# ---------------------------------------------------------------- resolving backbone.weights
-
-def resolve_weights(value: str | None, backbone: str, download: str = "auto") -> Path:
-    """The weights file `backbone.weights` names: `shipped:<file>` (a backbone shipped inside the
-    package), an existing path, or a file in the weights folder, downloaded there first if it is
-    a public checkpoint, `download` is `auto` and downloads are allowed."""
-    if download not in DOWNLOAD_MODES:
-        raise WeightsError(f"backbone.download={download!r}; choose one of {DOWNLOAD_MODES}")
-    if value and value.startswith(SHIPPED_PREFIX):
-        from importlib import resources
-
-        path = Path(str(resources.files("xferlab.backbones.shipped"))) / value[len(SHIPPED_PREFIX):]
-        if not path.is_file():
-            raise WeightsError(f"backbone={backbone}: shipped weights {path.name} are missing from {path.parent}; "
-                               "reinstall xferlab, or rebuild them with `make pretrain`")
-        return path
-    if not value:
-        raise WeightsError(f"backbone={backbone} needs a weights file: set backbone.weights=/path/to/file "
-                           "(.pth or .safetensors), or use backbone=random for a randomly initialised control")
-    path = Path(value).expanduser()
-    if path.is_file():
-        return path
-    if path.parent != Path(".") or path.is_absolute():
-        raise WeightsError(f"backbone.weights={value}: no such file. Check the path; {where_to_get(path.name)}")
-    in_folder = weights_dir() / value
-    if in_folder.is_file():
-        return in_folder
-    known = KNOWN_CHECKPOINTS.get(value)
-    if known is not None and known.downloadable and download == "auto":
-        from xferlab.backbones.download import download_checkpoint
-
-        return download_checkpoint(value, weights_dir())
-    raise WeightsError(
-        f"backbone={backbone}: weights file {value} not found in the weights folder {weights_dir()} "
-        f"(set XFERLAB_WEIGHTS to move it). To get it: {where_to_get(value)}, and put it at {in_folder}; "
-        f"or pass backbone.weights=/path/to/{value}"
-    )

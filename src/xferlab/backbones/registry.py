@@ -15,7 +15,7 @@ from torch import nn
 
 from xferlab.backbones.architecture import check_against_config, vit_kwargs_from_state
 from xferlab.backbones.checkpoints import load_backbone_state
-from xferlab.backbones.locations import resolve_weights
+from xferlab.backbones.resolve import resolve_weights
 from xferlab.backbones.pooling import get_pooling
 from xferlab.backbones.positions import (GridResize, check_rope_periods, grid_resize_rule, resample_pos_embed,
                                          set_rope_periods)

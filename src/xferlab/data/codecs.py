@@ -3,8 +3,8 @@
 Readers need no setting: zarr records the codec in `images/zarr.json`, so a store written with any
 of these (or with zarr's default, `zstd` level 0 without shuffle, which stores written before
 codecs were chosen use) reads the same pixels. The default is the one that decodes fastest per core
-at a compression that keeps stores small (`xferlab.benchmarks.codecs`; the reasoning is in the
-README's "Performance and scale").
+at a compression that keeps stores small (`xferlab.benchmarks.codecs`; the reasoning is in
+docs/performance.md).
 """
 
 from __future__ import annotations

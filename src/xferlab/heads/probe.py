@@ -179,9 +179,9 @@ class LinearProbe:
                      "val_macro_f1": _macro_f1(labels[val], probs, data.multilabel, data.average_over),
                      "val_loss": _log_loss(labels[val], probs, data.multilabel), "val_scores": probs}
             path.append(point)
-            if not fitted.converged:
-                log.warning("linear probe: l2=%.3g stopped after %d iterations with gradient %.2e (not converged; "
-                            "raise head.max_iter)", l2, fitted.iterations, fitted.grad_max)
+            if not fitted.converged:  # in train.log; a warning on the console only if it is the penalty chosen
+                log.info("linear probe: l2=%.3g stopped after %d iterations with gradient %.2e (not converged; "
+                         "raise head.max_iter)", l2, fitted.iterations, fitted.grad_max)
             if best is None or point["val_macro_f1"] > best["val_macro_f1"]:
                 best = point
             self._log(data, step, point)
@@ -196,6 +196,9 @@ class LinearProbe:
         test_scores = scores(best["theta"], x[test], mean, std, data.multilabel, self.chunk_rows)
         chosen = path.index(best)
         at_edge = chosen == 0 or (chosen == len(path) - 1 and len(path) == len(self.path))
+        if not best["converged"]:
+            log.warning("linear probe: the chosen penalty l2=%.3g stopped after %d iterations with gradient %.2e "
+                        "(not converged; raise head.max_iter)", best["l2"], best["iterations"], best["grad_max"])
         if at_edge and len(self.path) > 1:
             log.warning("linear probe: the chosen penalty l2=%.3g is at the end of the path %s; the optimum may lie "
                         "beyond it (widen head.path)", best["l2"], [f"{v:.3g}" for v in self.path])

@@ -24,7 +24,7 @@ from xferlab.reporting.embedding_map import condition_maps
 from xferlab.reporting.tables import (add_intervals, comparisons_latex, experiment_table, latex, markdown,
                                       usable_predictions)
 from xferlab.runtime.io import atomic_write_text
-from xferlab.runtime.preflight import NOT_RUN_FILE
+from xferlab.checks.preflight import NOT_RUN_FILE
 from xferlab.runtime.progress import bar
 
 DEFAULT_BOOTSTRAP = 2000

@@ -31,6 +31,12 @@ MODES = ("offline", "online", "disabled")
 INIT_TIMEOUT_S = 30
 
 
+# Top-level W&B config keys without dots, set by every training job: the dashboard
+# (`python -m xferlab.dashboard`) groups runs by them. The flat config's `backbone.name` holds the same
+# value, but a dotted key is read by W&B's report filters as a nested one.
+BACKBONE_KEY = "backbone_name"
+
+
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     """`{"a": {"b": 1}}` -> `{"a.b": 1}`; lists are kept as values."""
     if not isinstance(tree, dict):

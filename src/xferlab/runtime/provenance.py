@@ -15,7 +15,7 @@ from xferlab import __version__
 
 # Config keys that never change a result: where files go, how results are mirrored and reported,
 # whether to rerun, how closely inputs are checked. Everything else is part of the config digest.
-NON_SEMANTIC_KEYS = ("paths", "output_dir", "logger", "hydra", "force", "verify", "report")
+NON_SEMANTIC_KEYS = ("paths", "output_dir", "logger", "hydra", "force", "verbose", "verify", "report")
 # Where embeddings are extracted, not what is computed: also out of the digest.
 WHERE_IT_RUNS = ("extract.num_workers", "extract.devices")
 # Keys added after results existed, with the value that reproduces those results. At that value a

@@ -30,11 +30,20 @@ def job_dirname(override_dirname: str) -> str:
     return name
 
 
+def console_level(verbose) -> str:
+    """The console's logging level: INFO with `verbose=true`, else WARNING (a job's INFO lines then
+    go to its train.log only)."""
+    if isinstance(verbose, str):
+        verbose = verbose.strip().lower() in ("1", "true", "yes", "on")
+    return "INFO" if verbose else "WARNING"
+
+
 def register() -> None:
     # use_cache: Hydra copies the resolver cache from the sweep's master config into every job,
     # so all jobs of one sweep see the same id.
     OmegaConf.register_new_resolver("xferlab.uid", _unique_id, use_cache=True, replace=True)
     OmegaConf.register_new_resolver("xferlab.dirname", job_dirname, replace=True)
+    OmegaConf.register_new_resolver("xferlab.console_level", console_level, replace=True)
 
 
 register()

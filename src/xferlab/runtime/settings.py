@@ -16,13 +16,14 @@ A job's name is `<backbone>-<channels>`, then `<label>=<value>` for every other 
 varies, then `s<seed>`, and `split<split_seed>` / `pretrain<pretrain_seed>` where the sweep varies
 those: `hpa-natural-mode=fov-s0` in `experiment=paper`. What the sweep varies comes from Hydra's
 record of it, `<sweep dir>/multirun.yaml`, expanded as its basic sweeper does
-(`preflight.job_overrides`): the keys given more than one value. A single run varies nothing and
+(`job_overrides`): the keys given more than one value. A single run varies nothing and
 keeps the short name. A setting is labelled by the last part of its key (`dataset.mode` ->
 `mode`) unless two shown settings share it (then by the whole key).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -85,11 +86,31 @@ def job_settings(cfg: DictConfig, overrides: Sequence[str]) -> dict[str, Any]:
     return settings
 
 
-def swept_keys(master: DictConfig) -> list[str]:
-    """The keys a sweep gives more than one value (its jobs' overrides: `preflight.job_overrides`),
-    in the sweep's order, from its master config (`<sweep dir>/multirun.yaml`)."""
-    from xferlab.runtime.preflight import job_overrides
+def job_overrides(config: DictConfig) -> list[list[str]]:
+    """The override list of every job of a multirun: the cartesian product of the sweep's
+    parameters (`hydra.sweeper.params` first, the command line after and winning), as Hydra's
+    basic sweeper forms them."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
+    arguments = [f"{k}={v}" for k, v in params.items()]
+    arguments += list(OmegaConf.select(config, "hydra.overrides.task", default=None) or [])
+    hydra = GlobalHydra.instance()  # its config loader expands glob(...) sweeps over a group's options
+    parser = OverridesParser.create(config_loader=hydra.config_loader() if hydra.is_initialized() else None)
+    choices: dict[str, list[str]] = {}
+    for override in parser.parse_overrides(arguments):
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            choices[key] = [f"{key}={override.get_value_element_as_str()}"]
+    return [list(combo) for combo in itertools.product(*choices.values())]
+
+
+def swept_keys(master: DictConfig) -> list[str]:
+    """The keys a sweep gives more than one value (its jobs' overrides: `job_overrides`),
+    in the sweep's order, from its master config (`<sweep dir>/multirun.yaml`)."""
     values: dict[str, set[str | None]] = {}
     for job in job_overrides(master):
         for override in job:

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import SMOKE, compose_config, write_store
 from xferlab.runtime.io import DiskFullError
-from xferlab.runtime.results import write_results
+from xferlab.run_folder import write_results
 
 
 def test_a_failure_part_way_leaves_no_metrics_json_and_no_temporary_files(tmp_path, monkeypatch):

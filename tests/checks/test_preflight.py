@@ -20,7 +20,7 @@ from omegaconf import open_dict
 from tests.backbones.test_checkpoints import dino_checkpoint
 from tests.backbones.vit_reference import random_vit_state
 from tests.conftest import CONF_DIR
-from xferlab.runtime.preflight import input_overrides, job_configs, job_overrides, missing_inputs
+from xferlab.checks.preflight import input_overrides, job_configs, job_overrides, missing_inputs
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -110,7 +110,7 @@ def test_online_the_sweep_downloads_a_missing_public_checkpoint_once_before_the_
     from tests.backbones.record_server import RecordServer, zip_bytes
     from tests.backbones.test_download import saved
     from xferlab.backbones.locations import read_lock
-    from xferlab.runtime.preflight import Preflight
+    from xferlab.checks.preflight import Preflight
 
     monkeypatch.setenv("XFERLAB_WEIGHTS", str(tmp_path / "weights"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
@@ -168,7 +168,7 @@ def test_a_hub_backbone_offline_and_not_cached_is_listed(monkeypatch):
 
 def test_zoo_sweep_keeps_the_backbones_present_and_lists_the_others(tmp_path, monkeypatch):
     from tests.backbones.test_subcell import released_state
-    from xferlab.runtime.preflight import skip_missing_backbones
+    from xferlab.checks.preflight import skip_missing_backbones
 
     monkeypatch.setenv("XFERLAB_WEIGHTS", str(tmp_path))
     torch.save(released_state(2), tmp_path / "DNA-Protein_MAE-CellS-ProtS-Pool.pth")  # only SubCell bg is here

@@ -1,4 +1,4 @@
-"""What the check before the jobs finds without running one (`xferlab.runtime.input_checks`), on
+"""What the check before the jobs finds without running one (`xferlab.checks.inputs`), on
 real OpenCell fields laid out as the release lays them out: a FOV of the wrong dtype, shape or
 channel count (from the TIFF headers), `scale=match` without a pretraining pixel size, whole fields
 shown only in part, and test targets the backbone's pretraining saw. Each stops the sweep with one
@@ -20,8 +20,8 @@ from tests.backbones.test_checkpoints import dino_checkpoint
 from tests.backbones.vit_reference import random_vit_state
 from tests.conftest import xferlab_env
 from tests.real_data import hoechst_fields, with_protein
-from tests.runtime.test_preflight import sweep
-from xferlab.runtime.preflight import Preflight
+from tests.checks.test_preflight import sweep
+from xferlab.checks.preflight import Preflight
 
 # three real OpenCell targets of one class (er, a single grade-3 annotation each): one lands in each split
 TARGETS = {"VMP1": "ENSG00000062716", "AGPAT2": "ENSG00000169692", "ALG2": "ENSG00000119523"}

@@ -6,7 +6,7 @@ Hydra's basic sweeper does (the experiment's `hydra.sweeper.params`, then the co
 composes the config of each job that differs in its inputs (not once per seed), so command-line
 overrides such as `backbone.weights=...` count.
 
-Per distinct backbone and dataset (`runtime.input_checks`): a weights file that is missing is
+Per distinct backbone and dataset (`checks.inputs`): a weights file that is missing is
 downloaded now when it is a public checkpoint, `backbone.download=auto` and downloads are allowed
 (once, before the jobs, not once per job); a dataset's `root` / `csv` / `path` must exist, its
 config must build, and what its importer would refuse must not show in the files' names and
@@ -27,41 +27,19 @@ Hydra builds its sweeper from `hydra.sweeper.params`, so the sweep is the one le
 
 from __future__ import annotations
 
-import itertools
 import sys
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from xferlab.runtime.input_checks import JobInputs, checkpoint_record, scale_problem, weights_check
+from xferlab.checks.inputs import JobInputs, checkpoint_record, scale_problem, weights_check
+from xferlab.runtime.settings import job_overrides
 
 INPUT_NODES = ("backbone", "dataset", "paths")
 SPLIT_KEYS = ("split_seed", "split", "allow_seen_test_targets")  # what decides the split a seen-target check draws
 MISSING_MODES = ("fail", "skip")
 NOT_RUN_FILE = "not_run.txt"
-
-
-def job_overrides(config: DictConfig) -> list[list[str]]:
-    """The override list of every job of a multirun: the cartesian product of the sweep's
-    parameters (`hydra.sweeper.params` first, the command line after and winning), as Hydra's
-    basic sweeper forms them."""
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
-    arguments = [f"{k}={v}" for k, v in params.items()]
-    arguments += list(OmegaConf.select(config, "hydra.overrides.task", default=None) or [])
-    hydra = GlobalHydra.instance()  # its config loader expands glob(...) sweeps over a group's options
-    parser = OverridesParser.create(config_loader=hydra.config_loader() if hydra.is_initialized() else None)
-    choices: dict[str, list[str]] = {}
-    for override in parser.parse_overrides(arguments):
-        key = override.get_key_element()
-        if override.is_sweep_override():
-            choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
-        else:
-            choices[key] = [f"{key}={override.get_value_element_as_str()}"]
-    return [list(combo) for combo in itertools.product(*choices.values())]
 
 
 def input_overrides(overrides: list[list[str]], groups: set[str], splits: bool = False,
@@ -104,7 +82,7 @@ def job_configs(config: DictConfig, multirun: bool, keep: str = "inputs",
 
 
 def missing_inputs(jobs: list[DictConfig]) -> list[str]:
-    """Every problem of these job configs, each once (`runtime.input_checks`)."""
+    """Every problem of these job configs, each once (`checks.inputs`)."""
     checks = JobInputs()
     for cfg in jobs:
         checks.check(cfg)
@@ -227,3 +205,7 @@ class Preflight(Callback):
             raise SystemExit(report(problems, n_jobs))
         if skipped:
             print(not_run(skipped, config), file=sys.stderr, flush=True)
+        if multirun:  # the console's first line; then one line per job (xferlab.train)
+            from xferlab.runtime.console import sweep_line
+
+            print(sweep_line(n_jobs, OmegaConf.select(config, "hydra.sweep.dir")), flush=True)

@@ -1,4 +1,4 @@
-"""The checks of a job's inputs that need no job: what the preflight (`runtime.preflight`) runs on
+"""The checks of a job's inputs that need no job: what the preflight (`checks.preflight`) runs on
 every distinct input config of a run or sweep before any job starts.
 
 Each check returns problems as messages (one line each, naming the file, key or value and the
@@ -45,7 +45,7 @@ def key_of(node: Any) -> str:
 def weights_check(node: dict) -> tuple[str | None, Path | None]:
     """(problem, weights file): the file a backbone config names, fetched now when it is a public
     checkpoint and downloads are allowed; a hub backbone's cache."""
-    from xferlab.backbones.locations import resolve_weights
+    from xferlab.backbones.resolve import resolve_weights
     from xferlab.backbones.weights import WeightsError
 
     init = node.get("init")
@@ -97,7 +97,7 @@ def dataset_path_problems(node: dict) -> list[str]:
             value = node[key]
             if not value or not Path(str(value)).expanduser().exists():
                 problems.append(f"dataset={node.get('name')}: dataset.{key}={value} does not exist; point it at the "
-                                "real data (see the README, 'Reproduce the study on real data')")
+                                "real data (see docs/reproducing.md, 'Reproduce the study on real data')")
     return problems
 
 
