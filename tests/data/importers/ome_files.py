@@ -46,9 +46,11 @@ def write_ome_zarr(path: Path, image: np.ndarray, pixel_size_um: float, channels
     return path
 
 
-def nuclei_field(seed: int, size: int = 256, n: int = 5, radius: int = 12, protein: int = 300) -> np.ndarray:
+def nuclei_field(seed: int, size: int = 256, n: int = 5, radius: int = 12, protein: int = 300,
+                 pattern: str = "ring") -> np.ndarray:
     """A `(2, size, size)` uint16 field: bright disks (nuclei) on a noisy background in channel 0,
-    a protein channel whose pattern depends on `protein` (a ring around each nucleus, scaled)."""
+    and in channel 1 a protein of brightness `protein` either in a ring around each nucleus
+    (`ring`: cytoplasmic) or inside it (`nuclear`)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size]
     hoechst = rng.normal(200, 20, (size, size))
@@ -62,5 +64,6 @@ def nuclei_field(seed: int, size: int = 256, n: int = 5, radius: int = 12, prote
     for y, x in placed:
         r2 = (yy - y) ** 2 + (xx - x) ** 2
         hoechst[r2 <= radius**2] += 3000
-        prot[(r2 > radius**2) & (r2 <= (2 * radius) ** 2)] += protein
+        inside = r2 <= radius**2 if pattern == "nuclear" else (r2 > radius**2) & (r2 <= (2 * radius) ** 2)
+        prot[inside] += protein
     return np.clip(np.stack([hoechst, prot]), 0, 65535).astype(np.uint16)
