@@ -16,7 +16,7 @@ from tests.data.importers.ome_files import (
     write_ome_tiff,
     write_ome_zarr,
 )
-from tests.data.importers.test_opencell_raw import GENES, assert_nothing_left, fov_path
+from tests.data.importers.test_opencell_raw import GENES, MAIN_FINGERPRINTS, assert_nothing_left, fov_path
 from tests.data.importers.test_opencell_raw import source as opencell_source
 from xferlab.data.importers.common import DataImportError
 from xferlab.data.importers.fovs import FovsSource
@@ -121,9 +121,8 @@ def test_ome_zarr_gives_the_store_of_the_same_pixels_as_ome_tiff(tmp_path):
     assert zarr_store.pixel_size_um == tiff.pixel_size_um == pytest.approx(0.3 * 64 / 32)
 
 
-# Images fingerprints of main's opencell_raw (commit b0c6238, before the importer was shared) on the
-# four real fields laid out by `real_opencell_tree`, crop_size 200, size 48, at most 5 crops per FOV:
-MAIN_OPENCELL_RAW = "52462f92c8567d2bf33ee90752c8c4b6a7b59417590706e712d70683f1261b4b"
+# main's opencell_raw store of these fields and settings (tests/data/importers/test_opencell_raw.py)
+MAIN_OPENCELL_RAW = MAIN_FINGERPRINTS["crops"]
 
 
 def test_real_fields_in_ome_tiff_and_ome_zarr_give_the_opencell_raw_store(tmp_path):
