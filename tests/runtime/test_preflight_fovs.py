@@ -107,3 +107,10 @@ def test_one_command_from_a_folder_of_ome_tiff_fields_to_a_ranking(tmp_path):
     ranking = [line.split("|")[1].strip() for line in report.stdout.splitlines() if line.startswith("| ")][1:]
     assert sorted(ranking) == ["pixels", "random"]
     assert "per crop" in report.stdout and "per protein" in report.stdout  # paired comparisons with the control
+
+
+def test_too_few_groups_for_a_split_stop_the_sweep_before_the_import(tmp_path):
+    csv = fields_folder(tmp_path, per_class=2)  # two groups per class: a class needs three to reach val and test
+    problems, _ = sweep(["experiment=zoo", "dataset=fovs", f"dataset.table={csv}", "backbone=random,pixels"],
+                        lambda cfg: sweep_problems(cfg, True))
+    assert any("dataset=fovs (not imported yet" in p and "would be empty" in p and "dataset.table" in p for p in problems)

@@ -255,7 +255,7 @@ def split_table(source: Any, node: DictConfig, data_dir: str):
     if planned_table is None:
         return None
     return (planned_table, planned_table["label"].to_numpy(),
-            f"dataset={node.get('name')} (not imported yet: split drawn from the targets of the files under dataset.root)")
+            f"dataset={node.get('name')} (not imported yet: split drawn from the targets its files will give)")
 
 
 def job_split(cfg: DictConfig, samples, labels, where: str) -> np.ndarray:
@@ -303,7 +303,7 @@ def split_problem(cfg: DictConfig, table) -> str | None:
     return (f"{where}: the {' and '.join(empty)} split{'s' if len(empty) > 1 else ''} would be empty: "
             f"{len(set(targets.tolist()))} labelled target(s) in {len(per_class)} class(es), {few} of them with fewer "
             "than 3 targets (a class reaches train, val and test only from 3 targets on; targets are never split). "
-            "Add targets (more folders under dataset.root), or change split.val / split.test "
+            "Add targets (more folders under dataset.root, more groups in dataset.table), or change split.val / split.test "
             f"(now {cfg.split.val} / {cfg.split.test}); the job would stop there after importing and extracting")
 
 
