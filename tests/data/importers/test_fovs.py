@@ -156,6 +156,16 @@ def test_real_fields_in_ome_tiff_and_ome_zarr_give_the_opencell_raw_store(tmp_pa
     assert list(tiff.samples["target"]) == list(reference.samples["target"])
 
 
+@pytest.mark.slow  # ~20 s on 2 cores, mostly starting the workers; the one-command test imports with 2 workers too
+def test_a_parallel_import_writes_the_same_store_as_a_serial_one(tmp_path):
+    """Fields read through bioio in spawned worker processes: the same store, byte for byte."""
+    csv = four_fields(tmp_path)
+    serial = fovs(csv, workers=1, single_cell={"enabled": True}).open(tmp_path / "serial")
+    parallel = fovs(csv, workers=2, single_cell={"enabled": True}).open(tmp_path / "parallel")
+    assert parallel.fingerprint == serial.fingerprint and len(serial) == 20
+    assert np.array_equal(parallel.read(0, len(parallel)), serial.read(0, len(serial)))
+
+
 # ---------------------------------------------------------------- bad input: named, before any pixel, nothing left
 
 def refused(source: FovsSource, data: Path, *needles: str) -> str:
