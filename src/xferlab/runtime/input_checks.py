@@ -8,7 +8,7 @@ fix) and raises nothing:
 - dataset (one that names files): its `root` / `csv` / `path` exists, its config builds, and what
   its importer would refuse shows from the files' names and headers (`input_problems`; for OpenCell
   FOVs: shape, channel count and dtype of every FOV, unknown targets), without reading a pixel;
-- channels: the backbone's input slots can be filled from the dataset's channels by name (the
+- channels (`runtime.channel_checks`): the backbone's input slots can be filled from the dataset's channels by name (the
   channel strategy builds, and the channels `backbone.required_channels` names are all there);
 - scale: `backbone.preprocess.scale=match` knows both pixel sizes (the backbone's pretraining's,
   from its config or its checkpoint; the store's) and, on whole fields of view, does not silently
@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
+
+from xferlab.runtime.channel_checks import channel_problem, planned_channels
 
 DATASET_INPUTS = ("root", "csv", "path", "table")
 MIN_FIELD_SHARE = 0.9  # scale=match with fit=centre on whole fields showing less than this share of each is refused
@@ -137,44 +139,6 @@ def existing_store(source: Any, data_dir: str) -> Path | None:
     else:
         return None
     return candidate if candidate.exists() else None
-
-
-# ---------------------------------------------------------------- channels
-
-def channel_problem(backbone: dict, channels: DictConfig | None, dataset_channels: list[str] | None,
-                    dataset_name: str) -> str | None:
-    """Why the backbone's input slots cannot be filled from the dataset's channels (None: they can,
-    or the channels are not known before the import): the channel strategy (`channels=`) does not
-    build on them, or a channel the backbone needs (`backbone.required_channels`, e.g. SubCell's
-    variants) is not among them while the strategy maps channels by name."""
-    slots = backbone.get("in_channels")
-    if not dataset_channels or channels is None or not isinstance(slots, (list, tuple)):
-        return None
-    from xferlab.runtime.building import build
-
-    name = backbone.get("name")
-    try:
-        adapter = build(channels, dataset_channels=list(dataset_channels), model_channels=list(slots))
-    except ValueError as err:
-        return f"backbone={name} on dataset={dataset_name}: {err}"
-    required = [c for c in (backbone.get("required_channels") or []) if c not in dataset_channels]
-    if required and adapter.strategy in ("natural", "random_order"):
-        return (f"backbone={name} needs the channel(s) {required} (backbone.required_channels; its inputs are {list(slots)}), "
-                f"which dataset={dataset_name} does not have (its channels: {list(dataset_channels)}). If the files hold "
-                "them, name them in dataset.channels (e.g. dataset.channels.er=<the file's channel name>); otherwise use a "
-                "variant of this backbone for the channels you have")
-    return None
-
-
-def planned_channels(source: Any) -> list[str] | None:
-    """The store's channel names before the import (a source that can tell), else None."""
-    from xferlab.data.importers.common import DataImportError
-
-    try:
-        names = getattr(source, "planned_channels", lambda: None)()
-    except (DataImportError, FileNotFoundError):
-        return None
-    return list(names) if names else None
 
 
 # ---------------------------------------------------------------- scale=match

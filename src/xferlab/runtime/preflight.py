@@ -35,7 +35,8 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from xferlab.runtime.input_checks import JobInputs, channel_problem, checkpoint_record, scale_problem, weights_check
+from xferlab.runtime.channel_checks import channel_problem
+from xferlab.runtime.input_checks import JobInputs, checkpoint_record, scale_problem, weights_check
 
 INPUT_NODES = ("backbone", "dataset", "paths")
 SPLIT_KEYS = ("split_seed", "split", "allow_seen_test_targets")  # what decides the split a seen-target check draws
