@@ -7,9 +7,12 @@ fix) and raises nothing:
   backbone is cached or downloads are allowed;
 - dataset (one that names files): its `root` / `csv` / `path` exists, its config builds, and what
   its importer would refuse shows from the files' names and headers (`input_problems`; for OpenCell
-  FOVs: shape, channel count and dtype of every FOV, unknown targets), without reading a pixel;
-- channels (`runtime.channel_checks`): the backbone's input slots can be filled from the dataset's channels by name (the
-  channel strategy builds, and the channels `backbone.required_channels` names are all there);
+  FOVs: shape, channel count and dtype of every FOV, unknown targets; for `dataset=fovs`: the
+  table, missing files, readers, channel names, pixel sizes, dtypes, scenes, z planes), without
+  reading a pixel;
+- channels (`runtime.channel_checks`): the backbone's input slots can be filled from the
+  dataset's channels by name (the channel strategy builds, and every channel
+  `backbone.required_channels` names is there);
 - scale: `backbone.preprocess.scale=match` knows both pixel sizes (the backbone's pretraining's,
   from its config or its checkpoint; the store's) and, on whole fields of view, does not silently
   show the backbone only their centre;
