@@ -196,6 +196,7 @@ def build_backbone(
     pretrain_seed: int | None = None,
     pos_embed_resize: dict[str, Any] | None = None,
     rope_periods: str | None = None,
+    required_channels: Sequence[str] | None = None,
 ) -> Backbone:
     """Build the backbone a config names. `init` says where the weights come from, explicitly,
     as a key of `WEIGHT_SOURCES`: `random` (seeded by `init_seed`, the control), `weights` (the
@@ -204,6 +205,8 @@ def build_backbone(
     into the weights folder first (online only; `never`: not). `pretrain_seed` names which of a
     source's pretraining replicates this is (the shipped backbones' file names use it; `random` ties
     its `init_seed` to it): runs record it, and the report treats it as a replicate, not a condition.
+    `required_channels` (the input slots the dataset must fill) is for the check before the jobs
+    (`checks.channels.channel_problem`), not the model.
     `pos_embed_resize` and `rope_periods` compute positions as the weights' publisher does
     (`backbones.positions`); null: timm's rules."""
     get_pooling(features)  # a bad value fails before any weights are read

@@ -213,9 +213,10 @@ class SubCellBackbone(Backbone):
 
 def build_subcell(name: str, in_channels: Sequence[str], weights: str | None, preprocess: dict[str, Any],
                   init: str = "weights", features: str = "pool", download: str = "auto",
-                  trust_checkpoint: bool = False) -> SubCellBackbone:
+                  trust_checkpoint: bool = False, required_channels: Sequence[str] | None = None) -> SubCellBackbone:
     """A SubCell encoder from its released file (`weights`: a path or a file name in the weights
-    folder, downloaded there first when it is a public one), loaded strictly."""
+    folder, downloaded there first when it is a public one), loaded strictly. `required_channels`
+    is for the check before the jobs (`checks.channels.channel_problem`), not the model."""
     from xferlab.backbones.checkpoints import released_file
     from xferlab.backbones.registry import check_patch_grid
 

@@ -7,7 +7,12 @@ fix) and raises nothing:
   backbone is cached or downloads are allowed;
 - dataset (one that names files): its `root` / `csv` / `path` exists, its config builds, and what
   its importer would refuse shows from the files' names and headers (`input_problems`; for OpenCell
-  FOVs: shape, channel count and dtype of every FOV, unknown targets), without reading a pixel;
+  FOVs: shape, channel count and dtype of every FOV, unknown targets; for `dataset=fovs`: the
+  table, missing files, readers, channel names, pixel sizes, dtypes, scenes, z planes), without
+  reading a pixel;
+- channels (`checks.channels`): the backbone's input slots can be filled from the
+  dataset's channels by name (the channel strategy builds, and every channel
+  `backbone.required_channels` names is there);
 - scale: `backbone.preprocess.scale=match` knows both pixel sizes (the backbone's pretraining's,
   from its config or its checkpoint; the store's) and, on whole fields of view, does not silently
   show the backbone only their centre;
@@ -32,7 +37,9 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-DATASET_INPUTS = ("root", "csv", "path")
+from xferlab.checks.channels import channel_problem, planned_channels
+
+DATASET_INPUTS = ("root", "csv", "path", "table")
 MIN_FIELD_SHARE = 0.9  # scale=match with fit=centre on whole fields showing less than this share of each is refused
 
 
@@ -215,7 +222,7 @@ def split_table(source: Any, node: DictConfig, data_dir: str):
     if planned_table is None:
         return None
     return (planned_table, planned_table["label"].to_numpy(),
-            f"dataset={node.get('name')} (not imported yet: split drawn from the targets of the files under dataset.root)")
+            f"dataset={node.get('name')} (not imported yet: split drawn from the targets its files will give)")
 
 
 def job_split(cfg: DictConfig, samples, labels, where: str) -> np.ndarray:
@@ -263,7 +270,7 @@ def split_problem(cfg: DictConfig, table) -> str | None:
     return (f"{where}: the {' and '.join(empty)} split{'s' if len(empty) > 1 else ''} would be empty: "
             f"{len(set(targets.tolist()))} labelled target(s) in {len(per_class)} class(es), {few} of them with fewer "
             "than 3 targets (a class reaches train, val and test only from 3 targets on; targets are never split). "
-            "Add targets (more folders under dataset.root), or change split.val / split.test "
+            "Add targets (more folders under dataset.root, more groups in dataset.table), or change split.val / split.test "
             f"(now {cfg.split.val} / {cfg.split.test}); the job would stop there after importing and extracting")
 
 
@@ -286,6 +293,7 @@ class JobInputs:
         self.datasets: dict[str, tuple[Any, dict | None]] = {}  # key -> (source or None, planned geometry)
         self.sources: dict[str, Any] = {}  # key -> dataset source (None: its config or files do not build)
         self.tables: dict[str, Any] = {}
+        self.channel_names: dict[int, list[str] | None] = {}
         self.any_seen = False  # a backbone's checkpoint lists the targets its pretraining saw
 
     def add(self, *problems: str | None) -> None:
@@ -371,9 +379,19 @@ class JobInputs:
         """The weights, the dataset, and scale=match between them."""
         backbone, dataset_node, dataset = self.nodes(cfg)
         usable_backbone, record = self.backbone(backbone) if backbone is not None else (False, None)
-        _, geometry = self.dataset(dataset_node, dataset) if dataset is not None else (None, None)
+        source, geometry = self.dataset(dataset_node, dataset) if dataset is not None else (None, None)
         if backbone is not None and dataset is not None:
             self.add(scale_problem(backbone, dataset, record if usable_backbone else None, geometry))
+            self.add(channel_problem(backbone, OmegaConf.select(cfg, "channels", default=None),
+                                     self.channels_of(source), str(dataset.get("name"))))
+
+    def channels_of(self, source: Any) -> list[str] | None:
+        """The dataset's planned channel names (read once per source)."""
+        if source is None:
+            return None
+        if id(source) not in self.channel_names:
+            self.channel_names[id(source)] = planned_channels(source)
+        return self.channel_names[id(source)]
 
     def seen(self, cfg: DictConfig) -> None:
         """Test targets of this job's split that its backbone's pretraining saw (needs the job's

@@ -19,7 +19,8 @@ status 1 before any job starts: no traceback and no run folder.
 
 `missing_backbones=skip` (set by `experiment=zoo`): the backbones the experiment's sweep lists
 (`hydra.sweeper.params.backbone`) whose weights are missing and cannot be fetched, or which cannot
-run on the dataset for want of its pixel size, are taken out of the sweep before it is expanded, listed (where to get each) on the terminal and in
+run on the dataset for want of its pixel size or of channels their inputs need (named by
+`input_checks.channel_problem`: e.g. SubCell's four-channel variant on nucleus + protein data), are taken out of the sweep before it is expanded, listed (where to get each) on the terminal and in
 `<sweep dir>/not_run.txt` (which the report repeats); the others run. Everything else is checked
 as always, and backbones chosen on the command line are never skipped. (The callback runs before
 Hydra builds its sweeper from `hydra.sweeper.params`, so the sweep is the one left here.)
@@ -33,6 +34,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from xferlab.checks.channels import channel_problem
 from xferlab.checks.inputs import JobInputs, checkpoint_record, scale_problem, weights_check
 from xferlab.runtime.settings import job_overrides
 
@@ -134,17 +136,27 @@ def skip_missing_backbones(config: DictConfig) -> list[str]:
         return []
     first_job = [o for o in job_overrides(config)[0] if o.split("=", 1)[0] != "backbone"]
     present, problems = [], []
-    dataset = OmegaConf.to_container(loader.load_sweep_config(config, first_job).dataset, resolve=True)
+    first = loader.load_sweep_config(config, first_job)
+    dataset = OmegaConf.to_container(first.dataset, resolve=True)
+    # a dataset imported from files tells its channels and pixel size from their names and headers;
+    # if its files have problems, they are listed by the usual check after this one
+    checks = JobInputs()
+    source, geometry = checks.dataset(first.dataset, dataset)
+    checks.problems.clear()
+    channels = checks.channels_of(source)
+    if geometry:  # whole fields shown in part under scale=match stay the usual check's error (with its choices)
+        geometry = {**geometry, "whole_field": False}
     for name in names:
         job = loader.load_sweep_config(config, [*first_job, f"backbone={name}"])
         backbone = OmegaConf.to_container(job.backbone, resolve=True)
-        problem = scale_problem(backbone, dataset, None, None)  # the dataset's pixel size: no file needed
+        problem = channel_problem(backbone, job.get("channels"), channels, str(dataset.get("name")))
+        problem = problem or scale_problem(backbone, dataset, None, geometry)  # the dataset's pixel size: no weights needed
         if problem is None:
             problem, path = weights_check(backbone)
             record = {} if problem is None else None
             if problem is None and path is not None:
                 problem, record = checkpoint_record(path, backbone)
-            problem = problem or scale_problem(backbone, dataset, record, None)
+            problem = problem or scale_problem(backbone, dataset, record, geometry)
         (problems.append(problem) if problem else present.append(name))
     if problems and not present:
         raise SystemExit(report(problems, 0))

@@ -302,3 +302,36 @@ def test_a_parallel_import_writes_the_same_store_as_a_serial_one(tmp_path):
     assert serial.attrs["source"]["crop_rule"] == {"rule": "all_single_nuclei"}
     with pytest.raises(ValueError, match="dataset.workers=0"):
         source(root, workers=0)
+
+
+# Images fingerprints main's opencell_raw (commit b0c6238, before its field import moved to
+# `importers.fields`, shared with dataset=fovs) wrote from the four real fields laid out as below:
+MAIN_FINGERPRINTS = {
+    "crops": "52462f92c8567d2bf33ee90752c8c4b6a7b59417590706e712d70683f1261b4b",
+    "single_cell": "cb7b788e18e2057f2a78cf7e6536d12faa8b7af9bfd905602425394da068a0ff",
+    "fov": "c8dd171b93d2a05cc113a04e6af4e2ad675d8b9626264857400e9175488eb844",
+}
+
+
+def test_the_shared_field_importer_writes_main_s_stores_byte_for_byte(tmp_path):
+    """Real fields: capped crops, single-cell crops and whole FOVs have the pixels, sample ids and
+    pixel sizes main wrote (so importer_version stays 3: stores built before are still valid)."""
+    from tests.real_data import hoechst_fields, with_protein
+
+    fields = hoechst_fields()
+    root = tmp_path / "raw"
+    for fid, (name, gene) in enumerate(zip(sorted(fields), ["LAMP2", "LAMP2", "CYP51A1", "CYP51A1"]), start=1):
+        path = fov_path(root, gene, GENES[gene][0], fid)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(path, with_protein(fields, name))
+    options = {
+        "crops": {"crop_size": 200, "size": 48, "max_crops_per_fov": 5, "pixel_size_um": 0.206},
+        "single_cell": {"crop_size": 200, "size": 48, "max_crops_per_fov": 5, "single_cell": {"enabled": True}},
+        "fov": {"mode": "fov", "size": 64, "pixel_size_um": 0.206},
+    }
+    pixel = {"crops": 0.206 * 200 / 48, "single_cell": None, "fov": 0.206 * 1024 / 64}
+    for name, settings in options.items():
+        store = source(root, **settings).open(tmp_path / "data")
+        assert store.images_fingerprint == MAIN_FINGERPRINTS[name], name
+        assert store.pixel_size_um == (None if pixel[name] is None else pytest.approx(pixel[name]))
+        assert store.attrs["source"]["importer_version"] == 3

@@ -163,6 +163,16 @@ def to_uint16(image: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(image), 0, np.iinfo(np.uint16).max).astype(np.uint16)
 
 
+def to_dtype(image: np.ndarray, dtype: str | np.dtype) -> np.ndarray:
+    """Float pixels (resized) back to the stored dtype: integers rounded and clipped to its range
+    (uint16: exactly `to_uint16`), floats as they are."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return np.asarray(image, dtype=dtype)
+    info = np.iinfo(dtype)
+    return np.clip(np.rint(image), info.min, info.max).astype(dtype)
+
+
 def append_in_blocks(writer: StoreWriter, images: Iterator[np.ndarray], dtype: np.dtype | str) -> int:
     """Stack single `(C, H, W)` images into blocks and append them to `writer`; returns the count."""
     block: list[np.ndarray] = []

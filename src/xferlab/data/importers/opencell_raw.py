@@ -31,10 +31,9 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, field
-from functools import partial
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -50,22 +49,30 @@ from xferlab.data.importers.common import (
     positive_int,
     read_tiff,
     require_path,
-    resize_image,
     tiff_header,
-    to_uint16,
     unknown_target_message,
 )
 from xferlab.data.importers.crop_rules import CropRule
-from xferlab.data.importers.nuclei import cell_territories, check_options, mask_other_cells, segment_nuclei
-from xferlab.data.importers.parallel import import_workers, ordered_map
+from xferlab.data.importers.fields import (  # noqa: F401 - crop_centres, cut, windows_inside: this module's API
+    FieldSettings,
+    check_mode,
+    crop_centres,
+    cut,
+    single_cell_options,
+    whole_fov_problem,
+    windows_inside,
+    write_fields,
+)
+from xferlab.data.importers.nuclei import check_options
+from xferlab.data.importers.parallel import import_workers
 from xferlab.data.labels import MULTILABEL_RULES
 from xferlab.data.store import StoreWriter
-from xferlab.runtime.progress import track
 
 log = logging.getLogger(__name__)
+# the crop geometry lives in `fields` (shared with dataset=fovs); these names stay importable from here
+__all__ = ["OpenCellRawSource", "Fov", "find_fovs", "fov_problem", "read_fov", "crop_centres", "cut", "windows_inside"]
 
 CHANNELS = ("nucleus", "protein")
-MODES = ("fov", "crops")
 PROJ_SUFFIX = "_proj.tif"
 FILE_PATTERN = re.compile(r"^OC-FOV_(?P<gene>.+)_(?P<ensg>ENSG\d+)_(?P<cid>[^_]+)_(?P<fid>[^_]+)_proj\.tif$")
 FOLDER_PATTERN = re.compile(r"^(?P<gene>.+)_(?P<ensg>ENSG\d+)$")
@@ -86,6 +93,14 @@ class Fov:
     @property
     def fov_id(self) -> str:
         return f"{self.cid}_{self.fid}"
+
+    @property
+    def name(self) -> str:
+        """The field's id: the start of its sample ids, and what the crop rule draws from."""
+        return f"{self.ensg_id}_{self.fov_id}"
+
+    def read(self) -> np.ndarray:
+        return read_fov(self.path)
 
 
 def find_fovs(root: Path) -> list[Fov]:
@@ -145,19 +160,6 @@ def fov_problem(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> str | No
     return None
 
 
-def whole_fov_problem(path: Path, shape: tuple[int, ...], fov_size: int) -> str | None:
-    """mode=fov: why a `(2, H, W)` FOV cannot be stored whole (None: it can); `fov_size` (with a
-    pixel size): the size every FOV must have, the first one's."""
-    if shape[1] != shape[2]:
-        return (f"{path}: FOV of {shape[1]}x{shape[2]} px is not square; mode=fov resizes whole FOVs to size x size. "
-                "Use dataset.mode=crops.")
-    if fov_size and shape[1] != fov_size:
-        return (f"{path}: FOV of {shape[1]} px, but the first FOV has {fov_size} px; with dataset.pixel_size_um set, "
-                "mode=fov needs FOVs of one size (one pixel size per store). Import them with dataset.mode=crops, "
-                "or separately.")
-    return None
-
-
 def read_fov(path: Path) -> np.ndarray:
     """A `(2, H, W)` uint16 FOV; any other shape or dtype is a DataImportError naming the file."""
     image = read_tiff(path)
@@ -165,94 +167,6 @@ def read_fov(path: Path) -> np.ndarray:
     if problem:
         raise DataImportError(problem)
     return image
-
-
-def windows_inside(centres: list[tuple[int, int]], shape: tuple[int, int], crop_size: int) -> list[tuple[int, int]]:
-    """The centres whose `crop_size` window lies fully inside an image of `shape`."""
-    height, width = shape
-    half = crop_size // 2
-    return [(y, x) for y, x in centres
-            if y - half >= 0 and x - half >= 0 and y - half + crop_size <= height and x - half + crop_size <= width]
-
-
-def crop_centres(hoechst: np.ndarray, crop_size: int, rule: CropRule | None = None,
-                 segmentation: dict[str, Any] | None = None, field: str = "") -> list[tuple[int, int]]:
-    """Centres of the crop windows to cut: single nuclei whose `crop_size` window lies inside the
-    image, chosen by `rule` (default: all of them)."""
-    inside = windows_inside(segment_nuclei(hoechst, segmentation).centres, hoechst.shape, crop_size)
-    return (rule or CropRule()).choose(inside, crop_size, field)
-
-
-def single_cell_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
-    """`dataset.single_cell`: whether crops keep only their own cell, and how far (in nucleus
-    radii) a nucleus is grown into its cell."""
-    given = dict(options or {})
-    unknown = sorted(set(given) - {"enabled", "growth"})
-    if unknown:
-        raise ValueError(f"dataset.single_cell has unknown key(s) {unknown}; known: ['enabled', 'growth']")
-    enabled, growth = given.get("enabled", False), given.get("growth", 1.0)
-    if not isinstance(enabled, bool):
-        raise ValueError(f"dataset.single_cell.enabled={enabled!r}: expected true or false")
-    if isinstance(growth, bool) or not isinstance(growth, (int, float)) or growth < 0:
-        raise ValueError(f"dataset.single_cell.growth={growth!r}: expected a number of nucleus radii >= 0")
-    return {"enabled": enabled, "growth": float(growth)}
-
-
-def cut(image: np.ndarray, centre: tuple[int, int], crop_size: int) -> np.ndarray:
-    top, left = centre[0] - crop_size // 2, centre[1] - crop_size // 2
-    return image[:, top : top + crop_size, left : left + crop_size]
-
-
-@dataclass(frozen=True)
-class FieldSettings:
-    """What a worker needs to turn one FOV into stored images (picklable)."""
-
-    mode: str
-    size: int
-    crop_size: int
-    rule: CropRule
-    segmentation: dict[str, Any]
-    single_cell: dict[str, Any]
-    fov_size: int = 0  # mode=fov with a pixel size: the size every FOV must have
-
-
-@dataclass
-class FieldResult:
-    fov: Fov
-    centres: list[tuple[int, int]]  # mode=fov: the FOV's centre
-    images: np.ndarray              # (k, 2, size, size) uint16, in the order of `centres`
-    why_none: str | None = None     # mode=crops without a crop: why
-    counts: dict[str, int] = field(default_factory=dict)  # nuclei kept, windows inside, crops
-
-
-def import_field(settings: FieldSettings, fov: Fov) -> FieldResult:
-    """One FOV read once and turned into its stored images (run in a worker process)."""
-    image = read_fov(fov.path)
-    if settings.mode == "fov":
-        problem = whole_fov_problem(fov.path, image.shape, settings.fov_size)
-        if problem:
-            raise DataImportError(problem)
-        return FieldResult(fov, [(image.shape[1] // 2, image.shape[2] // 2)],
-                           to_uint16(resize_image(image, settings.size))[None])
-    nuclei = segment_nuclei(image[0], settings.segmentation)
-    inside = windows_inside(nuclei.centres, image.shape[1:], settings.crop_size)
-    centres = settings.rule.choose(inside, settings.crop_size, f"{fov.ensg_id}_{fov.fov_id}")
-    why = None if centres else nuclei.reason or (
-        f"none of its {len(nuclei.centres)} nuclei has a {settings.crop_size} px window inside the FOV")
-    territories = None
-    if settings.single_cell["enabled"] and centres:
-        territories = cell_territories(nuclei, settings.single_cell["growth"])
-    crops = []
-    for centre in centres:
-        if territories is not None:  # the crop's own cell only (its centre lies in its nucleus)
-            window = cut(territories[None], centre, settings.crop_size)[0]
-            crop = mask_other_cells(cut(image, centre, settings.crop_size), window, int(territories[centre]))
-        else:
-            crop = cut(image, centre, settings.crop_size)
-        crops.append(to_uint16(resize_image(crop, settings.size)))
-    images = np.stack(crops) if crops else np.zeros((0, len(CHANNELS), settings.size, settings.size), np.uint16)
-    return FieldResult(fov, centres, images, why,
-                       {"nuclei": len(nuclei.centres), "inside": len(inside), "crops": len(centres)})
 
 
 class OpenCellRawSource(ImportedSource):
@@ -276,11 +190,10 @@ class OpenCellRawSource(ImportedSource):
         workers: int | str = "auto",
     ):
         super().__init__(name)
-        if mode not in MODES:
-            raise ValueError(f"dataset.mode={mode!r}; choose one of {MODES}")
+        self.single_cell = single_cell_options(plain(single_cell))
+        self.mode = check_mode(mode, self.single_cell)
         seg = check_options(plain(segmentation))
         self.root = root
-        self.mode = mode
         self.size = positive_int(size, "dataset.size")
         self.crop_size = positive_int(crop_size, "dataset.crop_size")
         self.crop_rule = CropRule(max_crops_per_fov, crop_overlap, crop_seed)
@@ -292,10 +205,6 @@ class OpenCellRawSource(ImportedSource):
         if pixel_size_um is not None and not float(pixel_size_um) > 0:
             raise ValueError(f"dataset.pixel_size_um={pixel_size_um!r}: expected micrometres per FOV pixel (> 0) or null")
         self.pixel_size_um = None if pixel_size_um is None else float(pixel_size_um)
-        self.single_cell = single_cell_options(plain(single_cell))
-        if self.single_cell["enabled"] and mode != "crops":
-            raise ValueError("dataset.single_cell.enabled=true masks the other cells of nucleus crops; it needs "
-                             "dataset.mode=crops")
 
     def scan(self) -> tuple[dict[str, Any], list[Fov]]:
         root = require_path(self.root, "dataset.root", self.name, f"an OpenCell image folder ({LAYOUT_HINT})")
@@ -402,36 +311,20 @@ class OpenCellRawSource(ImportedSource):
         fovs = inputs
         self.check_targets(fovs)
         settings = self.field_settings(fovs)
-        workers = import_workers(self.workers, len(fovs))
-        log.info("%s: importing %d FOVs with %d worker process(es)", self.name, len(fovs), workers)
-        rows: list[dict[str, Any]] = []
-        empty: dict[str, str] = {}
-        crops: dict[str, int] = {}
         target_labels = annotation_labels(self.labels)
         summary: dict[str, Any] = {"fovs": len(fovs)}  # completed below, before the writer closes and records it
         attrs = {"source": spec, "label_rule": self.labels["rule"], "import_summary": summary,
                  "pixel_size_um": self.stored_pixel_size(settings.fov_size)}
         with StoreWriter(path, n_samples=None, channel_names=CHANNELS, image_size=(self.size, self.size),
                          dtype="uint16", classes=target_labels.classes, attrs=attrs) as writer:
-            results = ordered_map(partial(import_field, settings), fovs, workers)
-            for result in track(results, len(fovs), f"import {self.name}", unit="FOV"):
-                fov = result.fov
-                if result.why_none is not None:
-                    empty[fov.path.name] = result.why_none
-                    log.warning("%s: no crop (%s); the FOV is left out", fov.path, result.why_none)
-                log.debug("%s: %s", fov.path.name, result.counts)
-                rows += [self.sample_row(fov, *centre) for centre in result.centres]
-                crops[fov.gene] = crops.get(fov.gene, 0) + len(result.centres)
-                if len(result.images):
-                    writer.append(result.images)
-            if len(empty) == len(fovs):
-                raise DataImportError(
-                    f"{fovs[0].path.parent.parent}: no nucleus crops found in {len(fovs)} FOV(s) (first: "
-                    f"{next(iter(empty.items()))}). Check that channel 0 is the Hoechst stain, adjust "
-                    "dataset.segmentation (min_area, min_contrast) or dataset.crop_size, or use dataset.mode=fov."
-                )
-            summary.update(samples=len(rows), fovs_without_crops=len(empty), why_without_crops=empty,
-                           samples_per_target=crops)
+            done = write_fields(
+                writer, self.name, fovs, settings, self.workers, label=lambda fov: fov.path.name,
+                group=lambda fov: fov.gene, where=str(fovs[0].path.parent.parent),
+                none_hint="Check that channel 0 is the Hoechst stain, adjust dataset.segmentation (min_area, "
+                          "min_contrast) or dataset.crop_size, or use dataset.mode=fov.")
+            rows = [self.sample_row(fov, *centre) for fov, centre in done.placed]
+            summary.update(samples=len(rows), fovs_without_crops=len(done.empty), why_without_crops=done.empty,
+                           samples_per_target=done.per_group)
             samples = pd.DataFrame(rows)
             labels, sets = target_labels.for_targets(samples["ensg_id"].tolist())
             samples["label"] = labels
@@ -439,4 +332,4 @@ class OpenCellRawSource(ImportedSource):
             if self.labels["rule"] in MULTILABEL_RULES:
                 writer.write_label_sets(sets)
         log.info("%s: %d samples from %d FOVs (%d FOV(s) without a crop%s)", self.name, len(rows), len(fovs),
-                 len(empty), f": {sorted(empty)}" if empty else "")
+                 len(done.empty), f": {sorted(done.empty)}" if done.empty else "")
