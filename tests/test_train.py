@@ -144,7 +144,12 @@ def run_cli(args, cwd, env_extra=None, timeout=600):
 
 
 def test_two_seed_multirun_extracts_once_with_one_wandb_run_per_job(tmp_path):
-    proc = run_cli(["-m", "experiment=smoke", "seed=0,1"], cwd=tmp_path)
+    bin_dir = tmp_path / "bin"  # an `srun` on the PATH, as on a cluster's login node: Lightning would warn
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (bin_dir / "srun").chmod(0o755)
+    proc = run_cli(["-m", "experiment=smoke", "seed=0,1"], cwd=tmp_path,
+                   env_extra={"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     sweeps = list((tmp_path / "outputs" / "sweeps" / "smoke").iterdir())
     assert len(sweeps) == 1
@@ -161,6 +166,7 @@ def test_two_seed_multirun_extracts_once_with_one_wandb_run_per_job(tmp_path):
         assert line.startswith("[random_tiny-natural-s") and " s  " in line and cache in line, line
         assert line.endswith(str(Path("outputs") / "sweeps" / "smoke" / sweeps[0].name / job)), line
     assert "INFO" not in proc.stderr and "Launching" not in proc.stdout + proc.stderr
+    assert "srun" not in proc.stderr, proc.stderr[-2000:]
     assert "xferlab.job" in (sweeps[0] / "seed=0" / "train.log").read_text()
     for job in jobs:
         runs = list((sweeps[0] / job / "wandb").glob("offline-run-*"))

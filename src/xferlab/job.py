@@ -14,6 +14,7 @@ import json
 import logging
 import platform
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,11 @@ from xferlab.runtime.settings import hydra_sweep, job_name, job_settings
 from xferlab.runtime.slurm_tasks import JobTasks, job_tasks, joined
 
 log = logging.getLogger(__name__)
+
+# Lightning warns, on any machine where `srun` exists (a cluster's login node, this project's test
+# machines), that a job not started by srun is not on SLURM. xferlab's jobs run on SLURM through
+# hydra/launcher=slurm (srun included) or locally on purpose: the line is noise on a sweep's console.
+warnings.filterwarnings("ignore", message="The `srun` command is available on your system but is not used")
 
 
 @dataclass
