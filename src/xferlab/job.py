@@ -25,6 +25,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from xferlab import metrics
+from xferlab.backbones.channel_agnostic import with_dataset_channels
 from xferlab.backbones.preprocess import Preprocessor, with_checkpoint_scale
 from xferlab.backbones.registry import Backbone
 from xferlab.data.labels import MULTILABEL_RULES
@@ -116,7 +117,8 @@ def load_inputs(cfg: DictConfig, head: Head, tasks: JobTasks | None = None) -> J
     `label_fraction`) and get the features the head asks for (cached embeddings, or images).
     `tasks`: the job's SLURM tasks when it runs as several (`xferlab.runtime.slurm_tasks`)."""
     store: ImageStore = build(cfg.dataset).open(cfg.paths.data_dir)
-    backbone: Backbone = build(cfg.backbone)
+    backbone_cfg = with_dataset_channels(cfg.backbone, store.channel_names)  # channel-agnostic: all of them
+    backbone: Backbone = build(backbone_cfg)
     adapter = build(cfg.channels, dataset_channels=store.channel_names, model_channels=backbone.in_channels)
     multilabel = store.label_sets is not None
     head.check(multilabel=multilabel, multi_view=adapter.multi_view)  # for stores whose config names no rule
@@ -129,7 +131,7 @@ def load_inputs(cfg: DictConfig, head: Head, tasks: JobTasks | None = None) -> J
                               allow=bool(cfg.allow_seen_test_targets))
     check_class_coverage(split, labels, store.classes, str(store.path))
 
-    preprocess = with_checkpoint_scale(OmegaConf.to_container(cfg.backbone.preprocess), backbone.pretraining)
+    preprocess = with_checkpoint_scale(OmegaConf.to_container(backbone_cfg.preprocess), backbone.pretraining)
     preprocessor = Preprocessor.for_store(preprocess, store)
     make_trainer = instantiate(cfg.trainer)
     if head.inputs == IMAGES:

@@ -40,6 +40,7 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
 
 from xferlab.backbones.channel_agnostic_vit import ChannelAgnosticViT
 from xferlab.backbones.registry import Backbone
@@ -122,11 +123,35 @@ class ChannelAgnosticBackbone(Backbone):
         return patches.reshape(len(x), x.shape[1], -1, patches.shape[-1]).mean(dim=2).flatten(1)
 
 
+def with_dataset_channels(backbone: DictConfig, dataset_channels: Sequence[str]) -> DictConfig:
+    """The backbone's config for a dataset: a channel-agnostic backbone with `take_dataset_channels:
+    true` gets every channel of the dataset as its inputs (`in_channels`, in the dataset's order), and
+    its `preprocess.mean` / `std` one value per channel (they must then hold one value for all);
+    any other config is returned as it is."""
+    if not backbone.get("take_dataset_channels", False) or list(backbone.in_channels) == list(dataset_channels):
+        return backbone
+    fitted = OmegaConf.to_container(backbone, resolve=True)
+    n = len(dataset_channels)
+    for key in ("mean", "std"):
+        values = fitted["preprocess"].get(key)
+        if values is not None and len(set(values)) > 1:
+            raise ValueError(
+                f"backbone={backbone.name} takes the dataset's {n} channels {list(dataset_channels)}, but "
+                f"backbone.preprocess.{key}={list(values)} differs per channel: give one value per dataset channel "
+                f"(backbone.preprocess.{key}=[...]) or backbone.take_dataset_channels=false")
+        if values is not None:
+            fitted["preprocess"][key] = [values[0]] * n
+    fitted["in_channels"] = list(dataset_channels)
+    return OmegaConf.create(fitted)
+
+
 def build_channel_agnostic(name: str, in_channels: Sequence[str], weights: str | None, preprocess: dict[str, Any],
                            init: str = "weights", features: str = "mean", download: str = "auto",
-                           trust_checkpoint: bool = False) -> ChannelAgnosticBackbone:
-    """OpenPhenom from its released file, for the dataset's channels (`in_channels`, any number up
-    to the model's maximum)."""
+                           trust_checkpoint: bool = False, take_dataset_channels: bool = False,
+                           ) -> ChannelAgnosticBackbone:
+    """OpenPhenom from its released file, for the channels `in_channels` (any number up to the
+    model's maximum; with `take_dataset_channels` the job sets them to the dataset's:
+    `with_dataset_channels`)."""
     from xferlab.backbones.checkpoints import released_file
 
     if features not in FEATURES:

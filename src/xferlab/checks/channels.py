@@ -18,6 +18,8 @@ def channel_problem(backbone: dict, channels: DictConfig | None, dataset_channel
     build on them, or a channel the backbone needs (`backbone.required_channels`, e.g. SubCell's
     variants) is not among them while the strategy maps channels by name."""
     slots = backbone.get("in_channels")
+    if backbone.get("take_dataset_channels"):  # a channel-agnostic model: its inputs are the dataset's channels
+        return None
     if not dataset_channels or channels is None or not isinstance(slots, (list, tuple)):
         return None
     from xferlab.runtime.building import build
