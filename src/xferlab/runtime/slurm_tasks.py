@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
 import torch.distributed as dist
+from lightning.fabric.plugins.environments import SLURMEnvironment
 
 # how long tasks wait for each other to start; once joined they wait on each other without a limit
 # of their own (task 0 may import a store or wait for another job's extraction for hours): a task
@@ -64,11 +65,8 @@ def job_tasks(environ: Mapping[str, str] | None = None) -> JobTasks | None:
             f"this job runs as {world} SLURM tasks on {nodes} node(s) without the same number on every node "
             f"(SLURM_NTASKS_PER_NODE={per_node}): start them with --ntasks-per-node "
             "(hydra.launcher.tasks_per_node=N with hydra/launcher=slurm or slurm_cpu)")
-    node_list = env.get("SLURM_STEP_NODELIST", env.get("SLURM_NODELIST", "127.0.0.1"))
-    first = node_list.split(",")[0]
-    if "[" in first:  # host[3-5] -> host3
-        prefix, rest = first.split("[", 1)
-        first = prefix + rest.split("-")[0].split("]")[0]
+    first = SLURMEnvironment.resolve_root_node_address(env.get("SLURM_STEP_NODELIST",
+                                                               env.get("SLURM_NODELIST", "127.0.0.1")))
     job = env.get("SLURM_JOB_ID", "0")
     port = int(env.get("MASTER_PORT", 15000 + int(job[-4:] or 0)))  # Lightning's SLURM rule
     return JobTasks(rank=int(env["SLURM_PROCID"]), world=world, per_node=int(per_node), nodes=nodes,

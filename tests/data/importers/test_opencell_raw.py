@@ -202,21 +202,28 @@ def test_hydra_config_builds_and_reuses_the_store(tmp_path, monkeypatch):
         instantiate(compose_config(["dataset=opencell_raw", "paths.output_dir=/tmp/x"]).dataset).open(tmp_path)
 
 
+def write_real_fields(root: Path) -> dict[str, np.ndarray]:
+    """The four real OpenCell Hoechst fields, each with a protein channel, in the OpenCell layout
+    under `root` (two targets of two fields each); returns the Hoechst fields by name."""
+    from tests.real_data import hoechst_fields, with_protein
+
+    fields = hoechst_fields()
+    for fid, (name, gene) in enumerate(zip(sorted(fields), ["LAMP2", "LAMP2", "CYP51A1", "CYP51A1"]), start=1):
+        path = fov_path(root, gene, GENES[gene][0], fid)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(path, with_protein(fields, name))
+    return fields
+
+
 def test_real_fields_give_crops_on_single_nuclei_and_an_empty_field_is_named_and_counted(tmp_path, caplog):
     """The four real OpenCell Hoechst fields (paired with a protein channel) and one field without
     nuclei: every real field gives at least 20 crops (every single nucleus, no cap), each on a nucleus; the
     empty one gives none, is named in a warning and counted in the store's import summary."""
-    from tests.real_data import hoechst_fields, with_protein
     from xferlab.data.importers.nuclei import segment_nuclei
 
-    fields = hoechst_fields()
-    names = sorted(fields)
     root = tmp_path / "raw"
-    genes = ["LAMP2", "LAMP2", "CYP51A1", "CYP51A1"]
-    for fid, (name, gene) in enumerate(zip(names, genes), start=1):
-        path = fov_path(root, gene, GENES[gene][0], fid)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tifffile.imwrite(path, with_protein(fields, name))
+    fields = write_real_fields(root)
+    names = sorted(fields)
     background = fields[names[0]][segment_nuclei(fields[names[0]]).labels == 0]
     blank = np.random.default_rng(0).choice(background, size=(2, *fields[names[0]].shape)).astype(np.uint16)
     empty = write_one(root, blank, gene="CDC27")
@@ -283,14 +290,8 @@ def test_single_cell_crops_keep_their_own_cell_and_blank_the_others(tmp_path):
 def test_a_parallel_import_writes_the_same_store_as_a_serial_one(tmp_path):
     """Real fields, every FOV read once in worker processes: the same fingerprint, samples and
     pixels as one process, byte for byte (single-cell masking included)."""
-    from tests.real_data import hoechst_fields, with_protein
-
-    fields = hoechst_fields()
     root = tmp_path / "raw"
-    for fid, (name, gene) in enumerate(zip(sorted(fields), ["LAMP2", "LAMP2", "CYP51A1", "CYP51A1"]), start=1):
-        path = fov_path(root, gene, GENES[gene][0], fid)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tifffile.imwrite(path, with_protein(fields, name))
+    write_real_fields(root)
     options = {"crop_size": 200, "size": 48, "max_crops_per_fov": None, "single_cell": {"enabled": True}}
     serial = source(root, workers=1, **options).open(tmp_path / "serial")
     parallel = source(root, workers=2, **options).open(tmp_path / "parallel")
@@ -316,14 +317,8 @@ MAIN_FINGERPRINTS = {
 def test_the_shared_field_importer_writes_main_s_stores_byte_for_byte(tmp_path):
     """Real fields: capped crops, single-cell crops and whole FOVs have the pixels, sample ids and
     pixel sizes main wrote (so importer_version stays 3: stores built before are still valid)."""
-    from tests.real_data import hoechst_fields, with_protein
-
-    fields = hoechst_fields()
     root = tmp_path / "raw"
-    for fid, (name, gene) in enumerate(zip(sorted(fields), ["LAMP2", "LAMP2", "CYP51A1", "CYP51A1"]), start=1):
-        path = fov_path(root, gene, GENES[gene][0], fid)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tifffile.imwrite(path, with_protein(fields, name))
+    write_real_fields(root)
     options = {
         "crops": {"crop_size": 200, "size": 48, "max_crops_per_fov": 5, "pixel_size_um": 0.206},
         "single_cell": {"crop_size": 200, "size": 48, "max_crops_per_fov": 5, "single_cell": {"enabled": True}},

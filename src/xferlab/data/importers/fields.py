@@ -91,6 +91,21 @@ def whole_fov_problem(path: Any, shape: tuple[int, ...], fov_size: int) -> str |
     return None
 
 
+def settings_spec(source: Any) -> dict[str, Any]:
+    """The spec keys (the store's name and record) that a fields importer's crop, scale and
+    single-cell settings add; `source` has `mode`, `crop_size`, `crop_rule`, `segmentation`,
+    `pixel_size_um` and `single_cell` (opencell_raw, fovs)."""
+    spec: dict[str, Any] = {}
+    if source.mode == "crops":
+        spec.update(crop_size=source.crop_size, crop_rule=source.crop_rule.describe(),
+                    segmentation=source.segmentation)
+    if source.pixel_size_um is not None:
+        spec["pixel_size_um"] = source.pixel_size_um
+    if source.single_cell["enabled"]:
+        spec["single_cell"] = source.single_cell
+    return spec
+
+
 def cut(image: np.ndarray, centre: tuple[int, int], crop_size: int) -> np.ndarray:
     top, left = centre[0] - crop_size // 2, centre[1] - crop_size // 2
     return image[:, top : top + crop_size, left : left + crop_size]

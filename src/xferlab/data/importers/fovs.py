@@ -23,7 +23,8 @@ import pandas as pd
 from xferlab.data.importers.bioimages import projection_option
 from xferlab.data.importers.common import DataImportError, ImportedSource, plain, positive_int, require_path
 from xferlab.data.importers.crop_rules import CropRule
-from xferlab.data.importers.fields import FieldSettings, check_mode, single_cell_options, whole_fov_problem, write_fields
+from xferlab.data.importers.fields import (FieldSettings, check_mode, settings_spec, single_cell_options,
+                                            whole_fov_problem, write_fields)
 from xferlab.data.importers.folder import SPLIT_CODES, check_classes
 from xferlab.data.importers.fov_plan import FieldPlan, plan_fields
 from xferlab.data.importers.fov_table import read_fov_table
@@ -110,12 +111,7 @@ class FovsSource(ImportedSource):
                 "rows": digest(table.to_dict(orient="list"), 16), "inputs": inventory(paths),
                 "channels": self.channels, "nucleus": self.nucleus, "z_projection": self.projection,
                 "mode": self.mode, "size": self.size, "classes": self.classes}
-        if self.mode == "crops":
-            spec.update(crop_size=self.crop_size, crop_rule=self.crop_rule.describe(), segmentation=self.segmentation)
-        if self.pixel_size_um is not None:
-            spec["pixel_size_um"] = self.pixel_size_um
-        if self.single_cell["enabled"]:
-            spec["single_cell"] = self.single_cell
+        spec.update(settings_spec(self))
         return spec, (csv, table)
 
     def plan(self, csv: Path, table: pd.DataFrame) -> FieldPlan:

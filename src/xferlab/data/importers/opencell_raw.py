@@ -58,6 +58,7 @@ from xferlab.data.importers.fields import (  # noqa: F401 - crop_centres, cut, w
     check_mode,
     crop_centres,
     cut,
+    settings_spec,
     single_cell_options,
     whole_fov_problem,
     windows_inside,
@@ -219,12 +220,7 @@ class OpenCellRawSource(ImportedSource):
             "labels": self.labels,
             "allow_unknown_targets": self.allow_unknown_targets,
         }
-        if self.mode == "crops":
-            spec.update(crop_size=self.crop_size, crop_rule=self.crop_rule.describe(), segmentation=self.segmentation)
-        if self.pixel_size_um is not None:
-            spec["pixel_size_um"] = self.pixel_size_um
-        if self.single_cell["enabled"]:
-            spec["single_cell"] = self.single_cell
+        spec.update(settings_spec(self))
         return spec, fovs
 
     def stored_pixel_size(self, fov_size: int) -> float | None:
