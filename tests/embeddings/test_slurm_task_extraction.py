@@ -77,3 +77,26 @@ def test_two_slurm_tasks_extract_together_what_one_process_extracts(tmp_path):
     assert sorted(shares[0] + shares[1]) == list(range(9))
     assert "test/macro_f1=" in leader and "SLURM task 1 helped extract; task 0 writes the results" in helper
     assert "test/macro_f1=" not in helper
+
+
+def test_a_task_whose_config_gives_other_embeddings_than_task_0s_is_stopped(tmp_path, monkeypatch):
+    """The tasks of one job must compute one cache entry: a task told of another entry than its own
+    stops naming both keys, before it extracts anything."""
+    import pytest
+
+    from tests.embeddings.test_extractor import make_trainer, tiny_backbone
+    from xferlab.backbones.channels import NaturalMapping
+    from xferlab.backbones.preprocess import Preprocessor
+    from xferlab.embeddings.extractor import extract_embeddings
+    from xferlab.runtime import slurm_tasks
+
+    store = write_store(tmp_path / "store.zarr", size=16)
+    backbone = tiny_backbone()
+    adapter = NaturalMapping("natural", store.channel_names, backbone.in_channels)
+    monkeypatch.setattr(slurm_tasks, "receive", lambda tasks: ("0123abcd", None))
+    helper = slurm_tasks.JobTasks(rank=1, world=2, per_node=2, nodes=1, address="127.0.0.1", port=1)
+    with pytest.raises(slurm_tasks.TasksError, match=r"task 1 of 2: task 0 computes embeddings 0123abcd, this "
+                                                      r"task's config gives \w+; the tasks of one job must run"):
+        extract_embeddings(store, backbone, adapter, Preprocessor(16, "zscore"), tmp_path / "cache", make_trainer,
+                           tasks=helper)
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())
