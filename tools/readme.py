@@ -108,13 +108,45 @@ def calibration_table(text: str) -> str:
 
 
 def write_calibration_table(results: Path = RESULTS) -> Path:
+    text = calibration_page()
+    if text is not None:
+        (ROOT / "docs" / "calibration.md").write_text(text)
     path = results / "calibration_summary.md"
     path.write_text(calibration_table((ROOT / "docs" / "calibration.md").read_text()))
     return path
 
 
-BENCH_TABLES = {"linear_probe.md": ("heads", "heads-*.json"), "probe_selection.md": ("probe_selection", "probe-selection-*.json"),
-                "scale.md": ("scale", "scale-*.json")}
+def _results(module: str, function: str = "table", section: str | None = None):
+    """A renderer of a record's rows (of one of its sections) by `xferlab.benchmarks.<module>.<function>`."""
+    def render(record: dict) -> str:
+        import importlib
+
+        rows = record["sections"][section]["results"] if section else record["results"]
+        return getattr(importlib.import_module(f"xferlab.benchmarks.{module}"), function)(rows)
+    return render
+
+
+def _bench(*prefixes: str):
+    def render(record: dict) -> str:
+        from xferlab.bench import markdown
+
+        return markdown(record, prefixes)
+    return render
+
+
+# docs/results/<name> -> (the records under docs/bench/ it is rendered from, newest first by name; renderer)
+BENCH_TABLES = {
+    "linear_probe.md": ("heads-*.json", _results("heads")),
+    "probe_selection.md": ("probe-selection-*.json", _results("probe_selection")),
+    "scale.md": ("scale-*.json", _results("scale")),
+    "bench_cpu.md": ("bench-*.json", _bench()),  # `make bench`
+    "integrity.md": ("bench-*.json", _bench("verify_reads/", "fsync/")),
+    "gpu_extraction.md": ("h200-extraction-*.json", _results("extraction")),
+    "codecs.md": ("cpu-feed-*.json", _results("codecs", section="codecs")),
+    "host_feed.md": ("cpu-feed-*.json", _results("host_feed", section="host_feed")),
+    "peer_feed.md": ("cpu-feed-*.json", _results("peers", "feed_table", section="peer_feed")),
+    "peers.md": ("cpu-feed-*.json", _results("peers", section="peers")),
+}
 
 
 def bench_record(pattern: str) -> Path | None:
@@ -125,15 +157,24 @@ def bench_record(pattern: str) -> Path | None:
 
 def bench_table(name: str) -> str | None:
     """docs/results/<name> as its benchmark renders it from its newest record (None: no record)."""
-    import importlib
     import json
 
-    module, pattern = BENCH_TABLES[name]
+    pattern, render_record = BENCH_TABLES[name]
     record = bench_record(pattern)
     if record is None:
         return None
-    rows = json.loads(record.read_text())["results"]
-    return importlib.import_module(f"xferlab.benchmarks.{module}").table(rows)
+    return render_record(json.loads(record.read_text()))
+
+
+def calibration_page() -> str | None:
+    """docs/calibration.md as `xferlab.reporting.calibration` writes it from its newest record
+    (docs/bench/calibration-<date>.json; None: no record)."""
+    import json
+
+    from xferlab.reporting.calibration import page
+
+    record = bench_record("calibration-*.json")
+    return None if record is None else page(json.loads(record.read_text()))
 
 
 def write_bench_tables(results: Path = RESULTS) -> list[Path]:

@@ -63,20 +63,67 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def detail(row: dict[str, Any]) -> str:
+    """What a row's value was measured from, in words (docs/performance.md's table)."""
+    kind = row["benchmark"].split("/")[0]
+    r = row
+    if kind == "extraction":
+        return (f"pipeline {r['pipeline_images_per_s']:,.1f} vs raw forward {r['raw_images_per_s']:,.1f} images/s; "
+                f"{r['images']:,} images, {r.get('stored_size', r['input_size'])} -> {r['input_size']} px")
+    if kind == "extraction_memory":
+        return (f"{r['images_large']:,} vs {r['images_small']:,} images: {r['peak_extra_mib_large']} vs "
+                f"{r['peak_extra_mib_small']} MiB above the process's baseline; the larger store decodes to "
+                f"{r['store_decoded_mib_large']} MiB")
+    if kind == "synthcell_render":
+        return f"{r['crops']:,} crops of {r['size']} px in {r['seconds']:.1f} s, {r['workers']} worker process(es)"
+    if r["benchmark"].startswith("sweep_cost/") and "sweep_seconds" in r:
+        return f"{r['seeds']} seeds {r['sweep_seconds']} s vs one seed {r['one_seed_seconds']} s, cold cache"
+    if kind == "verify_reads":
+        return (f"reading {r['chunk_mib']} MiB of chunks: {r['read_checked_s']} s checked vs {r['read_unchecked_s']} s "
+                f"not; extraction {r['extract_s']} s ({r['images']:,} images, {r['input_px']} px)")
+    if kind == "fsync":
+        return f"fsync {r['fsync_s']} s of {r['publish_s']} s publishing ({r['images']:,} images)"
+    return r.get("what", "")
+
+
+def markdown(record: dict[str, Any], prefixes: tuple[str, ...] = ()) -> str:
+    """A `make bench` record as a Markdown table (rows whose name starts with one of `prefixes`, or
+    all but the per-unit rows of `heads`), headed by where and when it was measured."""
+    m = record["machine"]
+    rows = [r for r in record["results"] if not r["benchmark"].startswith("heads/unit/")
+            and (not prefixes or r["benchmark"].startswith(prefixes))]
+    lines = [f"Measured {record['time'][:10]} at revision `{record.get('git_revision') or 'unknown'}` on {m['processor']}, "
+             f"{m['cpu_count']} cores, {m['torch_threads']} torch threads, torch {m['torch']}"
+             + (f", {m['cuda']}" if m.get("cuda") else "")
+             + (f"; load average {load['before']} before, {load['after']} after" if (load := record.get("load_average"))
+                else "") + ".", "",
+             "| benchmark | measured | from | target |", "|---|---|---|---|"]
+    for r in rows:
+        target = "" if r.get("target") is None else f"{r['target']} ({'met' if r.get('meets_target') else 'NOT met'})"
+        lines.append(f"| `{r['benchmark']}` | **{r['value']}** {r['unit']} | {detail(r)} | {target} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m xferlab.bench", description=__doc__.splitlines()[0])
     known = {**BENCHMARKS, **ON_REQUEST}
     parser.add_argument("names", nargs="*", default=list(BENCHMARKS),
                         help=f"benchmarks to run (default: {list(BENCHMARKS)}; also {list(ON_REQUEST)})")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench"))
+    parser.add_argument("--record", type=Path, default=None,
+                        help="save the record here instead of <out>/<time>.json (docs/bench/cpu-<date>.json is the "
+                             "one docs/performance.md quotes)")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.names) - set(known))
     if unknown:
         parser.error(f"unknown benchmark(s) {unknown}; choose from {list(known)}")
+    load_before = os.getloadavg()[0]
     rows = [row for name in args.names for row in known[name]()]
     record = {"time": datetime.now().isoformat(timespec="seconds"), "xferlab": __version__,
-              "git_revision": git_revision(), "machine": machine(), "versions": versions(), "results": rows}
-    path = args.out / f"{datetime.now():%Y-%m-%d_%H-%M-%S}.json"
+              "git_revision": git_revision(), "machine": machine(), "versions": versions(),
+              "load_average": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
+              "results": rows}
+    path = args.record or args.out / f"{datetime.now():%Y-%m-%d_%H-%M-%S}.json"
     atomic_write_json(path, record)
     print(format_table(rows))
     print(f"\nmachine: {record['machine']}\nsaved to {path}")

@@ -121,3 +121,27 @@ def bench_codecs(sizes: Sequence[int] = SIZES, codecs: Sequence[str] = tuple(COD
                              "value": round(read_gbps(store, rounds), 3), "unit": "GB/s/core",
                              "codec": DEFAULT_CODEC, "crop_px": size, "chunk_rows": rows_per_chunk})
     return rows
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """The codecs as docs/performance.md shows them: compression ratio, decode and read GB/s per core
+    for each crop size, then the default codec read in other chunk heights."""
+    by = {r["benchmark"]: r for r in rows}
+    sizes = sorted({r["crop_px"] for r in rows})
+    codecs = list(dict.fromkeys(r["codec"] for r in rows if r["benchmark"].startswith("codec_decode/")))
+    px = " / ".join(map(str, sizes))
+    lines = [f"| codec | ratio ({px} px) | " + " | ".join(f"decode {s} px" for s in sizes) + " | "
+             + " | ".join(f"read {s} px" for s in sizes) + " |", "|---" * (2 + 2 * len(sizes)) + "|"]
+    for codec in codecs:
+        decode = [by[f"codec_decode/{s}px/{codec}"] for s in sizes]
+        read = [by[f"store_read/{s}px/{codec}"] for s in sizes]
+        name = f"**`{codec}` (default)**" if codec == DEFAULT_CODEC else f"`{codec}`"
+        lines.append(f"| {name} | " + " / ".join(f"{d['ratio']:.2f}" for d in decode) + " | "
+                     + " | ".join(f"{d['value']:.2f}" for d in decode) + " | "
+                     + " | ".join(f"{r['value']:.2f}" for r in read) + " |")
+    heights = [r for r in rows if r["benchmark"].startswith("chunk_rows/")]
+    if heights:
+        lines += ["", "Read GB/s per core in other chunk heights (images per chunk; the table's are "
+                  f"{rows[0]['chunk_rows']}): " + "; ".join(
+                      f"{r['crop_px']} px `{r['codec']}` x {r['chunk_rows']}: {r['value']:.2f}" for r in heights) + "."]
+    return "\n".join(lines) + "\n"

@@ -116,3 +116,17 @@ def bench_extraction_gpu() -> list[dict[str, Any]]:
         if target is not None:
             row.update(target=f">={target}", meets_target=bool(row["value"] >= target))
     return rows
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """Extraction rows (CPU or GPU): the raw forward pass and the pipeline, images per second, and their ratio."""
+    lines = ["| case | device | precision | crops: stored -> input | images | raw forward, images/s | "
+             "pipeline, images/s | pipeline / raw | target |", "|---" * 9 + "|"]
+    for r in rows:
+        _, case, precision = r["benchmark"].split("/")
+        stored = r.get("stored_size", r["input_size"])
+        met = "" if "target" not in r else f"{r['target']} ({'met' if r['meets_target'] else 'NOT met'})"
+        lines.append(f"| `{case}` | {r['device']}, {r['threads']} threads | {precision} | {stored} -> "
+                     f"{r['input_size']} px | {r['images']:,} | {r['raw_images_per_s']:,.1f} | "
+                     f"{r['pipeline_images_per_s']:,.1f} | **{r['value']:.2f}** | {met} |")
+    return "\n".join(lines) + "\n"

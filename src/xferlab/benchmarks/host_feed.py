@@ -74,3 +74,22 @@ def bench_host_feed(sizes: Sequence[int] = SIZES, codecs: Sequence[str] = CODECS
                              "batch_size": batch_size, "decoded_gbps_per_core": round(reader_rate * images[0].nbytes / 1e9, 3),
                              "predicted_images_per_s": predicted})
     return rows
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """Images per CPU-second of a reader per codec and of the main process, per crop size, and the
+    feed they predict for machines of PREDICT_FOR cores."""
+    sizes = sorted({r["crop_px"] for r in rows})
+    readers = [r for r in rows if r["benchmark"].startswith("host_feed/reader/")]
+    codecs = list(dict.fromkeys(r["codec"] for r in readers))
+    cores = sorted(readers[0]["predicted_images_per_s"], key=int)
+    lines = ["| stored crops | " + " | ".join(f"reader, `{c}`" for c in codecs) + " | main process | "
+             + " | ".join(f"predicted, {n} cores, `{codecs[0]}`" for n in cores) + " |",
+             "|---" * (2 + len(codecs) + len(cores)) + "|"]
+    for size in sizes:
+        reader = {r["codec"]: r for r in readers if r["crop_px"] == size}
+        main = next(r for r in rows if r["benchmark"] == f"host_feed/main/{size}px")
+        lines.append(f"| {size} px | " + " | ".join(f"{reader[c]['value']:,}" for c in codecs)
+                     + f" | {main['value']:,} | "
+                     + " | ".join(f"{reader[codecs[0]]['predicted_images_per_s'][n]:,}" for n in cores) + " |")
+    return "\n".join(lines) + "\n"

@@ -200,3 +200,31 @@ def bench_peers(cases: Sequence = CPU_CASES, rounds: int = 2, device: str = "cpu
     logging.getLogger("lightning").setLevel(logging.WARNING)
     return [row for name, overrides, size, n, batch, precisions in cases
             for row in measure(name, overrides, size, n, batch, precisions, rounds, device)]
+
+
+LOOPS = {"xferlab": "xferlab", "dino4cells": "DINO4Cells-style", "imagefolder": "`ImageFolder`"}
+
+
+def feed_table(rows: list[dict[str, Any]]) -> str:
+    """`bench_peer_feed`'s rows: images per CPU-second of each loop's host side, and xferlab's ratio to each."""
+    sizes = sorted({r["stored_px"] for r in rows})
+    peers = [k for k in LOOPS if k != "xferlab"]
+    lines = ["| stored crops | " + " | ".join(LOOPS.values()) + " | "
+             + " | ".join(f"xferlab / {LOOPS[p]}" for p in peers) + " |", "|---" * (1 + len(LOOPS) + len(peers)) + "|"]
+    for size in sizes:
+        by = {r["benchmark"].rsplit("/", 1)[1]: r for r in rows if r["stored_px"] == size}
+        lines.append(f"| {size} px | " + " | ".join(f"{by[k]['value']:,}" for k in LOOPS) + " | "
+                     + " | ".join(f"{by[p]['xferlab_over_this']:.1f}x" for p in peers) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """`bench_peers`'s rows: same model, batch, precision and device, images per second of each loop end to end."""
+    lines = ["| case | precision | images | xferlab images/s | peer | peer images/s | xferlab / peer |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        _, case, precision, over = r["benchmark"].split("/")
+        peer = LOOPS[over.removeprefix("xferlab_over_")]
+        lines.append(f"| `{case}` | {precision} | {r['images']:,} | {r['xferlab_images_per_s']:.1f} | {peer} | "
+                     f"{r['peer_images_per_s']:.1f} | {r['value']:.2f} |")
+    return "\n".join(lines) + "\n"

@@ -390,6 +390,27 @@ def choice(cell) -> list[str]:
     ]
 
 
+def record(table: pd.DataFrame, design: Design, n_experiments: int, n_boot: int, seconds: float, seed: int,
+           proteins_per_class: int) -> dict:
+    """What docs/calibration.md is written from, kept as `docs/bench/calibration-<date>.json`: the
+    summary of every procedure and quantity, the design and the run's settings and time."""
+    from dataclasses import asdict
+
+    from xferlab.runtime.provenance import git_revision
+
+    return {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "git_revision": git_revision(), "seconds": seconds,
+            "settings": {"experiments": n_experiments, "bootstrap": n_boot, "seed": seed,
+                         "proteins": proteins_per_class},
+            "design": asdict(design), "summary": table.to_dict(orient="records")}
+
+
+def page(rec: dict) -> str:
+    """docs/calibration.md as `markdown` writes it from a record (`record`)."""
+    design = Design(**{k: tuple(v) if isinstance(v, list) else v for k, v in rec["design"].items()})
+    s = rec["settings"]
+    return markdown(pd.DataFrame(rec["summary"]), design, s["experiments"], s["bootstrap"], rec["seconds"], s["seed"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m xferlab.reporting.calibration", description=__doc__.splitlines()[0])
     parser.add_argument("--experiments", type=int, default=2000)
@@ -399,14 +420,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--proteins", type=int, default=100_000,
                         help="simulated proteins per class for the truth (Monte Carlo)")
     parser.add_argument("--out", type=Path, default=Path("docs/calibration.md"))
+    parser.add_argument("--record", type=Path, default=None,
+                        help="also save the summary the page is written from (JSON; docs/bench/calibration-<date>.json)")
     args = parser.parse_args(argv)
     start = time.time()
     design = Design()
     results = simulate(args.experiments, {p: PROCEDURES[p] for p in args.procedures}, args.bootstrap, design,
                        args.seed, proteins_per_class=args.proteins, progress=lambda i: print(f"\r{i + 1}/{args.experiments}", end="", file=sys.stderr))
     print(file=sys.stderr)
-    table = summary(results)
-    text = markdown(table, design, args.experiments, args.bootstrap, time.time() - start, args.seed)
+    rec = record(summary(results), design, args.experiments, args.bootstrap, time.time() - start, args.seed,
+                 args.proteins)
+    text = page(rec)
+    if args.record is not None:
+        from xferlab.runtime.io import atomic_write_json
+
+        atomic_write_json(args.record, rec)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(text)
