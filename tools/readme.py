@@ -205,7 +205,8 @@ def copy_report(report: Path, results: Path = RESULTS) -> list[Path]:
     for summary in sorted(report.glob("*/summary.md")):
         name = summary.parent.name
         for source, target in ((summary, f"{name}.md"), (summary.parent / "verdicts.md", f"{name}_verdicts.md"),
-                               (summary.parent / "confusions.md", f"{name}_confusions.md")):
+                               (summary.parent / "confusions.md", f"{name}_confusions.md"),
+                               (summary.parent / "cost.md", f"{name}_cost.md")):
             if source.exists():
                 shutil.copyfile(source, results / target)
                 written.append(results / target)
@@ -216,6 +217,64 @@ def copy_report(report: Path, results: Path = RESULTS) -> list[Path]:
     if not written:
         raise SystemExit(f"{report} holds no <experiment>/summary.md: is it a report folder of xferlab.report?")
     return written
+
+
+# A measurement typed into a page: a decimal number, or any number with a unit of time or rate, or a ratio (12x).
+MEASURED = re.compile(r"(?<![\w.+-])(?P<number>[+-]?\d[\d,]*(?:\.\d+)?)(?P<unit>\s?(?:ms|s|min|h|minutes|seconds|"
+                      r"hours|images/s|crops/s|files/s|FOVs/s|GB/s|MiB/s)|x)?(?![\w/]|\.\d)")
+FENCED = re.compile(r"```.*?```", re.S)
+INLINE_CODE = re.compile(r"`[^`]*`")
+STATED = DOCS / "stated_numbers.yml"
+
+
+def prose(text: str) -> str:
+    """`text` without its results blocks and code, but with the comments of its code blocks (where
+    a command's comment may say how long it takes)."""
+    def comments(m: re.Match) -> str:
+        return "\n".join(line.split(" # ", 1)[1] for line in m.group(0).splitlines() if " # " in line)
+
+    return INLINE_CODE.sub(" ", FENCED.sub(comments, BLOCK.sub(" ", text)))
+
+
+def typed_numbers(text: str) -> list[str]:
+    """The numbers of a page that look measured and lie outside its results blocks and code."""
+    return [m.group(0).strip() for m in MEASURED.finditer(prose(text)) if "." in m["number"] or m["unit"]]
+
+
+def stated() -> dict[str, dict[str, str]]:
+    """docs/stated_numbers.yml: per page, the numbers it states that are not measurements (a setting,
+    a published figure, arithmetic), each with why."""
+    import yaml
+
+    if not STATED.is_file():
+        return {}
+    return {page: {str(k): v for k, v in (numbers or {}).items()}
+            for page, numbers in (yaml.safe_load(STATED.read_text()) or {}).items()}
+
+
+# pages written whole by a command from a record (checked by `check`: equal to what the record renders)
+GENERATED = {"docs/calibration.md": calibration_page}
+
+
+def unsourced(root: Path | None = None) -> dict[str, list[str]]:
+    """Per page (path relative to the root), the numbers typed outside results blocks that
+    docs/stated_numbers.yml does not list; and, under '<page> (listed, not on the page)', listed
+    numbers the page no longer holds."""
+    root = root or ROOT
+    allowed = stated()
+    out = {}
+    for page in pages(root):
+        name = page.relative_to(root).as_posix()
+        if name in GENERATED:
+            continue
+        found = typed_numbers(page.read_text())
+        extra = sorted(set(found) - set(allowed.get(name, {})))
+        gone = sorted(set(allowed.get(name, {})) - set(found))
+        if extra:
+            out[name] = extra
+        if gone:
+            out[f"{name} (listed, not on the page)"] = gone
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,7 +299,18 @@ def main(argv: list[str] | None = None) -> int:
     stale = [(page, f) for page in pages() for f in drift(page.read_text(), ROOT)]
     for page, f in stale:
         print(f"{page.relative_to(ROOT)} quotes {f} but differs from it: run `make readme-results`", file=sys.stderr)
-    return 1 if stale else 0
+    for name, render_page in GENERATED.items():
+        text = render_page()
+        if text is None or text != (ROOT / name).read_text():
+            print(f"{name} differs from what its record renders (or it has no record under docs/bench/): "
+                  "run `make readme-results`", file=sys.stderr)
+            stale.append((ROOT / name, name))
+    loose = unsourced()
+    for page, numbers in loose.items():
+        print(f"{page}: {', '.join(numbers)} typed outside a results block: quote a file of docs/results/ "
+              f"rendered from its record instead, or list a number that is no measurement in "
+              f"{STATED.relative_to(ROOT)} with why", file=sys.stderr)
+    return 1 if stale or loose else 0
 
 
 if __name__ == "__main__":

@@ -71,7 +71,9 @@ def test_check_names_the_page_whose_block_differs(tmp_path, monkeypatch, capsys)
     pages = readme.pages(tmp_path)
     assert pages == [tmp_path / "README.md", tmp_path / "docs" / "page.md"]  # results/ itself is no page
     monkeypatch.setattr(readme, "ROOT", tmp_path)
-    monkeypatch.setattr(readme, "pages", lambda: pages)
+    monkeypatch.setattr(readme, "STATED", tmp_path / "docs" / "stated_numbers.yml")
+    monkeypatch.setattr(readme, "GENERATED", {})
+    monkeypatch.setattr(readme, "pages", lambda root=None: pages)
     assert readme.main(["check"]) == 1
     assert "docs/page.md quotes docs/results/a.md but differs from it" in capsys.readouterr().err
 
@@ -184,3 +186,39 @@ def test_the_benchmark_tables_equal_their_newest_records(name):
     assert readme.bench_record(readme.BENCH_TABLES[name][0]) is not None, f"no record for {name} under docs/bench/"
     assert (ROOT / "docs" / "results" / name).read_text() == readme.bench_table(name), "run `make readme-results`"
 
+
+
+def test_no_page_types_a_measured_number_outside_its_results_blocks():
+    """Every decimal, time or rate in the README and the pages lies in a results block (a file of
+    docs/results/ rendered from its record) or is listed in docs/stated_numbers.yml as a setting,
+    a published figure or arithmetic; a listed number no page holds any more fails too."""
+    assert readme.unsourced() == {}, ("quote a docs/results/ file rendered from the record that measured it, or "
+                                      "list a number that is no measurement in docs/stated_numbers.yml with why")
+
+
+def test_typed_numbers_finds_decimals_and_times_in_prose_and_code_comments_only():
+    text = ("The fit took 2.5 s, then 3 min; the default `lr=0.3` and 1,024 rows, 95 % intervals.\n"
+            "```bash\nmake demo   # about 8 min\npython -m x head.lr=0.01\n```\n"
+            "<!-- results: docs/results/a.md -->\n| 0.6542 |\n<!-- /results -->\n"
+            "Rates: 230 images/s and 0.5x; version 2.6 of a library; span `x\n1.5`.\n")
+    assert readme.typed_numbers(text) == ["2.5 s", "3 min", "8 min", "230 images/s", "0.5x", "2.6"]
+
+
+def test_the_calibration_page_is_what_its_newest_record_renders():
+    record = readme.bench_record("calibration-*.json")
+    assert record is not None, "no docs/bench/calibration-<date>.json: run python -m xferlab.reporting.calibration --record"
+    assert (DOCS / "calibration.md").read_text() == readme.calibration_page(), "run `make readme-results`"
+
+
+def test_check_fails_on_a_number_typed_outside_a_results_block(tmp_path, monkeypatch, capsys):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "README.md").write_text("front door\n")
+    (tmp_path / "docs" / "page.md").write_text("The demo took 8.5 min on a laptop.\n")
+    (tmp_path / "docs" / "stated_numbers.yml").write_text('docs/page.md:\n  "0.25": a setting no longer on the page\n')
+    monkeypatch.setattr(readme, "ROOT", tmp_path)
+    monkeypatch.setattr(readme, "STATED", tmp_path / "docs" / "stated_numbers.yml")
+    monkeypatch.setattr(readme, "GENERATED", {})
+    monkeypatch.setattr(readme, "pages", lambda root=tmp_path: [tmp_path / "README.md", tmp_path / "docs" / "page.md"])
+    assert readme.unsourced(tmp_path) == {"docs/page.md": ["8.5 min"], "docs/page.md (listed, not on the page)": ["0.25"]}
+    assert readme.main(["check"]) == 1
+    assert "docs/page.md: 8.5 min typed outside a results block" in capsys.readouterr().err

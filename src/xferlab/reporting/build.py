@@ -18,6 +18,7 @@ from xferlab.reporting.compare import (classes_of, comparisons, per_class_interv
 from xferlab.reporting.conditions import naming
 from xferlab.reporting.confusion import confusion_from_runs, top_confusions
 from xferlab.reporting.consistency import flag_inconsistent
+from xferlab.reporting.cost import cost_markdown, job_costs
 from xferlab.reporting.stats import read_predictions
 from xferlab.reporting.samples import samples_per_target
 from xferlab.reporting.embedding_map import condition_maps
@@ -121,6 +122,7 @@ def _experiment_report(experiment: str, group: pd.DataFrame, folder: Path, n_boo
                       table.drop(columns=[c for c in table.columns if c.startswith("_")]).to_csv(index=False))
     atomic_write_text(folder / "summary.md", md + "\n")
     atomic_write_text(folder / "summary.tex", latex(table, experiment))
+    atomic_write_text(folder / "cost.md", cost_markdown(job_costs(group["run_dir"])))
     plots.dot_chart(table, folder / "macro_f1.png")
     n_units = ", ".join(sorted({str(n) for n in table["n_units"]}))
     text = [f"## {experiment}: test macro F1, mean ± std over {n_units} (split, seed, pretraining seed) unit(s) per condition "

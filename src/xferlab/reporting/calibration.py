@@ -29,7 +29,8 @@ An experiment draws each split's proteins afresh (independently per split), scor
 model and hands the per-target counts to the report's bootstrap; the coverage of a quantity is the
 share of experiments whose interval holds its truth.
 
-`python -m xferlab.reporting.calibration` writes docs/calibration.md.
+`python -m xferlab.reporting.calibration --record docs/bench/calibration-<date>.json` writes
+docs/calibration.md and the record it is rendered from (`page`).
 """
 
 from __future__ import annotations
@@ -279,7 +280,9 @@ def markdown(table: pd.DataFrame, design: Design, n_experiments: int, n_boot: in
 
     lines = ["# Calibration of the report's intervals over test proteins", "",
              f"Written by `python -m xferlab.reporting.calibration --experiments {n_experiments} --bootstrap {n_boot} "
-             f"--seed {seed}` ({seconds / 60:.0f} min on one core). Each simulated experiment draws test proteins "
+             f"--seed {seed} --record docs/bench/calibration-<date>.json` ({seconds / 60:.0f} min on one core; the "
+             "record holds the summary below, and `make readme-results` renders this page from the newest one). "
+             "Each simulated experiment draws test proteins "
              "from a known population and goes through the report's own code: per-target counts "
              "(`stats.counts_per_target`, the arithmetic of `stats.target_counts`), the shared draws of "
              "`stats.Bootstrap`, `intervals.interval` and the paired difference (`Replicates.__sub__`), as "
