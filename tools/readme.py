@@ -12,13 +12,16 @@ rewrites every README block that quotes one of them. A block is whatever lies be
     <!-- /results -->
 
 `update` also writes `docs/results/shipped_backbones.md`, the table of the shipped backbones and
-their pretraining curves, from `src/xferlab/backbones/shipped/manifest.json`;
-`docs/results/calibration_summary.md` from `docs/calibration.md`; and `docs/results/linear_probe.md`
-and `probe_selection.md` from the newest benchmark records `docs/bench/heads-<date>.json` and
-`probe-selection-<date>.json` (tests keep each equal to its source).
+their pretraining curves, from `src/xferlab/backbones/shipped/manifest.json`; `docs/calibration.md`
+from its newest record `docs/bench/calibration-<date>.json` and `docs/results/calibration_summary.md`
+from that page; and each benchmark table of `BENCH_TABLES` from its newest record under `docs/bench/`
+(`make bench`'s run, the probe, the scale run, codecs, the host's feed, peers, the GPU run). Tests
+keep each equal to its source.
 
 `check` (and the fast test tests/tools/test_readme.py) says which blocks of which page differ from
-their files."""
+their files, and which numbers a page types outside its results blocks: a decimal, a time or a
+rate must come from a results block unless `docs/stated_numbers.yml` lists it as a setting, a
+published figure or arithmetic."""
 
 from __future__ import annotations
 

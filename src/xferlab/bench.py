@@ -117,10 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(args.names) - set(known))
     if unknown:
         parser.error(f"unknown benchmark(s) {unknown}; choose from {list(known)}")
-    load_before = os.getloadavg()[0]
+    load_before, revision = os.getloadavg()[0], git_revision()  # the code that runs, read before the tree can change
     rows = [row for name in args.names for row in known[name]()]
     record = {"time": datetime.now().isoformat(timespec="seconds"), "xferlab": __version__,
-              "git_revision": git_revision(), "machine": machine(), "versions": versions(),
+              "git_revision": revision, "machine": machine(), "versions": versions(),
               "load_average": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
               "results": rows}
     path = args.record or args.out / f"{datetime.now():%Y-%m-%d_%H-%M-%S}.json"

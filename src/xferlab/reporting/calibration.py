@@ -394,14 +394,12 @@ def choice(cell) -> list[str]:
 
 
 def record(table: pd.DataFrame, design: Design, n_experiments: int, n_boot: int, seconds: float, seed: int,
-           proteins_per_class: int) -> dict:
+           proteins_per_class: int, revision: str | None) -> dict:
     """What docs/calibration.md is written from, kept as `docs/bench/calibration-<date>.json`: the
     summary of every procedure and quantity, the design and the run's settings and time."""
     from dataclasses import asdict
 
-    from xferlab.runtime.provenance import git_revision
-
-    return {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "git_revision": git_revision(), "seconds": seconds,
+    return {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "git_revision": revision, "seconds": seconds,
             "settings": {"experiments": n_experiments, "bootstrap": n_boot, "seed": seed,
                          "proteins": proteins_per_class},
             "design": asdict(design), "summary": table.to_dict(orient="records")}
@@ -426,13 +424,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--record", type=Path, default=None,
                         help="also save the summary the page is written from (JSON; docs/bench/calibration-<date>.json)")
     args = parser.parse_args(argv)
-    start = time.time()
+    from xferlab.runtime.provenance import git_revision
+
+    start, revision = time.time(), git_revision()  # the code that runs, read before the tree can change
     design = Design()
     results = simulate(args.experiments, {p: PROCEDURES[p] for p in args.procedures}, args.bootstrap, design,
                        args.seed, proteins_per_class=args.proteins, progress=lambda i: print(f"\r{i + 1}/{args.experiments}", end="", file=sys.stderr))
     print(file=sys.stderr)
     rec = record(summary(results), design, args.experiments, args.bootstrap, time.time() - start, args.seed,
-                 args.proteins)
+                 args.proteins, revision)
     text = page(rec)
     if args.record is not None:
         from xferlab.runtime.io import atomic_write_json
