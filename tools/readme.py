@@ -119,12 +119,14 @@ def write_calibration_table(results: Path = RESULTS) -> Path:
     return path
 
 
-def _results(module: str, function: str = "table", section: str | None = None):
-    """A renderer of a record's rows (of one of its sections) by `xferlab.benchmarks.<module>.<function>`."""
+def _results(module: str, function: str = "table", section: str | None = None, prefix: str = ""):
+    """A renderer of a record's rows (of one of its sections; those whose name starts with `prefix`)
+    by `xferlab.benchmarks.<module>.<function>`."""
     def render(record: dict) -> str:
         import importlib
 
         rows = record["sections"][section]["results"] if section else record["results"]
+        rows = [r for r in rows if r.get("benchmark", "").startswith(prefix)]
         return getattr(importlib.import_module(f"xferlab.benchmarks.{module}"), function)(rows)
     return render
 
@@ -144,7 +146,8 @@ BENCH_TABLES = {
     "scale.md": ("scale-*.json", _results("scale")),
     "bench_cpu.md": ("bench-*.json", _bench()),  # `make bench`
     "integrity.md": ("bench-*.json", _bench("verify_reads/", "fsync/")),
-    "gpu_extraction.md": ("h200-extraction-*.json", _results("extraction")),
+    # scripts/gpu_bench.sh writes gpu-<device>-<time>.json; the 2026-11-26 run's record has the older name
+    "gpu_extraction.md": (("gpu-*.json", "h200-extraction-*.json"), _results("extraction", prefix="extraction_gpu/")),
     "codecs.md": ("cpu-feed-*.json", _results("codecs", section="codecs")),
     "host_feed.md": ("cpu-feed-*.json", _results("host_feed", section="host_feed")),
     "peer_feed.md": ("cpu-feed-*.json", _results("peers", "feed_table", section="peer_feed")),
@@ -152,10 +155,13 @@ BENCH_TABLES = {
 }
 
 
-def bench_record(pattern: str) -> Path | None:
-    """The newest record under docs/bench/ matching `pattern` (dated names sort by date)."""
-    found = sorted((ROOT / "docs" / "bench").glob(pattern))
-    return found[-1] if found else None
+def bench_record(patterns: str | tuple[str, ...]) -> Path | None:
+    """The newest record under docs/bench/ matching `patterns` (by the time it holds, then by name)."""
+    import json
+
+    found = [p for pattern in ([patterns] if isinstance(patterns, str) else patterns)
+             for p in (ROOT / "docs" / "bench").glob(pattern)]
+    return max(found, key=lambda p: (str(json.loads(p.read_text()).get("time", "")), p.name), default=None)
 
 
 def bench_table(name: str) -> str | None:

@@ -96,7 +96,7 @@ def markdown(record: dict[str, Any], prefixes: tuple[str, ...] = ()) -> str:
              f"{m['cpu_count']} cores, {m['torch_threads']} torch threads, torch {m['torch']}"
              + (f", {m['cuda']}" if m.get("cuda") else "")
              + (f"; load average {load['before']} before, {load['after']} after" if (load := record.get("load_average"))
-                else "") + ".", "",
+                else "") + "." + (f" {record['note'][0].upper()}{record['note'][1:]}." if record.get("note") else ""), "",
              "| benchmark | measured | from | target |", "|---|---|---|---|"]
     for r in rows:
         target = "" if r.get("target") is None else f"{r['target']} ({'met' if r.get('meets_target') else 'NOT met'})"
