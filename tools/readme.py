@@ -113,9 +113,9 @@ def calibration_table(text: str) -> str:
 def write_calibration_table(results: Path = RESULTS) -> Path:
     text = calibration_page()
     if text is not None:
-        (ROOT / "docs" / "calibration.md").write_text(text)
+        (DOCS / "calibration.md").write_text(text)
     path = results / "calibration_summary.md"
-    path.write_text(calibration_table((ROOT / "docs" / "calibration.md").read_text()))
+    path.write_text(calibration_table((DOCS / "calibration.md").read_text()))
     return path
 
 
@@ -139,7 +139,7 @@ def _bench(*prefixes: str):
     return render
 
 
-# docs/results/<name> -> (the records under docs/bench/ it is rendered from, newest first by name; renderer)
+# docs/results/<name> -> (the records under docs/bench/ it is rendered from, the newest counting; renderer)
 BENCH_TABLES = {
     "linear_probe.md": ("heads-*.json", _results("heads")),
     "probe_selection.md": ("probe-selection-*.json", _results("probe_selection")),
@@ -155,13 +155,15 @@ BENCH_TABLES = {
 }
 
 
-def bench_record(patterns: str | tuple[str, ...]) -> Path | None:
-    """The newest record under docs/bench/ matching `patterns` (by the time it holds, then by name)."""
-    import json
+DATED = re.compile(r"\d{4}-\d{2}-\d{2}(?:_\d{2}-\d{2}-\d{2})?")
 
+
+def bench_record(patterns: str | tuple[str, ...]) -> Path | None:
+    """The newest record under docs/bench/ matching `patterns`, by the date (and time) in its name,
+    which every record's name carries whatever its prefix."""
     found = [p for pattern in ([patterns] if isinstance(patterns, str) else patterns)
-             for p in (ROOT / "docs" / "bench").glob(pattern)]
-    return max(found, key=lambda p: (str(json.loads(p.read_text()).get("time", "")), p.name), default=None)
+             for p in (DOCS / "bench").glob(pattern)]
+    return max(found, key=lambda p: (m[0] if (m := DATED.search(p.name)) else "", p.name), default=None)
 
 
 def bench_table(name: str) -> str | None:

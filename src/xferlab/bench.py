@@ -63,10 +63,9 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def detail(row: dict[str, Any]) -> str:
+def detail(r: dict[str, Any]) -> str:
     """What a row's value was measured from, in words (docs/performance.md's table)."""
-    kind = row["benchmark"].split("/")[0]
-    r = row
+    kind = r["benchmark"].split("/")[0]
     if kind == "extraction":
         return (f"pipeline {r['pipeline_images_per_s']:,.1f} vs raw forward {r['raw_images_per_s']:,.1f} images/s; "
                 f"{r['images']:,} images, {r.get('stored_size', r['input_size'])} -> {r['input_size']} px")
@@ -111,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"benchmarks to run (default: {list(BENCHMARKS)}; also {list(ON_REQUEST)})")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench"))
     parser.add_argument("--record", type=Path, default=None,
-                        help="save the record here instead of <out>/<time>.json (docs/bench/cpu-<date>.json is the "
+                        help="save the record here instead of <out>/<time>.json (docs/bench/bench-<date>.json is the "
                              "one docs/performance.md quotes)")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.names) - set(known))

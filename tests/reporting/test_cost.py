@@ -32,3 +32,11 @@ def test_a_probe_job_without_head_seconds_reports_its_fit_seconds(tmp_path):
     costs = job_costs([job(tmp_path, "a", cache_hit=True, fit_seconds=3.5, total_seconds=4.0)])
     assert costs["head_seconds"].tolist() == [3.5]
     assert "| 1 | 0 | – | – | 3.5 / 3.5 / 3.5 | 4.0 s |" in cost_markdown(costs)
+
+
+def test_a_truncated_run_info_counts_as_unknown_and_the_sum_rounds_once(tmp_path):
+    broken = job(tmp_path, "a")
+    (broken / "run_info.json").write_text('{"cache_hit": tr')  # cut off mid-write by a crash
+    costs = job_costs([broken, job(tmp_path, "b", cache_hit=True, head_seconds=1.0, total_seconds=119.7)])
+    assert costs["cache_hit"].tolist() == [None, True]
+    assert "| 2 (1 without run_info.json) | 0 | – | – | 1.0 / 1.0 / 1.0 | 2 min 0 s |" in cost_markdown(costs)

@@ -26,9 +26,8 @@ import posixpath
 from pathlib import Path
 from typing import Callable
 
-from xferlab.backbones.locations import (  # noqa: F401  (the addresses, re-exported: download.source_url etc.)
-    DINO_URL, HOSTS, KNOWN_CHECKPOINTS, ZENODO_URL, KnownCheckpoint, dino_url, host_url, record_lock, source_url,
-    weights_dir, zenodo_url)
+from xferlab.backbones.locations import (KNOWN_CHECKPOINTS, KnownCheckpoint, record_lock, source_url, weights_dir,
+                                         zenodo_url)
 from xferlab.backbones.weights import WeightsError
 from xferlab.runtime.transfer import OFFLINE_ENV, Progress, TransferError, offline, read_blocks, stream_to
 

@@ -110,10 +110,6 @@ def host_url(host: str) -> str:
     return os.environ.get(variable, default).rstrip("/")
 
 
-def dino_url() -> str:
-    return host_url("dino")
-
-
 def zenodo_url() -> str:
     return os.environ.get("XFERLAB_ZENODO_URL", ZENODO_URL).rstrip("/")
 

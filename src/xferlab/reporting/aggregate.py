@@ -57,6 +57,16 @@ def read_metrics(run_dir: Path) -> tuple[dict | None, str | None]:
     return metrics, None
 
 
+def read_run_info(run_dir: str | Path) -> dict:
+    """A job's `run_info.json` (what it did: cache hit, times, samples per target), or {} when it is
+    missing or unreadable: the report only describes with it, never scores."""
+    try:
+        info = json.loads((Path(run_dir) / "run_info.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
 def predictions_problem(run_dir: Path, n_test: int | None) -> str | None:
     """Why a job's `predictions.csv` cannot be used (missing, unreadable, truncated), or None."""
     path = run_dir / "predictions.csv"

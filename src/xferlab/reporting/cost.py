@@ -4,19 +4,16 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-import numpy as np
 import pandas as pd
+
+from xferlab.reporting.aggregate import read_run_info
 
 
 def job_costs(run_dirs: pd.Series) -> pd.DataFrame:
     """One row per job: cache hit, extraction seconds and images/s (misses only), head and job seconds."""
     rows = []
     for run_dir in run_dirs:
-        path = Path(run_dir) / "run_info.json"
-        info = json.loads(path.read_text()) if path.is_file() else {}
+        info = read_run_info(run_dir)
         rows.append({"run_dir": str(run_dir), "cache_hit": info.get("cache_hit"),
                      "extract_seconds": info.get("extract_seconds"), "images_per_second": info.get("images_per_second"),
                      "head_seconds": info.get("head_seconds", info.get("fit_seconds")),
@@ -41,9 +38,12 @@ def cost_markdown(costs: pd.DataFrame) -> str:
              "median / max | head, s per job: min / median / max | the jobs' own time, sum |", "|---" * 6 + "|",
              f"| {len(costs)}" + (f" ({int((~known).sum())} without run_info.json)" if (~known).any() else "")
              + f" | {len(misses)} | {_spread(misses['extract_seconds'])} | {_spread(misses['images_per_second'], '.0f')} | "
-             f"{_spread(costs['head_seconds'])} | {_minutes(float(np.sum(jobs_s)))} |"]
+             f"{_spread(costs['head_seconds'])} | {_minutes(float(jobs_s.sum()))} |"]
     return "\n".join(lines) + "\n"
 
 
 def _minutes(seconds: float) -> str:
-    return f"{int(seconds // 60)} min {seconds % 60:.0f} s" if seconds >= 60 else f"{seconds:.1f} s"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    whole = round(seconds)  # rounded once: 119.7 s is 2 min 0 s, not 1 min 60 s
+    return f"{whole // 60} min {whole % 60} s"

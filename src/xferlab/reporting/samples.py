@@ -4,11 +4,11 @@ recorded (`samples_per_target` in metrics.json and run_info.json)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
+from xferlab.reporting.aggregate import read_run_info
 from xferlab.runtime.io import atomic_write_text
 
 
@@ -38,9 +38,5 @@ def samples_per_target(group: pd.DataFrame, folder: Path) -> str | None:
 
 
 def per_target(run_dir: Path) -> dict[str, int]:
-    try:
-        info = json.loads((run_dir / "run_info.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    counts = info.get("samples_per_target")
+    counts = read_run_info(run_dir).get("samples_per_target")
     return dict(counts) if isinstance(counts, dict) else {}
