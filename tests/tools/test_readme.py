@@ -222,3 +222,17 @@ def test_check_fails_on_a_number_typed_outside_a_results_block(tmp_path, monkeyp
     assert readme.unsourced(tmp_path) == {"docs/page.md": ["8.5 min"], "docs/page.md (listed, not on the page)": ["0.25"]}
     assert readme.main(["check"]) == 1
     assert "docs/page.md: 8.5 min typed outside a results block" in capsys.readouterr().err
+
+
+def test_check_names_a_generated_page_that_differs_from_its_record(tmp_path, monkeypatch, capsys):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "README.md").write_text("front door\n")
+    (tmp_path / "docs" / "calibration.md").write_text("# typed over by hand\n")
+    monkeypatch.setattr(readme, "ROOT", tmp_path)
+    monkeypatch.setattr(readme, "STATED", tmp_path / "docs" / "stated_numbers.yml")
+    monkeypatch.setattr(readme, "GENERATED", {"docs/calibration.md": lambda: "# what the record renders\n"})
+    monkeypatch.setattr(readme, "pages", lambda root=None: [tmp_path / "README.md"])
+    assert readme.main(["check"]) == 1
+    assert "docs/calibration.md differs from what its record renders" in capsys.readouterr().err
+    monkeypatch.setattr(readme, "GENERATED", {"docs/calibration.md": lambda: "# typed over by hand\n"})
+    assert readme.main(["check"]) == 0
